@@ -1,0 +1,139 @@
+"""η-expansion of a rule's expressions along its slow manifold.
+
+Every vector name of a rule is given as a power series in η whose coefficients are linear
+combinations of trees (:mod:`nmech.derive.trees`); ``expand`` turns an expression of the rule
+into such a series, truncated at a given order. ``grad(p)`` with p = θ + δ, δ = O(η), is
+expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from math import factorial
+
+import sympy as sp
+
+from nmech.errors import NmechError
+
+from . import trees as T
+from .symbols import eta, grad
+
+Series = list  # list[Vec], index = power of η
+
+
+@lru_cache(maxsize=4096)
+def scalar_series(c: sp.Expr, order: int) -> tuple[sp.Expr, ...]:
+    """Coefficients c_0..c_order of a scalar c(η) = Σ c_k η^k."""
+    if not c.has(eta):
+        return (c,) + (sp.Integer(0),) * order
+    if c.is_polynomial(eta):
+        poly = sp.Poly(sp.expand(c), eta)
+        return tuple(poly.coeff_monomial(eta**k) for k in range(order + 1))
+    try:
+        expansion = sp.series(c, eta, 0, order + 1).removeO()
+    except Exception as exc:  # sympy raises several types for non-analytic input
+        raise NmechError(f"coefficient {c} has no power series in eta ({exc})") from None
+    if expansion.has(sp.log) or any(
+        p.exp < 0 for p in expansion.atoms(sp.Pow) if p.base == eta and p.exp.is_number
+    ):
+        raise NmechError(f"coefficient {c} is singular at eta = 0")
+    return tuple(sp.expand(expansion).coeff(eta, k) for k in range(order + 1))
+
+
+def zero_series(order: int) -> Series:
+    return [{} for _ in range(order + 1)]
+
+
+class Expander:
+    """Expands rule expressions given the series of the rule's vector names.
+
+    ``assume_theta_points``: at the lowest level the slow manifold is not yet known, so a
+    gradient's point is taken to be θ at O(1); the solver checks this afterwards.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, Series],
+        vectors: frozenset[str],
+        assume_theta_points: bool = False,
+    ) -> None:
+        self.env = dict(env)
+        self.vectors = vectors
+        self.assume = assume_theta_points
+
+    def is_vector(self, expr: sp.Expr) -> bool:
+        return expr.has(grad) or any(str(s) in self.vectors for s in expr.free_symbols)
+
+    def expand(self, expr: sp.Expr, order: int) -> Series:
+        if order < 0:
+            return []
+        if expr.is_Symbol:
+            if str(expr) not in self.vectors:
+                raise NmechError(f"'{expr}' is a scalar where a vector is expected")
+            series = self.env[str(expr)]
+            return [series[k] if k < len(series) else {} for k in range(order + 1)]
+        if expr.is_Add:
+            out = zero_series(order)
+            for arg in expr.args:
+                if not self.is_vector(arg):
+                    raise NmechError(f"term '{arg}' has no vector factor (unknown state name?)")
+                for k, v in enumerate(self.expand(arg, order)):
+                    T.add_to(out[k], v)
+            return out
+        if expr.is_Mul:
+            vectors = [a for a in expr.args if self.is_vector(a)]
+            if len(vectors) != 1:
+                raise NmechError(f"'{expr}' multiplies vectors: element-wise products are not supported")
+            coeff = sp.Mul(*[a for a in expr.args if a is not vectors[0]])
+            cs = scalar_series(coeff, order)
+            inner = self.expand(vectors[0], order)
+            out = zero_series(order)
+            for i, c in enumerate(cs):
+                if c != 0:
+                    for k in range(order + 1 - i):
+                        T.add_to(out[i + k], inner[k], c)
+            return out
+        if isinstance(expr, grad):
+            return self._grad(expr.args[0], order)
+        if expr.is_Pow and self.is_vector(expr.base):
+            raise NmechError(f"'{expr}': powers of vectors are element-wise and not supported")
+        raise NmechError(f"cannot expand '{expr}' as a vector")
+
+    def _grad(self, point: sp.Expr, order: int) -> Series:
+        p = self.expand(point, order)
+        base = p[0]
+        if not (self.assume and unknowns(base)) and not (len(base) == 1 and base.get(T.THETA) == 1):
+            raise NmechError(
+                f"grad({point}) is evaluated at a point that does not tend to theta as eta -> 0"
+            )
+        delta = p[1:]
+        out = zero_series(order)
+        out[0] = {T.GRAD: 1}
+        # ordered compositions k_1 + … + k_m = k of the Taylor term ∇^{m+1}L[δ_{k_1}, …, δ_{k_m}]
+        compositions: dict[int, list[tuple[int, ...]]] = {0: [()]}
+        for m in range(1, order + 1):
+            grown: dict[int, list[tuple[int, ...]]] = {}
+            for total, seqs in compositions.items():
+                for k in range(1, order + 1 - total):
+                    grown.setdefault(total + k, []).extend(s + (k,) for s in seqs)
+            compositions = grown
+            for total, seqs in compositions.items():
+                for seq in seqs:
+                    term = T.multilinear([delta[k - 1] for k in seq])
+                    T.add_to(out[total], term, sp.Rational(1, factorial(m)))
+        return out
+
+
+def unknowns(v: Mapping[T.Tree, object]) -> set[str]:
+    """Names of the solver's unknown leaves (named ``?...``) occurring in v."""
+    names: set[str] = set()
+    stack = list(v)
+    while stack:
+        t = stack.pop()
+        if T.is_leaf(t):
+            if t[1].startswith("?"):
+                names.add(t[1])
+        else:
+            stack.extend(t[1])
+    return names

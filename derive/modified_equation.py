@@ -1,0 +1,233 @@
+"""Modified equations: the flow an optimizer really follows at a finite learning rate.
+
+``modified_equation(rule, order=p)`` returns θ̇ = f̃(θ) = Σ_{k=0}^{p} η^k F_k(θ), each F_k a sum of
+elementary differentials of L (trees) with exact rational coefficients in η's companions β, λ,
+τ; the flow tracks the iterates to O(η^{p+1}) over a fixed time t = nη (on the slow manifold
+for multi-step and state rules). Known results it reproduces (see the tests):
+
+* GD: f̃ = −∇L − (η/2)∇²L∇L − η²[(1/3)(∇²L)²∇L + (1/12)∇³L[∇L,∇L]] + O(η³), i.e. the modified
+  loss L + (η/4)‖∇L‖² at first order and no modified loss at second order.
+* Heavy ball: θ̇ = −(1/(1−β))∇[L + η(1+β)/(4(1−β)²)‖∇L‖²] + O(η²).
+* Quadratic L = ½θᵀAθ under GD, all orders: θ̇ = (1/η) log(I − ηA)θ.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import sympy as sp
+
+from nmech.errors import NmechError
+
+from . import notation, potential
+from . import trees as T
+from .rules import Rule
+from .slow_manifold import solve
+from .symbols import eta
+
+JSON_SCHEMA = "nmech.modified_equation/1"
+
+
+@dataclass(frozen=True)
+class ModifiedLoss:
+    """f̃ = −s ∇L̃ through order ``exists_through``; ``obstruction`` is the first order (power of
+    η) whose correction is not a gradient, or None."""
+
+    scale: sp.Expr
+    terms: tuple[dict, ...]  # per order k: {potential.Scalar: coefficient} of L̃'s η^k part
+    exists_through: int
+    obstruction: int | None
+
+    def latex(self) -> str:
+        parts = []
+        for k, phi in enumerate(self.terms):
+            if phi:
+                body = _scalar_sum(phi)
+                parts.append(body if k == 0 else f"{_eta_power(k)}\\left({body}\\right)")
+        text = "\\tilde L = " + " + ".join(parts)
+        return text.replace("+ -", "- ")
+
+
+def _eta_power(k: int) -> str:
+    return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
+
+
+def _scalar_sum(phi: dict) -> str:
+    items = sorted(phi.items(), key=lambda kv: (len(kv[0].labels), kv[0].key))
+    out = []
+    for s, c in items:
+        c = sp.factor(c)
+        factor = "" if c == 1 else ("-" if c == -1 else sp.latex(c) + "\\,")
+        out.append(factor + s.latex())
+    return " + ".join(out).replace("+ -", "- ")
+
+
+@dataclass(frozen=True)
+class ModifiedEquation:
+    """θ̇ = Σ_k η^k F_k(θ); ``states`` holds each auxiliary state on the slow manifold."""
+
+    rule: Rule
+    order: int
+    terms: tuple[T.Vec, ...]
+    states: dict[str, tuple[T.Vec, ...]]
+
+    def correction(self, k: int) -> T.Vec:
+        """F_k: the coefficient of η^k (k = 0 is the leading, gradient-flow term)."""
+        return self.terms[k]
+
+    # ------------------------------------------------------------ presentation
+    def latex(self) -> str:
+        parts = []
+        for k, f in enumerate(self.terms):
+            if not f:
+                continue
+            body = notation.linear_combination(f)
+            if k == 0:
+                parts.append(body)
+            else:
+                parts.append(f"{_eta_power(k)}\\left({body}\\right)")
+        rhs = " + ".join(parts) if parts else "0"
+        return f"\\dot\\theta = {rhs} + O(\\eta^{{{self.order + 1}}})"
+
+    def text(self) -> str:
+        parts = []
+        for k, f in enumerate(self.terms):
+            if f:
+                prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
+                parts.append(f"{prefix}({notation.linear_combination(f, latex=False)})")
+        return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{self.order + 1})"
+
+    def to_json(self) -> dict[str, Any]:
+        """Schema ``nmech.modified_equation/1``::
+
+            {"schema", "rule", "order", "variable": "eta",
+             "terms": [{"order": k, "coefficient": str, "coefficient_latex": str,
+                        "differential": str, "differential_latex": str,
+                        "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta")}]}
+
+        The field is Σ_terms eta**order * coefficient * differential.
+        """
+        terms = []
+        for k, f in enumerate(self.terms):
+            for t in sorted(f, key=lambda t: (T.size(t), t)):
+                terms.append(
+                    {
+                        "order": k,
+                        "coefficient": sp.sstr(sp.factor(f[t])),
+                        "coefficient_latex": sp.latex(sp.factor(f[t])),
+                        "differential": notation.tree(t, latex=False),
+                        "differential_latex": notation.tree(t),
+                        "tree": _tree_json(t),
+                    }
+                )
+        return {
+            "schema": JSON_SCHEMA,
+            "rule": self.rule.name,
+            "order": self.order,
+            "variable": "eta",
+            "terms": terms,
+        }
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
+
+    # ------------------------------------------------------------ concrete losses
+    def field(self, loss: sp.Expr, coords: list[sp.Symbol]) -> sp.Matrix:
+        """The modified vector field Σ_k η^k F_k for a concrete loss L(coords)."""
+        evaluator = ConcreteEvaluator(loss, coords)
+        total = sp.zeros(len(coords), 1)
+        for k, f in enumerate(self.terms):
+            total += eta**k * evaluator.vec(f)
+        return total
+
+    def state(self, name: str, loss: sp.Expr, coords: list[sp.Symbol]) -> sp.Matrix:
+        """The slow-manifold value of auxiliary state ``name`` through η^{order+1}."""
+        if name not in self.states:
+            raise NmechError(f"rule '{self.rule.name}' has no state '{name}'")
+        evaluator = ConcreteEvaluator(loss, coords)
+        total = sp.zeros(len(coords), 1)
+        for k, u in enumerate(self.states[name]):
+            total += eta**k * evaluator.vec(u)
+        return total
+
+    # ------------------------------------------------------------ modified loss
+    def modified_loss(self) -> ModifiedLoss:
+        """L̃ with f̃ = −s∇L̃, order by order while a potential exists (exact curl test)."""
+        scale = -self.terms[0].get(T.GRAD, 0)
+        if scale == 0:
+            raise NmechError("the leading term has no -grad L component: no modified loss")
+        phis: list[dict] = []
+        obstruction = None
+        for k, f in enumerate(self.terms):
+            phi = potential.potential(f)
+            if phi is None:
+                obstruction = k
+                break
+            phis.append({s: sp.factor(sp.cancel(-c / scale)) for s, c in phi.items()})
+        return ModifiedLoss(
+            scale=sp.factor(scale),
+            terms=tuple(phis),
+            exists_through=len(phis) - 1,
+            obstruction=obstruction,
+        )
+
+
+def _tree_json(t: T.Tree) -> Any:
+    if T.is_leaf(t):
+        return t[1]
+    return "grad" if not t[1] else [_tree_json(c) for c in t[1]]
+
+
+class ConcreteEvaluator:
+    """Evaluates trees on a concrete loss: ∇^{k+1}L[c_1..c_k] by symbolic differentiation."""
+
+    def __init__(self, loss: sp.Expr, coords: list[sp.Symbol]) -> None:
+        if not coords:
+            raise NmechError("coords must name at least one coordinate")
+        self.loss, self.coords = sp.sympify(loss), list(coords)
+        self.cache: dict[T.Tree, sp.Matrix] = {}
+
+    @lru_cache(maxsize=None)  # noqa: B019 -- one evaluator per (loss, coords)
+    def _contraction(self, k: int) -> tuple[sp.Matrix, tuple[tuple[sp.Symbol, ...], ...]]:
+        n = len(self.coords)
+        dummies = tuple(sp.symbols(f"w{i}_0:{n}") for i in range(k))
+        expr = self.loss
+        for w in dummies:
+            expr = sum(sp.diff(expr, x) * wj for x, wj in zip(self.coords, w))
+        return sp.Matrix([sp.diff(expr, x) for x in self.coords]), dummies
+
+    def tree(self, t: T.Tree) -> sp.Matrix:
+        if t in self.cache:
+            return self.cache[t]
+        if T.is_leaf(t):
+            if t != T.THETA:
+                raise NmechError(f"cannot evaluate vector '{t[1]}' on a concrete loss")
+            value = sp.Matrix(self.coords)
+        else:
+            base, dummies = self._contraction(len(t[1]))
+            subs = {}
+            for w, child in zip(dummies, t[1]):
+                subs.update(dict(zip(w, self.tree(child))))
+            value = base.xreplace(subs)
+        self.cache[t] = value
+        return value
+
+    def vec(self, v: T.Vec) -> sp.Matrix:
+        total = sp.zeros(len(self.coords), 1)
+        for t, c in v.items():
+            total += c * self.tree(t)
+        return total
+
+
+def modified_equation(rule: Rule, order: int = 1) -> ModifiedEquation:
+    """Backward error analysis of ``rule`` through η^order (see module docstring)."""
+    manifold = solve(rule, order)
+    return ModifiedEquation(
+        rule=rule,
+        order=order,
+        terms=tuple(manifold.F[: order + 1]),
+        states={s: tuple(u) for s, u in manifold.U.items()},
+    )

@@ -1,0 +1,57 @@
+"""Rendering trees in the papers' notation: ∇L, ∇²L∇L, ∇³L[∇L,∇L], ‖∇L‖², θ."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from . import trees as T
+
+
+def _power(k: int, latex: bool) -> str:
+    if k == 1:
+        return "\\nabla L" if latex else "∇L"
+    if latex:
+        return f"\\nabla^{{{k}}} L" if k > 9 else f"\\nabla^{k} L"
+    sup = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+    return "∇" + str(k).translate(sup) + "L"
+
+
+def tree(t: T.Tree, latex: bool = True) -> str:
+    """∇^{k+1}L[c_1,…,c_k]; a single child is written as a product, ∇²L∇L."""
+    if T.is_leaf(t):
+        name = t[1]
+        if latex:
+            return "\\theta" if name == "theta" else name.replace("?", "")
+        return "θ" if name == "theta" else name
+    children = t[1]
+    head = _power(len(children) + 1, latex)
+    if not children:
+        return head
+    if len(children) == 1:
+        return head + ("\\," if latex else "") + tree(children[0], latex)
+    inner = ", ".join(tree(c, latex) for c in children)
+    return f"{head}[{inner}]"
+
+
+def coefficient(c: sp.Expr, latex: bool = True) -> str:
+    return sp.latex(c) if latex else sp.sstr(c)
+
+
+def linear_combination(v: dict, latex: bool = True) -> str:
+    """Σ c·t with signs folded in, largest trees last."""
+    if not v:
+        return "0"
+    parts = []
+    for t in sorted(v, key=lambda t: (T.size(t), t)):
+        c = sp.factor(v[t])
+        negative = c.could_extract_minus_sign()
+        mag = -c if negative else c
+        factor = "" if mag == 1 else coefficient(mag, latex)
+        if factor and (mag.is_Add):
+            factor = f"\\left({factor}\\right)" if latex else f"({factor})"
+        sep = "\\," if latex and factor else ("·" if factor and not latex else "")
+        parts.append(("-" if negative else "+", f"{factor}{sep}{tree(t, latex)}"))
+    text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
+    for sign, body in parts[1:]:
+        text += f" {sign} {body}"
+    return text

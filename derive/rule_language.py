@@ -1,0 +1,197 @@
+"""The rule language: optimizer steps written as text, parsed without ``eval``.
+
+Grammar (one assignment per line, ``#`` starts a comment)::
+
+    line   := ["first"] NAME "=" expr
+    expr   := expr ("+" | "-" | "*" | "/" | "**") expr | ("+" | "-") expr | "(" expr ")"
+            | NUMBER | NAME | "grad" "(" expr ")"
+
+Each right-hand side is read by Python's ``ast`` parser (which builds a tree and runs nothing);
+the tree is then walked against the whitelist above and turned into sympy objects directly, so
+rule text never reaches ``eval``, ``sympify`` or ``parse_expr``. Anything else -- attribute access,
+subscripts, lambdas, comprehensions, keywords, strings, unknown or non-smooth functions -- is
+refused with a one-line :class:`~nmech.errors.NmechError` giving line and column. Input size,
+nesting depth, literal size and exponents are bounded so that parsing cannot hang.
+
+Example (``torch.optim.SGD`` with momentum)::
+
+    v_next = beta*v + grad(theta) + lam*theta
+    theta_next = theta - eta*v_next
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+
+import sympy as sp
+
+from nmech.errors import NmechError
+
+from .rules import NEXT, PARAMETER, Assignment, Rule
+from .symbols import grad, scalar, vector
+
+MAX_TEXT = 20_000
+MAX_LINE = 2_000
+MAX_LINES = 200
+MAX_DEPTH = 60
+MAX_NODES = 2_000
+MAX_EXPONENT = 64
+MAX_LITERAL = 1e15
+
+NON_SMOOTH = {"abs", "sign", "max", "min", "relu", "floor", "ceil", "round", "clip", "heaviside"}
+ELEMENTWISE = {"sqrt", "exp", "log", "sin", "cos", "tanh"}
+IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+RESERVED = {"grad", "first", "lambda", "import"}
+
+_BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+
+
+class _Where:
+    """Position of the text being parsed, for error messages."""
+
+    def __init__(self, line: int, offset: int) -> None:
+        self.line, self.offset = line, offset
+
+    def error(self, message: str, node: ast.AST | None = None) -> NmechError:
+        col = self.offset + (getattr(node, "col_offset", 0) if node is not None else 0) + 1
+        return NmechError(f"rule line {self.line}, column {col}: {message}")
+
+
+class _Converter:
+    """Walks a whitelisted expression AST and builds the sympy expression."""
+
+    def __init__(self, where: _Where, known_vectors: set[str]) -> None:
+        self.where, self.vectors, self.nodes = where, known_vectors, 0
+
+    def convert(self, node: ast.AST, depth: int = 0) -> sp.Expr:
+        self.nodes += 1
+        if depth > MAX_DEPTH or self.nodes > MAX_NODES:
+            raise self.where.error("expression too deeply nested or too long", node)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, _BINARY):
+            left = self.convert(node.left, depth + 1)
+            right = self.convert(node.right, depth + 1)
+            return self._binary(node, left, right)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            inner = self.convert(node.operand, depth + 1)
+            return -inner if isinstance(node.op, ast.USub) else inner
+        if isinstance(node, ast.Constant):
+            return self._number(node)
+        if isinstance(node, ast.Name):
+            return self._name(node)
+        if isinstance(node, ast.Call):
+            return self._call(node, depth)
+        raise self.where.error(f"'{type(node).__name__}' is not allowed in a rule", node)
+
+    def _binary(self, node: ast.BinOp, left: sp.Expr, right: sp.Expr) -> sp.Expr:
+        op = node.op
+        if isinstance(op, ast.Add):
+            return left + right
+        if isinstance(op, ast.Sub):
+            return left - right
+        if isinstance(op, ast.Mult):
+            return left * right
+        if isinstance(op, ast.Div):
+            if right == 0:
+                raise self.where.error("division by zero", node)
+            return left / right
+        if right.is_Number and abs(float(right)) > MAX_EXPONENT:
+            raise self.where.error(f"exponent {right} is too large (|p| <= {MAX_EXPONENT})", node)
+        if right.has(grad) or any(str(s) in self.vectors for s in right.free_symbols):
+            raise self.where.error("an exponent must be a scalar", node)
+        return left**right
+
+    def _number(self, node: ast.Constant) -> sp.Expr:
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.where.error(f"literal {value!r} is not a number", node)
+        if not abs(value) < MAX_LITERAL:
+            raise self.where.error(f"number {value!r} is out of range", node)
+        return sp.Integer(value) if isinstance(value, int) else sp.Rational(repr(value))
+
+    def _name(self, node: ast.Name) -> sp.Expr:
+        name = node.id
+        if name.startswith("_") or not IDENT.match(name) or name in RESERVED:
+            raise self.where.error(f"name '{name}' is not allowed", node)
+        return vector(name) if name in self.vectors else scalar(name)
+
+    def _call(self, node: ast.Call, depth: int) -> sp.Expr:
+        func = node.func.id if isinstance(node.func, ast.Name) else None
+        if func is None:
+            raise self.where.error("only plain function names can be called", node)
+        if func in NON_SMOOTH:
+            raise self.where.error(
+                f"'{func}' is not smooth: backward error analysis needs a smooth update", node
+            )
+        if func in ELEMENTWISE:
+            raise self.where.error(f"element-wise function '{func}' is not supported yet", node)
+        if func != "grad":
+            raise self.where.error(f"unknown function '{func}' (allowed: grad)", node)
+        if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
+            raise self.where.error("grad takes exactly one argument, the point", node)
+        return grad(self.convert(node.args[0], depth + 1))
+
+
+def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:
+    """(first, target, rhs, rhs column) of one line, or None for blank/comment lines."""
+    text = raw.split("#", 1)[0].rstrip()
+    if not text.strip():
+        return None
+    where = _Where(number, 0)
+    if len(raw) > MAX_LINE:
+        raise where.error(f"line longer than {MAX_LINE} characters")
+    if text.count("=") != 1:
+        raise where.error("expected one assignment 'name = expression'")
+    lhs, rhs = text.split("=")
+    words = lhs.split()
+    first = len(words) == 2 and words[0] == "first"
+    target = words[-1] if words else ""
+    if len(words) != (2 if first else 1) or not IDENT.match(target) or target in RESERVED:
+        raise where.error(f"'{lhs.strip()}' is not a valid assignment target")
+    return first, target, rhs, len(lhs) + 1
+
+
+def parse_rule(text: str, name: str = "user") -> Rule:
+    """Parse a rule's text into a :class:`Rule` (see the module docstring for the grammar)."""
+    if not isinstance(text, str):
+        raise NmechError("rule text must be a string")
+    if len(text) > MAX_TEXT:
+        raise NmechError(f"rule text longer than {MAX_TEXT} characters")
+    lines = [
+        (n, parts)
+        for n, raw in enumerate(text.splitlines(), start=1)
+        if (parts := _split_line(raw, n)) is not None
+    ]
+    if not lines:
+        raise NmechError("rule text has no assignment")
+    if len(lines) > MAX_LINES:
+        raise NmechError(f"rule has more than {MAX_LINES} assignments")
+    targets = [target for _, (_, target, _, _) in lines]
+    carried = {t[: -len(NEXT)] for t in targets if t.endswith(NEXT)}
+    vectors = {PARAMETER, *targets, *carried, *(c + "_prev" for c in carried)}
+    body: list[Assignment] = []
+    first_step: list[Assignment] = []
+    assigned: set[str] = set()
+    for number, (first, target, rhs, column) in lines:
+        where = _Where(number, column)
+        try:
+            tree = ast.parse(rhs.strip(), mode="eval")
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+            col = getattr(exc, "offset", None) or 1
+            raise _Where(number, column + col - 1).error("syntax error") from None
+        try:
+            expr = _Converter(where, vectors).convert(tree.body)
+        except RecursionError:
+            raise where.error("expression too deeply nested") from None
+        used = {str(s) for s in expr.free_symbols} & {t for t in targets if t not in carried}
+        missing = sorted(u for u in used if u not in assigned and u != target)
+        if missing:
+            raise where.error(f"'{missing[0]}' is used before it is assigned")
+        if first:
+            first_step.append(Assignment(target, expr))
+        else:
+            if target in assigned:
+                raise where.error(f"'{target}' is assigned twice")
+            assigned.add(target)
+            body.append(Assignment(target, expr))
+    return Rule(name=name, assignments=tuple(body), first_step=tuple(first_step), source=text)

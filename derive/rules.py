@@ -1,0 +1,202 @@
+"""Update rules: one optimizer step as sequential assignments of vector expressions.
+
+A :class:`Rule` maps the current state (θ and auxiliary vectors such as a momentum buffer ``v``
+or the previous iterate ``theta_prev``) to the next one. Each assignment ``target = expr`` is a
+sympy expression, linear in the vectors for the built-ins, in which ``grad(p)`` is ∇L(p):
+
+* ``X_next = ...`` gives the next value of state ``X`` (``theta_next`` is required);
+* ``X_prev`` (for a state ``X``) is the previous value of ``X``: two-step forms are state rules
+  with the implicit update ``X_prev_next = X``;
+* any other target is a temporary of the step (e.g. Nesterov's look-ahead point ``y``);
+* ``first X_next = ...`` overrides an assignment on the very first step only (torch's first
+  momentum buffer is the first gradient, undampened).
+
+The built-ins use the shared symbols ``eta`` (learning rate), ``beta`` (momentum), ``lam``
+(coupled weight decay, L_λ = L + λ/2 |θ|²) and ``tau`` (dampening).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from nmech.errors import NmechError
+
+from .symbols import beta, eta, grad, lam, tau, vector
+
+PARAMETER = "theta"
+NEXT = "_next"
+PREV = "_prev"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``target = expr`` within one step."""
+
+    target: str
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One optimizer step. See the module docstring for the conventions."""
+
+    name: str
+    assignments: tuple[Assignment, ...]
+    first_step: tuple[Assignment, ...] = ()
+    defaults: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        targets = [a.target for a in self.assignments]
+        if PARAMETER + NEXT not in targets:
+            raise NmechError(f"rule '{self.name}' never assigns '{PARAMETER}{NEXT}'")
+        for a in self.first_step:
+            if a.target not in targets:
+                raise NmechError(f"first-step assignment '{a.target}' overrides nothing")
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Auxiliary states (everything carried from step to step except θ), in a fixed order."""
+        carried = [a.target[: -len(NEXT)] for a in self.assignments if a.target.endswith(NEXT)]
+        names = [s for s in carried if s != PARAMETER]
+        return tuple(names + [s for s in self.implicit_previous() if s not in names])
+
+    def implicit_previous(self) -> tuple[str, ...]:
+        """States ``X_prev`` referenced by the rule (previous value of a carried state ``X``)."""
+        carried = {a.target[: -len(NEXT)] for a in self.assignments if a.target.endswith(NEXT)}
+        found: list[str] = []
+        for a in self.assignments + self.first_step:
+            for s in sorted(a.expr.free_symbols, key=str):
+                name = str(s)
+                if name.endswith(PREV) and name[: -len(PREV)] in carried and name not in found:
+                    found.append(name)
+        return tuple(found)
+
+    @property
+    def vectors(self) -> frozenset[str]:
+        """Names that denote vectors: θ, the states and every assignment target."""
+        names = {PARAMETER, *self.states}
+        names.update(a.target for a in self.assignments)
+        return frozenset(names)
+
+    def step(self, first: bool = False) -> tuple[Assignment, ...]:
+        """The assignments of one step, the implicit ``X_prev_next = X`` ones included."""
+        overrides = {a.target: a for a in self.first_step} if first else {}
+        body = tuple(overrides.get(a.target, a) for a in self.assignments)
+        shifts = tuple(
+            Assignment(p + NEXT, vector(p[: -len(PREV)])) for p in self.implicit_previous()
+        )
+        return body + shifts
+
+    def initial_value(self, state: str) -> sp.Expr:
+        """The value of an auxiliary state before the first step: X_prev = X(0), others 0."""
+        if state.endswith(PREV):
+            return vector(state[: -len(PREV)])
+        return sp.Integer(0)
+
+    def parameters(self) -> frozenset[sp.Symbol]:
+        """Scalar symbols of the rule (hyper-parameters and any user-named constant)."""
+        free: set[sp.Symbol] = set()
+        for a in self.assignments + self.first_step:
+            free |= {s for s in a.expr.free_symbols if str(s) not in self.vectors}
+        return frozenset(free)
+
+
+def _decayed(point: sp.Expr, weight_decay: bool) -> sp.Expr:
+    """∇L_λ(point) = ∇L(point) + λ·point, or ∇L(point) without weight decay."""
+    return grad(point) + lam * point if weight_decay else grad(point)
+
+
+def gd(weight_decay: bool = False) -> Rule:
+    """Gradient descent: θ⁺ = θ − η(∇L(θ) + λθ)."""
+    th = vector(PARAMETER)
+    return Rule(
+        name="gd" + ("+wd" if weight_decay else ""),
+        assignments=(Assignment("theta_next", th - eta * _decayed(th, weight_decay)),),
+    )
+
+
+def heavy_ball(weight_decay: bool = False) -> Rule:
+    """Heavy ball (Polyak): θ_{n+1} = θ_n − η(∇L(θ_n) + λθ_n) + β(θ_n − θ_{n−1})."""
+    th, prev = vector(PARAMETER), vector("theta_prev")
+    step = th - eta * _decayed(th, weight_decay) + beta * (th - prev)
+    return Rule(
+        name="heavy-ball" + ("+wd" if weight_decay else ""),
+        assignments=(Assignment("theta_next", step),),
+    )
+
+
+def nesterov(weight_decay: bool = False) -> Rule:
+    """Nesterov: y_n = θ_n + β(θ_n − θ_{n−1}), θ_{n+1} = y_n − η(∇L(y_n) + λy_n)."""
+    th, prev, y = vector(PARAMETER), vector("theta_prev"), vector("y")
+    return Rule(
+        name="nesterov" + ("+wd" if weight_decay else ""),
+        assignments=(
+            Assignment("y", th + beta * (th - prev)),
+            Assignment("theta_next", y - eta * _decayed(y, weight_decay)),
+        ),
+    )
+
+
+def _flag(value: float | bool) -> bool:
+    return bool(value) and float(value) != 0.0
+
+
+def torch_sgd(
+    momentum: float | bool = True,
+    dampening: float | bool = False,
+    nesterov: bool = False,
+    weight_decay: float | bool = False,
+) -> Rule:
+    """``torch.optim.SGD`` exactly, as a state rule with momentum buffer ``v``.
+
+    With d = ∇L(θ) + λθ: v⁺ = βv + (1−τ)d (first step: v⁺ = d), and
+    θ⁺ = θ − η v⁺, or θ⁺ = θ − η(d + βv⁺) with ``nesterov=True``.
+    Arguments take the optimizer's numbers (0 removes the term) or booleans; numbers are kept
+    in :attr:`Rule.defaults` under ``beta``, ``tau`` and ``lam``.
+    """
+    th, v, v_next = vector(PARAMETER), vector("v"), vector("v_next")
+    d = _decayed(th, _flag(weight_decay))
+    defaults = {
+        key: float(value)
+        for key, value in (("beta", momentum), ("tau", dampening), ("lam", weight_decay))
+        if not isinstance(value, bool)
+    }
+    name = "torch-sgd"
+    if not _flag(momentum):
+        if nesterov:
+            raise NmechError("torch.optim.SGD: nesterov momentum requires a momentum > 0")
+        return Rule(name, (Assignment("theta_next", th - eta * d),), defaults=defaults)
+    damp = (1 - tau) if _flag(dampening) else 1
+    direction = d + beta * v_next if nesterov else v_next
+    return Rule(
+        name=name + ("-nesterov" if nesterov else ""),
+        assignments=(
+            Assignment("v_next", beta * v + damp * d),
+            Assignment("theta_next", th - eta * direction),
+        ),
+        first_step=(Assignment("v_next", d),),
+        defaults=defaults,
+    )
+
+
+BUILTINS = {"gd": gd, "heavy-ball": heavy_ball, "nesterov": nesterov}
+
+
+def builtin(name: str, weight_decay: bool = False) -> Rule:
+    """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd)."""
+    if name == "torch-sgd":
+        return torch_sgd(momentum=True, weight_decay=weight_decay)
+    if name not in BUILTINS:
+        known = ", ".join([*BUILTINS, "torch-sgd"])
+        raise NmechError(f"unknown rule '{name}' (known: {known})")
+    return BUILTINS[name](weight_decay=weight_decay)
+
+
+def parse(text: str, name: str = "user") -> Rule:
+    """Parse rule text (see :mod:`nmech.derive.rule_language`) into a :class:`Rule`."""
+    from .rule_language import parse_rule
+
+    return parse_rule(text, name=name)

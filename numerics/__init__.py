@@ -1,0 +1,1 @@
+"""Numerics: evaluate derived kernels and recursions, integrate flows, check convergence orders."""

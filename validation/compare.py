@@ -1,0 +1,137 @@
+"""Predictions of the derived dynamics for every recorded block, and their errors.
+
+For each kind (scale, rescale, translation) the derivation engine gives the dynamics of Q under
+the run's torch SGD; ``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals
+in two forms: ``exact`` (the discrete recursion, which should match to float32 round-off) and
+``continuous`` (the paper's modified-flow solution).
+
+Error of channel c in one form (pred, meas: [N+1] trajectories):
+
+    err_c = max_n |pred_c(n) - meas_c(n)| / D_c,
+    D_c   = max( max_n |meas_c(n)|,  FLOOR * max_n M_c(n) )
+
+with M_c the block's magnitude (sum_A theta_i^2 for scale/rescale, sum_A |theta_i| for
+translation). D_c is the channel's max |Q| except where Q stays below FLOOR = 1% of the
+magnitude -- a rescale channel whose in- and out-norms nearly cancel, or the zero-initialised
+bias sum -- whose Q float32 parameters resolve only to about 1e-7 * M_c. ``end`` is the same
+quotient at the last step only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nmech.validation.channels import QUADRATIC
+from nmech.validation.optim import SGDSettings
+from nmech.validation.records import KindRecords, Records
+
+FORMS: tuple[str, ...] = ("exact", "continuous")
+FLOOR = 1e-2
+
+#: predictor(kind, form, q0, signals, steps, settings) -> [N+1, blocks]
+Predictor = Callable[[str, str, np.ndarray, dict[str, np.ndarray], int, SGDSettings], np.ndarray]
+
+
+class EnginePredictor:
+    """Predictions from the derivation engine, deriving each kind's dynamics once per rule."""
+
+    def __init__(self) -> None:
+        self._dynamics: dict[tuple[str, SGDSettings], Any] = {}
+
+    def dynamics(self, kind: str, settings: SGDSettings) -> Any:
+        """``nmech.derive.dynamics.derive(rule, symmetry.<kind>())`` for the run's SGD."""
+        key = (kind, settings)
+        if key not in self._dynamics:
+            from nmech.derive import dynamics, symmetry
+
+            self._dynamics[key] = dynamics.derive(settings.rule(), getattr(symmetry, kind)())
+        return self._dynamics[key]
+
+    def __call__(
+        self,
+        kind: str,
+        form: str,
+        q0: np.ndarray,
+        signals: dict[str, np.ndarray],
+        steps: int,
+        settings: SGDSettings,
+    ) -> np.ndarray:
+        from nmech.numerics import predict
+
+        dyn = self.dynamics(kind, settings)
+        vals = settings.engine_values()
+        if kind in QUADRATIC:
+            return np.asarray(predict(dyn, q0, signals, form=form, **vals), dtype=np.float64)
+        return np.asarray(predict(dyn, q0, {}, steps=steps, form=form, **vals), dtype=np.float64)
+
+
+@dataclass
+class FormResult:
+    """One form's prediction [N+1, blocks] and per-channel errors, or why it is missing."""
+
+    predicted: np.ndarray | None
+    errors: np.ndarray | None
+    end_errors: np.ndarray | None
+    floored: int = 0
+    problem: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """``{"max", "median", "end", "channels", "floored"}`` (NaN and a reason if missing)."""
+        if self.errors is None or self.end_errors is None or len(self.errors) == 0:
+            nan = float("nan")
+            return {"max": nan, "median": nan, "end": nan, "channels": 0, "problem": self.problem}
+        return {
+            "max": float(np.max(self.errors)),
+            "median": float(np.median(self.errors)),
+            "end": float(np.max(self.end_errors)),
+            "channels": int(len(self.errors)),
+            "floored": self.floored,
+        }
+
+
+@dataclass
+class KindComparison:
+    """Measured Q of one kind and each form's prediction."""
+
+    kind: str
+    measured: KindRecords
+    forms: dict[str, FormResult] = field(default_factory=dict)
+
+
+def channel_errors(
+    pred: np.ndarray, meas: np.ndarray, mag: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel max-over-steps and final-step errors (module docstring), and floored count."""
+    peak = np.abs(meas).max(axis=0)
+    floor = FLOOR * np.abs(mag).max(axis=0)
+    denom = np.maximum(np.maximum(peak, floor), np.finfo(np.float64).tiny)
+    diff = np.abs(pred - meas)
+    return diff.max(axis=0) / denom, diff[-1] / denom, int(np.sum(floor > peak))
+
+
+def compare(records: Records, predictor: Predictor | None = None) -> dict[str, KindComparison]:
+    """Every form's prediction and errors for every kind in ``records``."""
+    predictor = predictor or EnginePredictor()
+    settings = SGDSettings(**records.optimizer)
+    out: dict[str, KindComparison] = {}
+    for kind, kr in records.kinds.items():
+        comp = KindComparison(kind, kr)
+        steps = kr.Q.shape[0] - 1
+        for form in FORMS:
+            try:
+                pred = predictor(kind, form, kr.Q[0], kr.signals, steps, settings)
+            except Exception as exc:  # report an engine failure per form, keep the others
+                comp.forms[form] = FormResult(None, None, None, problem=f"{type(exc).__name__}: {exc}")
+                continue
+            if pred.shape != kr.Q.shape:
+                problem = f"prediction shape {pred.shape} != measured {kr.Q.shape}"
+                comp.forms[form] = FormResult(None, None, None, problem=problem)
+                continue
+            err, end, floored = channel_errors(pred, kr.Q, kr.Q_abs)
+            comp.forms[form] = FormResult(pred, err, end, floored)
+        out[kind] = comp
+    return out

@@ -1,0 +1,64 @@
+"""Named run configurations for ``nmech validate --preset``.
+
+* ``cpu-demo``: VGG-16-BN and VGG-16 at width 1/8 on 32x32 synthetic data (10 classes),
+  torch SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 32, 300 steps (about a minute on
+  2 CPU cores).
+* ``paper-vgg16-bn`` / ``paper-vgg16``: the paper's setting -- 64x64 inputs, 200 classes,
+  width 1, batch 256, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs -- on Tiny ImageNet
+  when ``--data-dir`` is given, else on synthetic data of the same shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from nmech.errors import NmechError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything a validation run needs besides the output folder."""
+
+    name: str
+    models: tuple[str, ...]
+    image_size: int
+    num_classes: int
+    width: float
+    batch_size: int
+    steps: int | None
+    epochs: float | None
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    dampening: float = 0.0
+    seed: int = 0
+    per_class: int = 200
+    flush_every: int = 100
+
+    def with_overrides(self, **kw: object) -> Preset:
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+PRESETS: dict[str, Preset] = {
+    "cpu-demo": Preset(
+        "cpu-demo", ("vgg16_bn", "vgg16"), image_size=32, num_classes=10, width=1 / 8,
+        batch_size=32, steps=300, epochs=None, per_class=200,
+    ),
+    "paper-vgg16-bn": Preset(
+        "paper-vgg16-bn", ("vgg16_bn",), image_size=64, num_classes=200, width=1.0,
+        batch_size=256, steps=None, epochs=100, per_class=100, flush_every=500,
+    ),
+    "paper-vgg16": Preset(
+        "paper-vgg16", ("vgg16",), image_size=64, num_classes=200, width=1.0,
+        batch_size=256, steps=None, epochs=100, per_class=100, flush_every=500,
+    ),
+}  # fmt: skip
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``."""
+    if name not in PRESETS:
+        raise NmechError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]
