@@ -33,8 +33,18 @@ def tree(t: T.Tree, latex: bool = True) -> str:
     return f"{head}[{inner}]"
 
 
+SYMBOL_NAMES = {sp.Symbol("lam", real=True): "\\lambda", sp.Symbol("tau", real=True): "\\tau"}
+
+
 def coefficient(c: sp.Expr, latex: bool = True) -> str:
-    return sp.latex(c) if latex else sp.sstr(c)
+    return sp.latex(c, symbol_names=SYMBOL_NAMES) if latex else sp.sstr(c)
+
+
+def factor_latex(c: sp.Expr) -> str:
+    """A coefficient as a factor: parenthesised when it is a sum."""
+    text = coefficient(sp.sympify(c))
+    c = sp.sympify(c)
+    return f"\\left({text}\\right)" if c.is_Add or c.could_extract_minus_sign() else text
 
 
 def linear_combination(v: dict, latex: bool = True) -> str:

@@ -38,7 +38,7 @@ class Assignment:
     expr: sp.Expr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rule:
     """One optimizer step. See the module docstring for the conventions."""
 
@@ -102,6 +102,13 @@ class Rule:
         for a in self.assignments + self.first_step:
             free |= {s for s in a.expr.free_symbols if str(s) not in self.vectors}
         return frozenset(free)
+
+
+def rule_key(rule: Rule) -> str:
+    """A string identifying the rule's mathematics (for caches)."""
+    body = ";".join(f"{a.target}={sp.srepr(a.expr)}" for a in rule.assignments)
+    first = ";".join(f"{a.target}={sp.srepr(a.expr)}" for a in rule.first_step)
+    return f"{body}|{first}"
 
 
 def _decayed(point: sp.Expr, weight_decay: bool) -> sp.Expr:

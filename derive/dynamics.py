@@ -1,0 +1,108 @@
+"""The dynamics of a symmetry's observable under an update rule, derived three ways.
+
+``derive(rule, symmetry, order=1) -> SymmetryDynamics`` bundles
+
+* the continuous ODE the observable obeys under the rule's modified flow, reduced with the
+  symmetry's rewriting rules to Q itself plus named driving signals (:mod:`.continuous`);
+* its solution as an integral with closed-form kernels K and G in each damping regime;
+* the exact discrete recursion, a closed linear recursion driven by measured per-step signals
+  (:mod:`.recursion`).
+
+Numeric evaluation lives in :func:`nmech.numerics.predict`: symbolic objects in, lambdified
+kernels and rational recursion matrices out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import sympy as sp
+
+from . import notation
+from .continuous import ContinuousDynamics, continuous_dynamics, kernels
+from .recursion import SIGNAL_LATEX, Recursion, derive_recursion, derive_recursion_at
+from .rules import Rule
+from .symmetry import Symmetry
+
+#: Generic parameter values at which the signal set of the exact recursion is decided quickly.
+GENERIC = {"eta": 0.0713, "beta": 0.3719, "lam": 0.0291, "tau": 0.1931}
+
+
+@dataclass(frozen=True, eq=False)
+class SymmetryDynamics:
+    rule: Rule
+    symmetry: Symmetry
+    order: int = 1
+    paper: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def continuous(self) -> ContinuousDynamics:
+        return continuous_dynamics(self.rule, self.symmetry, self.order, self.paper)
+
+    @cached_property
+    def recursion(self) -> Recursion:
+        """The exact recursion with symbolic parameters (for display)."""
+        return derive_recursion(self.rule, self.symmetry)
+
+    def recursion_at(self, values: dict[str, float]) -> Recursion:
+        """The exact recursion re-derived at numeric parameter values (exact rationals)."""
+        key = tuple(sorted((k, float(v)) for k, v in values.items()))
+        if key not in self._cache:
+            self._cache[key] = derive_recursion_at(self.rule, self.symmetry, values)
+        return self._cache[key]
+
+    @property
+    def signals(self) -> tuple[str, ...]:
+        """Per-step signals the exact form needs (decided at generic parameter values)."""
+        generic = {str(s): GENERIC.get(str(s), 0.1234) for s in self.rule.parameters()}
+        return self.recursion_at(generic).signals
+
+    @property
+    def continuous_signals(self) -> tuple[str, ...]:
+        return self.continuous.signals
+
+    def latex(self) -> str:
+        c = self.continuous
+        lines = [f"% {self.symmetry.name} observable under {self.rule.name}", "% continuous:"]
+        lines.append(c.latex())
+        if c.ode_order == 2:
+            for regime, (K, G) in kernels().items():
+                lines.append(
+                    f"% {regime}-damped: K(t) = {notation.coefficient(K)},\\quad "
+                    f"G(t) = {notation.coefficient(G)}"
+                )
+        lines.append("% exact discrete recursion:")
+        lines.append(self.recursion.latex())
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        c = self.continuous
+        rec = self.recursion
+        return {
+            "schema": "nmech.symmetry_dynamics/1",
+            "rule": self.rule.name,
+            "symmetry": self.symmetry.name,
+            "continuous": {
+                "ode_order": c.ode_order,
+                "rate": sp.sstr(c.rate),
+                "gamma": sp.sstr(c.gamma),
+                "omega2": sp.sstr(c.omega2),
+                "forcing": {k: sp.sstr(v) for k, v in c.forcing.items()},
+            },
+            "exact": {
+                "signals": {n: SIGNAL_LATEX[n] for n in rec.signals},
+                "hidden": [sp.sstr(h) for h in rec.hidden],
+                "A": [[sp.sstr(x) for x in row] for row in rec.A.tolist()],
+                "B": [[sp.sstr(x) for x in row] for row in rec.B.tolist()],
+                "a1": [sp.sstr(x) for x in rec.a1],
+                "B1": [[sp.sstr(x) for x in row] for row in rec.B1.tolist()],
+            },
+        }
+
+
+def derive(rule: Rule, symmetry: Symmetry, order: int = 1, paper: bool = False) -> SymmetryDynamics:
+    """The dynamics of ``symmetry``'s observable under ``rule`` (``paper``: weight decay only at
+    leading order in the continuous form, as in the paper)."""
+    return SymmetryDynamics(rule, symmetry, order, paper)
