@@ -1,0 +1,32 @@
+"""nmech dynamics: the broken conservation law of a symmetry's observable under a rule.
+
+Prints the continuous ODE (with its closed-form kernels) and the exact discrete recursion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from . import symmetry
+from .cli import RULE_NAMES, load_rule
+from .dynamics import derive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rule", choices=RULE_NAMES, help="a built-in rule")
+    parser.add_argument("--rule-file", help="a rule written in the rule language")
+    parser.add_argument("--symmetry", choices=sorted(symmetry.BUILTINS), required=True)
+    parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument("--paper", action="store_true", help="weight decay at leading order only")
+    parser.add_argument("--format", choices=("latex", "json"), default="latex")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    args.rule_file = Path(args.rule_file) if args.rule_file else None
+    rule = load_rule(args)
+    dyn = derive(rule, symmetry.BUILTINS[args.symmetry](), paper=args.paper)
+    print(json.dumps(dyn.to_json(), indent=2) if args.format == "json" else dyn.latex())
+    return 0

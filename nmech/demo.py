@@ -1,0 +1,40 @@
+"""nmech demo: the main job on the embedded default (no downloads, no GPU).
+
+1. derives and prints the modified equations (and modified losses) of GD, heavy ball and
+   Nesterov in LaTeX, and the broken conservation laws of the scale symmetry under torch SGD;
+2. runs the ``cpu-demo`` validation (VGG-16 with and without batch norm, width 1/8, synthetic
+   data, torch.optim.SGD) and prints where the report and figures are.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from nmech.derive import modified_equation, rules, symmetry
+from nmech.derive.dynamics import derive
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--order", type=int, default=2, help="order of the modified equations")
+    parser.add_argument("--out", default="runs/cpu-demo", help="folder for the validation run")
+    parser.add_argument("--skip-validation", action="store_true", help="derivations only")
+
+
+def run(args: argparse.Namespace) -> int:
+    for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
+        me = modified_equation(rule, args.order)
+        loss = me.modified_loss()
+        print(f"% {rule.name}, order {args.order}")
+        print(me.latex())
+        print(loss.latex())
+        if loss.obstruction is not None:
+            print(f"% no modified loss at order {loss.obstruction}: that term is not a gradient")
+        print()
+    dyn = derive(rules.torch_sgd(weight_decay=True), symmetry.scale())
+    print(dyn.latex())
+    print()
+    if args.skip_validation:
+        return 0
+    from nmech.cli import main
+
+    return main(["validate", "--preset", "cpu-demo", "--out", args.out])
