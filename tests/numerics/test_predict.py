@@ -40,7 +40,7 @@ class Problem:
             th = theta.reshape(B, 2, D)
             a, b = th[:, 0], th[:, 1]
             s = np.einsum("bij,bj->bi", self.X, a) * b  # products a·x_i times b_i
-            ds = np.cos(s) + s
+            ds = np.cos(s) + s / (1 + s * s)  # L = sin(s) + log(1 + s^2) / 2, bounded slope
             ga = np.einsum("bi,bij->bj", ds * b, self.X)
             gb = ds * np.einsum("bij,bj->bi", self.X, a)
             return np.stack([ga, gb], axis=1).reshape(-1)
