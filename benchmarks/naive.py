@@ -29,8 +29,9 @@ def _coefficient(expr: sp.Matrix, n: int) -> sp.Matrix:
     return expr.applyfunc(lambda e: sp.expand(sp.diff(e, eta, n).subs(eta, 0) / factorial(n)))
 
 
-def _evaluate(expr: sp.Expr, env: dict[str, sp.Matrix], loss_grad: sp.Matrix,
-              coords: Sequence[sp.Symbol]) -> sp.Matrix:
+def _evaluate(
+    expr: sp.Expr, env: dict[str, sp.Matrix], loss_grad: sp.Matrix, coords: Sequence[sp.Symbol]
+) -> sp.Matrix:
     """Substitute vector names by matrices and grad(p) by ∇L(p)."""
     dim = len(coords)
     if expr.is_Symbol and str(expr) in env:
@@ -50,8 +51,9 @@ def _evaluate(expr: sp.Expr, env: dict[str, sp.Matrix], loss_grad: sp.Matrix,
     raise ValueError(f"cannot evaluate {expr}")
 
 
-def naive_modified_field(rule: Rule, order: int, loss: sp.Expr,
-                         coords: Sequence[sp.Symbol]) -> list[sp.Matrix]:
+def naive_modified_field(
+    rule: Rule, order: int, loss: sp.Expr, coords: Sequence[sp.Symbol]
+) -> list[sp.Matrix]:
     """F_0..F_order of the modified field for a concrete loss, by the coordinate route."""
     dim = len(coords)
     theta = sp.Matrix(coords)
@@ -65,10 +67,11 @@ def naive_modified_field(rule: Rule, order: int, loss: sp.Expr,
         field = sum((eta**k * f for k, f in enumerate(fields)), sp.zeros(dim, 1))
         series = {s: U[s] + [unknown_u[s]] for s in U}
         env = {PARAMETER: theta}
-        env.update({s: sum((eta**k * u for k, u in enumerate(series[s])), sp.zeros(dim, 1))
-                    for s in U})
+        env.update(
+            {s: sum((eta**k * u for k, u in enumerate(series[s])), sp.zeros(dim, 1)) for s in U}
+        )
 
-        def flowed(G: sp.Matrix, field: sp.Matrix = field) -> sp.Matrix:
+        def flowed(G: sp.Matrix, field: sp.Matrix = field, n: int = n) -> sp.Matrix:
             out, term = G, G
             for j in range(1, n + 1):
                 term = _jacobian_apply(term, coords, field)

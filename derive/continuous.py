@@ -17,7 +17,7 @@ signals are read from the per-step ones: |θ̇|_J² ≈ step_sq/η², ⟨Jg, θ�
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import sympy as sp
 
@@ -50,13 +50,11 @@ class ContinuousDynamics:
 
     def latex(self) -> str:
         f = notation.factor_latex
-        names = {n: "\\mathrm{%s}" % n.replace("_", "\\_") for n in self.forcing}
+        names = {n: "\\mathrm{{{}}}".format(n.replace("_", "\\_")) for n in self.forcing}
         force = " + ".join(f"{f(w)}\\,{names[n]}(t)" for n, w in self.forcing.items()) or "0"
         if self.ode_order == 1:
             ode = f"\\dot Q = -{f(self.rate)}\\,Q + {force}"
-            sol = (
-                f"Q(t) = e^{{-{f(self.rate)} t}} Q(0) + \\int_0^t e^{{-{f(self.rate)}(t-s)}} F(s)\\,ds"
-            )
+            sol = f"Q(t) = e^{{-{f(self.rate)} t}} Q(0) + \\int_0^t e^{{-{f(self.rate)}(t-s)}} F(s)\\,ds"
         else:
             ode = f"\\ddot Q + 2{f(self.gamma)}\\,\\dot Q + {f(self.omega2)}\\,Q = {force}"
             sol = "Q(t) = K(t)\\,Q(0) + \\int_0^t G(t-s)\\,F(s)\\,ds"
@@ -88,7 +86,9 @@ def _reduce_pairing(sym: Symmetry, field: T.Vec) -> tuple[sp.Expr, dict[str, sp.
     return rate, weights
 
 
-def continuous_dynamics(rule: Rule, sym: Symmetry, order: int = 1, paper: bool = False) -> ContinuousDynamics:
+def continuous_dynamics(
+    rule: Rule, sym: Symmetry, order: int = 1, paper: bool = False
+) -> ContinuousDynamics:
     """The observable's ODE under the rule's modified flow (see module docstring)."""
     if rule.states:
         flow = modified_flow(rule)
@@ -106,12 +106,21 @@ def continuous_dynamics(rule: Rule, sym: Symmetry, order: int = 1, paper: bool =
     rate, weights = _reduce_pairing(sym, field)
     rate = sp.expand(rate)
     if paper:  # weight decay at leading order only: drop η·λ^{≥2}
-        rate = sum(term for term in sp.Add.make_args(rate) if sp.degree(term, lam) <= 1 or not term.has(eta))
-    return ContinuousDynamics(1, sp.factor(rate), sp.Integer(0), sp.Integer(0),
-                              {k: sp.factor(v) for k, v in weights.items()})
+        rate = sum(
+            term
+            for term in sp.Add.make_args(rate)
+            if sp.degree(term, lam) <= 1 or not term.has(eta)
+        )
+    return ContinuousDynamics(
+        1,
+        sp.factor(rate),
+        sp.Integer(0),
+        sp.Integer(0),
+        {k: sp.factor(v) for k, v in weights.items()},
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def kernels() -> dict[str, tuple[sp.Expr, sp.Expr]]:
     """K (x(0)=1, ẋ(0)=0) and G (x(0)=0, ẋ(0)=1) of ẍ + 2Γẋ + ω²x = 0 in each regime, in t, Γ
     and δ = √(Γ²−ω²) (over-damped) or Ω = √(ω²−Γ²) (under-damped)."""
@@ -127,7 +136,9 @@ def kernels() -> dict[str, tuple[sp.Expr, sp.Expr]]:
             sol = sp.solve([x.subs(t, 0) - x0, sp.diff(x, t).subs(t, 0) - v0], [a, b])
             expr = x.subs(sol)
             if regime == "under":
-                expr = sp.exp(-Gamma * t) * sp.simplify(sp.expand_complex(sp.expand(expr * sp.exp(Gamma * t))))
+                expr = sp.exp(-Gamma * t) * sp.simplify(
+                    sp.expand_complex(sp.expand(expr * sp.exp(Gamma * t)))
+                )
             pair.append(expr if regime == "under" else sp.simplify(expr))
         out[regime] = tuple(pair)
     out["critical"] = tuple(sp.simplify(sp.limit(k, delta, 0)) for k in out["over"])

@@ -84,7 +84,9 @@ class Expander:
         if expr.is_Mul:
             vectors = [a for a in expr.args if self.is_vector(a)]
             if len(vectors) != 1:
-                raise NmechError(f"'{expr}' multiplies vectors: element-wise products are not supported")
+                raise NmechError(
+                    f"'{expr}' multiplies vectors: element-wise products are not supported"
+                )
             coeff = sp.Mul(*[a for a in expr.args if a is not vectors[0]])
             cs = scalar_series(coeff, order)
             inner = self.expand(vectors[0], order)

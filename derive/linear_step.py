@@ -40,8 +40,9 @@ class LinearStep:
         return {k: v for k, v in out.items() if sp.simplify(v) != 0}
 
 
-def _combination(expr: sp.Expr, env: dict[str, Combination],
-                 gradients: list[tuple[str, Combination]]) -> Combination:
+def _combination(
+    expr: sp.Expr, env: dict[str, Combination], gradients: list[tuple[str, Combination]]
+) -> Combination:
     if expr.is_Symbol and str(expr) in env:
         return dict(env[str(expr)])
     if isinstance(expr, grad):
@@ -59,7 +60,9 @@ def _combination(expr: sp.Expr, env: dict[str, Combination],
                 out[k] = out.get(k, 0) + v
         return out
     if expr.is_Mul:
-        vectors = [a for a in expr.args if a.has(grad) or {str(s) for s in a.free_symbols} & set(env)]
+        vectors = [
+            a for a in expr.args if a.has(grad) or {str(s) for s in a.free_symbols} & set(env)
+        ]
         if len(vectors) != 1:
             raise NmechError(f"'{expr}' is not linear in the rule's vectors")
         scalar = sp.Mul(*[a for a in expr.args if a is not vectors[0]])

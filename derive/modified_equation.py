@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import sympy as sp
@@ -190,7 +190,7 @@ class ConcreteEvaluator:
         self.loss, self.coords = sp.sympify(loss), list(coords)
         self.cache: dict[T.Tree, sp.Matrix] = {}
 
-    @lru_cache(maxsize=None)  # noqa: B019 -- one evaluator per (loss, coords)
+    @cache  # noqa: B019 -- one evaluator per (loss, coords)
     def _contraction(self, k: int) -> tuple[sp.Matrix, tuple[tuple[sp.Symbol, ...], ...]]:
         n = len(self.coords)
         dummies = tuple(sp.symbols(f"w{i}_0:{n}") for i in range(k))

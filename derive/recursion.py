@@ -73,7 +73,9 @@ class _Algebra:
         return sp.expand(sum(cx * cy * _gram(a, b) for a, cx in x.items() for b, cy in y.items()))
 
     def linear(self, x: Combination) -> sp.Expr:
-        return sp.expand(sum(c * _lin(a) for a, c in x.items())) if self.sym.has_c else sp.Integer(0)
+        return (
+            sp.expand(sum(c * _lin(a) for a, c in x.items())) if self.sym.has_c else sp.Integer(0)
+        )
 
     def observable(self, x: Combination) -> sp.Expr:
         if self.sym.has_J:
@@ -130,8 +132,12 @@ class _Algebra:
         sigmas, zs = self.signals(names), self.constraints()
         alphas = sp.symbols(f"alpha0:{len(sigmas)}")
         zetas = sp.symbols(f"zeta0:{len(zs)}")
-        g = sp.expand(f - sum(a * s for a, s in zip(alphas, sigmas)) - sum(z * c for z, c in zip(zetas, zs)))
-        grad_entries = [s for s in g.free_symbols if str(s)[:2] in ("J[", "c[") and s not in self.state_symbols]
+        g = sp.expand(
+            f - sum(a * s for a, s in zip(alphas, sigmas)) - sum(z * c for z, c in zip(zetas, zs))
+        )
+        grad_entries = [
+            s for s in g.free_symbols if str(s)[:2] in ("J[", "c[") and s not in self.state_symbols
+        ]
         unknowns = list(alphas) + list(zetas)
         values = _solve_linear([g.coeff(q) for q in grad_entries], unknowns)
         if values is None:
@@ -175,8 +181,10 @@ class Recursion:
     def latex(self) -> str:
         h = [sp.Symbol(f"h^{{({i})}}_{{n}}") for i in range(len(self.hidden))]
         h1 = [sp.Symbol(f"h^{{({i})}}_{{n+1}}") for i in range(len(self.hidden))]
-        sig = [sp.Symbol("\\mathrm{%s}_n" % n.replace("_", "\\_")) for n in self.signals]
-        lines = [f"% signals: {', '.join(f'{n} = {SIGNAL_LATEX[n]}' for n in self.signals) or 'none'}"]
+        sig = [sp.Symbol("\\mathrm{{{}}}_n".format(n.replace("_", "\\_"))) for n in self.signals]
+        lines = [
+            f"% signals: {', '.join(f'{n} = {SIGNAL_LATEX[n]}' for n in self.signals) or 'none'}"
+        ]
         for i, name in enumerate(self.hidden):
             lines.append(f"h^{{({i})}}_n = {_gram_latex(name)}")
         for i in range(len(self.hidden)):
@@ -293,7 +301,9 @@ def substitute_rule(rule: Rule, values: dict[sp.Symbol, sp.Expr]) -> Rule:
 
 def derive_recursion_at(rule: Rule, sym: Symmetry, values: dict[str, float]) -> Recursion:
     """The exact recursion for numeric parameter values (floats are taken as exact decimals)."""
-    exact = {s: sp.Rational(repr(float(values[str(s)]))) for s in rule.parameters() if str(s) in values}
+    exact = {
+        s: sp.Rational(repr(float(values[str(s)]))) for s in rule.parameters() if str(s) in values
+    }
     missing = sorted(str(s) for s in rule.parameters() if str(s) not in values)
     if missing:
         raise NmechError(f"no value given for parameter(s) {', '.join(missing)}")

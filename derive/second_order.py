@@ -52,7 +52,7 @@ def modified_flow(rule: Rule) -> SecondOrderFlow:
     step = linear_step(rule)
     if len(step.gradients) != 1:
         raise NmechError("modified_flow needs exactly one gradient evaluation per step")
-    (g, point), = step.gradients
+    ((g, point),) = step.gradients
     if set(point) - set(step.states):
         raise NmechError("modified_flow: the gradient's point depends on another gradient")
     states = step.states

@@ -16,15 +16,13 @@ D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from itertools import product
-from typing import Union
-
 import sympy as sp
 
 Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...])
 Vec = dict  # dict[Tree, sp.Expr]
-Coeff = Union[sp.Expr, int]
+Coeff = sp.Expr | int
 
 THETA: Tree = ("v", "theta")
 GRAD: Tree = ("n", ())
@@ -87,7 +85,7 @@ def is_zero(v: Mapping[Tree, Coeff]) -> bool:
 
 
 # ---------------------------------------------------------------- structure
-@lru_cache(maxsize=None)
+@cache
 def contains(t: Tree, name: str) -> bool:
     """Whether leaf ``name`` occurs in tree t."""
     if is_leaf(t):
@@ -95,7 +93,7 @@ def contains(t: Tree, name: str) -> bool:
     return any(contains(c, name) for c in t[1])
 
 
-@lru_cache(maxsize=None)
+@cache
 def size(t: Tree) -> int:
     """Number of L-nodes (derivatives of L) in t: the order of the differential in η."""
     return 0 if is_leaf(t) else 1 + sum(size(c) for c in t[1])
@@ -115,7 +113,7 @@ def multilinear(children: list[Mapping[Tree, Coeff]]) -> Vec:
 
 
 # ---------------------------------------------------------------- calculus
-@lru_cache(maxsize=None)
+@cache
 def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
     """D t [direction] for one tree and one tree direction; integer coefficients."""
     if is_leaf(t):

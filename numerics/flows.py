@@ -26,8 +26,9 @@ def _values(params: Mapping[str, float]) -> dict[sp.Symbol, float]:
     return {HYPERPARAMETERS.get(k, sp.Symbol(k, real=True)): float(v) for k, v in params.items()}
 
 
-def lambdify_vector(expr: sp.Matrix, coords: Sequence[sp.Symbol],
-                    params: Mapping[str, float]) -> Field:
+def lambdify_vector(
+    expr: sp.Matrix, coords: Sequence[sp.Symbol], params: Mapping[str, float]
+) -> Field:
     """A numpy callable θ -> expr(θ) with the parameters substituted."""
     fixed = expr.xreplace(_values(params))
     fn = sp.lambdify([list(coords)], list(fixed), modules="numpy")
@@ -40,15 +41,28 @@ def gradient_function(loss: sp.Expr, coords: Sequence[sp.Symbol]) -> Field:
 
 def integrate(field: Field, theta0: np.ndarray, times: np.ndarray) -> np.ndarray:
     """θ̃(t) at the given times for θ̃' = field(θ̃), θ̃(0) = θ_0 (DOP853, rtol 1e-13)."""
-    sol = solve_ivp(lambda _t, y: field(y), (times[0], times[-1]), np.asarray(theta0, float),
-                    method="DOP853", t_eval=times, rtol=1e-13, atol=1e-15)
+    sol = solve_ivp(
+        lambda _t, y: field(y),
+        (times[0], times[-1]),
+        np.asarray(theta0, float),
+        method="DOP853",
+        t_eval=times,
+        rtol=1e-13,
+        atol=1e-15,
+    )
     if not sol.success:
         raise RuntimeError(f"integration failed: {sol.message}")
     return sol.y.T
 
 
-def tracking_error(me: ModifiedEquation, loss: sp.Expr, coords: Sequence[sp.Symbol],
-                   theta0: np.ndarray, params: Mapping[str, float], horizon: float) -> float:
+def tracking_error(
+    me: ModifiedEquation,
+    loss: sp.Expr,
+    coords: Sequence[sp.Symbol],
+    theta0: np.ndarray,
+    params: Mapping[str, float],
+    horizon: float,
+) -> float:
     """max_{n ≤ T/η} |θ_n − θ̃(nη)|, the rule started on its slow manifold (states from
     ``me.state`` at θ_0, no first-step override)."""
     eta = float(params["eta"])
@@ -63,11 +77,16 @@ def tracking_error(me: ModifiedEquation, loss: sp.Expr, coords: Sequence[sp.Symb
     return float(np.max(np.linalg.norm(iterates - flow, axis=1)))
 
 
-def convergence_slope(me: ModifiedEquation, loss: sp.Expr, coords: Sequence[sp.Symbol],
-                      theta0: np.ndarray, params: Mapping[str, float], etas: Sequence[float],
-                      horizon: float) -> tuple[float, list[float]]:
+def convergence_slope(
+    me: ModifiedEquation,
+    loss: sp.Expr,
+    coords: Sequence[sp.Symbol],
+    theta0: np.ndarray,
+    params: Mapping[str, float],
+    etas: Sequence[float],
+    horizon: float,
+) -> tuple[float, list[float]]:
     """Least-squares slope of log(error) vs log(η) over ``etas`` and the errors themselves."""
-    errors = [tracking_error(me, loss, coords, theta0, {**params, "eta": e}, horizon)
-              for e in etas]
+    errors = [tracking_error(me, loss, coords, theta0, {**params, "eta": e}, horizon) for e in etas]
     slope = float(np.polyfit(np.log(etas), np.log(errors), 1)[0])
     return slope, errors

@@ -35,8 +35,9 @@ def _check_parameters(values: Mapping[str, float]) -> None:
         raise NmechError(f"dampening tau must lie in [0, 1], got {values['tau']}")
 
 
-def _signal_matrix(names: tuple[str, ...], signals: Mapping[str, np.ndarray], steps: int,
-                   blocks: int) -> np.ndarray:
+def _signal_matrix(
+    names: tuple[str, ...], signals: Mapping[str, np.ndarray], steps: int, blocks: int
+) -> np.ndarray:
     """[N, blocks, len(names)] float64, validated."""
     out = np.empty((steps, blocks, len(names)))
     for i, name in enumerate(names):
@@ -67,8 +68,13 @@ def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None)
     return int(steps), q0.shape[0]
 
 
-def _exact(dyn: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np.ndarray],
-           values: dict[str, float], steps: int) -> np.ndarray:
+def _exact(
+    dyn: SymmetryDynamics,
+    q0: np.ndarray,
+    signals: Mapping[str, np.ndarray],
+    values: dict[str, float],
+    steps: int,
+) -> np.ndarray:
     rec = dyn.recursion_at(values)
     blocks = q0.shape[0]
     sig = _signal_matrix(rec.signals, signals, steps, blocks)
@@ -78,36 +84,45 @@ def _exact(dyn: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np.ndarr
         return out
     f = lambda m: np.array(m.tolist(), dtype=np.float64).reshape(m.shape)  # noqa: E731
     A, B, a1, B1 = f(rec.A), f(rec.B), f(rec.a1), f(rec.B1)
-    h1 = a1[:, 0][:, None] * q0[None, :] + np.einsum("hs,bs->hb", B1, sig[0]) if B1.size else a1 * q0
+    h1 = (
+        a1[:, 0][:, None] * q0[None, :] + np.einsum("hs,bs->hb", B1, sig[0]) if B1.size else a1 * q0
+    )
     h1 = np.broadcast_to(h1, (A.shape[0], blocks))
     # state-space from n = 1: x_m = h_{m+1}; inputs: σ_{m+1}, plus h_1 injected at m = -1
     dim = A.shape[0]
     C = np.eye(1, dim)
-    total = np.zeros((steps + 1, blocks))  # index m+1 = -1..steps-1 -> Q_{m+1}
+    # filters run along the last (contiguous) axis: [blocks, time]
+    total = np.zeros((blocks, steps + 1))  # index m+1 = -1..steps-1 -> Q_{m+1}
     for i in range(dim):
         num, den = sps.ss2tf(A, np.eye(dim)[:, [i]], C, np.zeros((1, 1)))
-        x = np.zeros((steps + 1, blocks))
-        x[0] = h1[i]
-        total += sps.lfilter(num[0], den, x, axis=0)
+        x = np.zeros((blocks, steps + 1))
+        x[:, 0] = h1[i]
+        total += sps.lfilter(num[0], den, x, axis=-1)
     for j in range(len(rec.signals)):
         num, den = sps.ss2tf(A, B[:, [j]], C, np.zeros((1, 1)))
-        x = np.zeros((steps + 1, blocks))
-        x[1:steps] = sig[1:steps, :, j]
-        total += sps.lfilter(num[0], den, x, axis=0)
-    out[1:] = total[1:]
+        x = np.zeros((blocks, steps + 1))
+        x[:, 1:steps] = sig[1:steps, :, j].T
+        total += sps.lfilter(num[0], den, x, axis=-1)
+    out[1:] = total[:, 1:].T
     return out
 
 
-def _continuous(dyn: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np.ndarray],
-                values: dict[str, float], steps: int) -> np.ndarray:
+def _continuous(
+    dyn: SymmetryDynamics,
+    q0: np.ndarray,
+    signals: Mapping[str, np.ndarray],
+    values: dict[str, float],
+    steps: int,
+) -> np.ndarray:
     c = dyn.continuous
     subs = {HYPERPARAMETERS[k]: v for k, v in values.items() if k in HYPERPARAMETERS}
     num = lambda e: float(sp.sympify(e).xreplace(subs))  # noqa: E731
     eta = values["eta"]
     blocks = q0.shape[0]
     sig = _signal_matrix(c.signals, signals, steps, blocks)
-    forcing = sum((num(w) * sig[:, :, i] for i, w in enumerate(c.forcing.values())),
-                  np.zeros((steps, blocks)))
+    forcing = sum(
+        (num(w) * sig[:, :, i] for i, w in enumerate(c.forcing.values())), np.zeros((steps, blocks))
+    )
     if c.ode_order == 1:
         rho = np.exp(-num(c.rate) * eta)
         a, kb, gb = [1.0, -rho], [1.0], [0.0, rho]
@@ -131,16 +146,25 @@ def _continuous(dyn: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np.
             K1, G1, a1 = (1 + gam * eta) * e, eta * e, 2 * e
         a2 = np.exp(-2 * gam * eta)
         a, kb, gb = [1.0, -a1, a2], [1.0, K1 - a1], [0.0, G1]
-    impulse = np.zeros((steps + 1, blocks))
-    impulse[0] = q0
-    drive = np.zeros((steps + 1, blocks))
-    drive[:steps] = forcing
-    return sps.lfilter(kb, a, impulse, axis=0) + eta * sps.lfilter(gb, a, drive, axis=0)
+    impulse = np.zeros((blocks, steps + 1))
+    impulse[:, 0] = q0
+    drive = np.zeros((blocks, steps + 1))
+    drive[:, :steps] = forcing.T
+    out = sps.lfilter(kb, a, impulse, axis=-1) + eta * sps.lfilter(gb, a, drive, axis=-1)
+    return np.ascontiguousarray(out.T)
 
 
-def predict(dynamics: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np.ndarray] | None = None,
-            eta: float | None = None, beta: float = 0.0, lam: float = 0.0, tau: float = 0.0,
-            form: str = "exact", steps: int | None = None) -> np.ndarray:
+def predict(
+    dynamics: SymmetryDynamics,
+    q0: np.ndarray,
+    signals: Mapping[str, np.ndarray] | None = None,
+    eta: float | None = None,
+    beta: float = 0.0,
+    lam: float = 0.0,
+    tau: float = 0.0,
+    form: str = "exact",
+    steps: int | None = None,
+) -> np.ndarray:
     """Q_0..Q_N per block, float64 [N+1, blocks]. ``signals``: name -> [N, blocks] arrays (extra
     names ignored); ``steps=N`` when the dynamics needs no signal."""
     values = {"eta": eta, "beta": beta, "lam": lam, "tau": tau}
@@ -154,5 +178,7 @@ def predict(dynamics: SymmetryDynamics, q0: np.ndarray, signals: Mapping[str, np
     if form == "exact":
         return _exact(dynamics, q0, signals, values, n)
     if form == "continuous":
-        return _continuous(dynamics, q0, signals, {**{"beta": beta, "lam": lam, "tau": tau}, **values}, n)
+        return _continuous(
+            dynamics, q0, signals, {**{"beta": beta, "lam": lam, "tau": tau}, **values}, n
+        )
     raise NmechError(f"form must be 'exact' or 'continuous', got '{form}'")

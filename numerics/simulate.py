@@ -19,8 +19,13 @@ from nmech.errors import NmechError
 GradFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _evaluate(expr: sp.Expr, env: Mapping[str, np.ndarray], scalars: Mapping[str, float],
-              grad_fn: GradFn, used: list[np.ndarray]) -> np.ndarray | float:
+def _evaluate(
+    expr: sp.Expr,
+    env: Mapping[str, np.ndarray],
+    scalars: Mapping[str, float],
+    grad_fn: GradFn,
+    used: list[np.ndarray],
+) -> np.ndarray | float:
     if expr.is_Number:
         return float(expr)
     if expr.is_Symbol:
@@ -48,8 +53,13 @@ def _evaluate(expr: sp.Expr, env: Mapping[str, np.ndarray], scalars: Mapping[str
     raise NmechError(f"cannot evaluate '{expr}' numerically")
 
 
-def step(rule: Rule, state: Mapping[str, np.ndarray], params: Mapping[str, float],
-         grad_fn: GradFn, first: bool = False) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+def step(
+    rule: Rule,
+    state: Mapping[str, np.ndarray],
+    params: Mapping[str, float],
+    grad_fn: GradFn,
+    first: bool = False,
+) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
     """One step: the next state {θ, states...} and the gradients it evaluated, in order."""
     env = dict(state)
     used: list[np.ndarray] = []
@@ -68,9 +78,15 @@ def initial_state(rule: Rule, theta0: np.ndarray) -> dict[str, np.ndarray]:
     return state
 
 
-def iterate(rule: Rule, theta0: np.ndarray, steps: int, params: Mapping[str, float],
-            grad_fn: GradFn, states0: Mapping[str, np.ndarray] | None = None,
-            first_step: bool = True) -> np.ndarray:
+def iterate(
+    rule: Rule,
+    theta0: np.ndarray,
+    steps: int,
+    params: Mapping[str, float],
+    grad_fn: GradFn,
+    states0: Mapping[str, np.ndarray] | None = None,
+    first_step: bool = True,
+) -> np.ndarray:
     """θ_0..θ_steps as an array [steps+1, dim]. ``states0`` overrides the initial auxiliary
     states (e.g. to start on the slow manifold); ``first_step`` applies the rule's first-step
     override (torch's buffer initialisation) on step 0."""

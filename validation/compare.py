@@ -125,7 +125,9 @@ def compare(records: Records, predictor: Predictor | None = None) -> dict[str, K
             try:
                 pred = predictor(kind, form, kr.Q[0], kr.signals, steps, settings)
             except Exception as exc:  # report an engine failure per form, keep the others
-                comp.forms[form] = FormResult(None, None, None, problem=f"{type(exc).__name__}: {exc}")
+                comp.forms[form] = FormResult(
+                    None, None, None, problem=f"{type(exc).__name__}: {exc}"
+                )
                 continue
             if pred.shape != kr.Q.shape:
                 problem = f"prediction shape {pred.shape} != measured {kr.Q.shape}"

@@ -36,7 +36,9 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.x.ndim != 4 or self.x.shape[3] != 3 or self.x.dtype != np.uint8:
-            raise NmechError(f"images must be uint8 [N, H, W, 3], got {self.x.dtype} {self.x.shape}")
+            raise NmechError(
+                f"images must be uint8 [N, H, W, 3], got {self.x.dtype} {self.x.shape}"
+            )
         if len(self.x) != len(self.y) or len(self.x) == 0:
             raise NmechError(f"{len(self.x)} images but {len(self.y)} labels")
 

@@ -157,7 +157,9 @@ def _candidate(gm: fx.GraphModule, node: fx.Node, translation: bool) -> list[Gro
             group = _rescale_group(name, m, str(u.target), mod)
             return [] if group is None else [group]
         if u.op == "output" and cur is node and translation and isinstance(m, nn.Linear):
-            cols = Group("translation", f"{name}.weight", (Part(f"{name}.weight", 1),), m.in_features)
+            cols = Group(
+                "translation", f"{name}.weight", (Part(f"{name}.weight", 1),), m.in_features
+            )
             if m.bias is None:
                 return [cols]
             return [cols, Group("translation", f"{name}.bias", (Part(f"{name}.bias", None),), 1)]
@@ -229,7 +231,9 @@ def discover(
     for g, v in zip(groups, violations(groups, params, grads), strict=True):
         v = v.cpu().tolist()
         ok = tuple(c for c, val in enumerate(v) if val <= tol)
-        failures += [BlockFailure(g.kind, g.name, c, val) for c, val in enumerate(v) if not val <= tol]
+        failures += [
+            BlockFailure(g.kind, g.name, c, val) for c, val in enumerate(v) if not val <= tol
+        ]
         if ok:
             kept.append(replace(g, keep=None if len(ok) == g.channels else ok))
     return Discovery(kept, failures, tol)

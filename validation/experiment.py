@@ -63,6 +63,7 @@ def run_model(
     model.train()
     batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
     found = discover(model, batches.next())
+    out_dir.mkdir(parents=True, exist_ok=True)
     _write_discovery(out_dir / f"discovery-{name}.json", found)
     opt = torch.optim.SGD(
         model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
@@ -94,6 +95,5 @@ def run_preset(
 ) -> list[Path]:
     """Run every model of ``preset``; returns the records files written under ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data = load_data(preset, data_dir)
     return [run_model(m, preset, data, out, device, progress)[0] for m in preset.models]

@@ -39,8 +39,9 @@ def pick_channels(comp: KindComparison, count: int = CHANNELS_PER_PANEL) -> np.n
         picks.append(cols[np.argmax(move[cols])])
     picks = np.asarray(picks)
     if len(picks) > count:
-        picks = picks[np.linspace(0, len(picks) - 1, count).round().astype(int)]
-    return picks
+        return picks[np.linspace(0, len(picks) - 1, count).round().astype(int)]
+    rest = [c for c in np.argsort(-move) if c not in set(picks.tolist())]
+    return np.concatenate([picks, np.asarray(rest[: count - len(picks)], dtype=int)])
 
 
 def _plot_channels(ax: plt.Axes, comp: KindComparison, cols: np.ndarray) -> None:
@@ -54,7 +55,9 @@ def _plot_channels(ax: plt.Axes, comp: KindComparison, cols: np.ndarray) -> None
         if res is None or res.predicted is None:
             continue
         for i, c in enumerate(cols):
-            ax.plot(steps, res.predicted[:, c], label=f"theory ({form})" if i == 0 else None, **style)
+            ax.plot(
+                steps, res.predicted[:, c], label=f"theory ({form})" if i == 0 else None, **style
+            )
     ax.plot([], [], color=colours[0], label="measured (per channel)")
     ax.set_xlabel("step")
     ax.legend(fontsize=7, loc="best")

@@ -112,14 +112,22 @@ class Recorder:
         for kind, lay in self.layouts.items():
             sigs = ("Q", "Q_abs", *SIGNALS) if kind in QUADRATIC else ("Q", "Q_abs")
             for s in sigs:
-                self.bufs[f"{kind}/{s}"] = torch.zeros(self.K, lay.width, dtype=torch.float64, device=device)
-        self.bufs["train/loss"] = torch.full((self.K,), float("nan"), dtype=torch.float64, device=device)
-        self.bufs["train/accuracy"] = torch.full((self.K,), float("nan"), dtype=torch.float64, device=device)
+                self.bufs[f"{kind}/{s}"] = torch.zeros(
+                    self.K, lay.width, dtype=torch.float64, device=device
+                )
+        self.bufs["train/loss"] = torch.full(
+            (self.K,), float("nan"), dtype=torch.float64, device=device
+        )
+        self.bufs["train/accuracy"] = torch.full(
+            (self.K,), float("nan"), dtype=torch.float64, device=device
+        )
         self.theta_prev = {n: torch.empty_like(self.params[n]) for n in self.quad_names}
         self.grad = {n: torch.empty_like(self.params[n]) for n in self.quad_names}
         self.trace_param, self.trace_index = self._pick_trace(groups)
         if self.trace_param is not None:
-            self.bufs["trace/values"] = torch.zeros(self.K, len(self.trace_index), dtype=torch.float64, device=device)
+            self.bufs["trace/values"] = torch.zeros(
+                self.K, len(self.trace_index), dtype=torch.float64, device=device
+            )
         self.lr0 = self.settings.lr
         self.row = 0
         self.steps = 0
@@ -170,7 +178,9 @@ class Recorder:
                 lay.fill(self.bufs[f"{kind}/Q_abs"][row], squares, unsigned=True)
             else:
                 lay.fill(self.bufs[f"{kind}/Q"][row], {n: t.double() for n, t in theta.items()})
-                lay.fill(self.bufs[f"{kind}/Q_abs"][row], {n: t.double().abs() for n, t in theta.items()})
+                lay.fill(
+                    self.bufs[f"{kind}/Q_abs"][row], {n: t.double().abs() for n, t in theta.items()}
+                )
         if self.trace_param is not None:
             flat = theta[self.trace_param].reshape(-1).index_select(0, self.trace_index)
             self.bufs["trace/values"][row] = flat.double()
@@ -206,7 +216,10 @@ class Recorder:
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         if self.quad_names:
-            delta = {n: self.params[n].detach().double() - self.theta_prev[n].double() for n in self.quad_names}
+            delta = {
+                n: self.params[n].detach().double() - self.theta_prev[n].double()
+                for n in self.quad_names
+            }
             step_sq = {n: delta[n].square() for n in self.quad_names}
             step_grad = {n: delta[n] * self.grad[n].double() for n in self.quad_names}
             for kind, lay in self.layouts.items():

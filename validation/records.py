@@ -5,7 +5,7 @@ Layout (``FORMAT_VERSION`` = 1)::
     /                      attrs: format_version, model, optimizer (JSON of SGDSettings),
                                   run (JSON: batch size, seed, device, ...), steps (rows flushed),
                                   lr_constant (False if the learning rate changed mid-run)
-    /<kind>/Q              float64 [N+1, blocks]   Q_0 .. Q_N       kind in scale|rescale|translation
+    /<kind>/Q              float64 [N+1, blocks]   Q_0 .. Q_N  (kind: scale|rescale|translation)
     /<kind>/Q_abs          float64 [N+1, blocks]   the block's magnitude: sum_A theta_i^2, or
                                                    sum_A |theta_i| (translation)
     /<kind>/grad_sq        float64 [N, blocks]     <g_n, J g_n>      (scale, rescale only)
@@ -48,7 +48,9 @@ class RecordsWriter:
             raise NmechError(f"cannot create records file {self.path}: {exc}") from exc
         self.file.attrs["format_version"] = FORMAT_VERSION
         for key, value in attrs.items():
-            self.file.attrs[key] = value if isinstance(value, str | int | float | bool) else json.dumps(value)
+            self.file.attrs[key] = (
+                value if isinstance(value, str | int | float | bool) else json.dumps(value)
+            )
 
     def describe_kind(self, kind: str, block_names: list[str], group_names: list[str],
                       group_index: np.ndarray, channel: np.ndarray) -> None:  # fmt: skip

@@ -101,7 +101,9 @@ def decode(path: Path, image_size: int) -> np.ndarray:
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
         raise NmechError(f"cannot decode image {path}: {exc}") from exc
     if rgb.size != (image_size, image_size):
-        raise NmechError(f"image {path} is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}")
+        raise NmechError(
+            f"image {path} is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}"
+        )
     return np.asarray(rgb, dtype=np.uint8)
 
 

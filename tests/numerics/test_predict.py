@@ -34,7 +34,9 @@ class Problem:
             th = theta.reshape(B, D)
             r = np.linalg.norm(th, axis=1, keepdims=True)
             u = th / r
-            gu = 2 * np.sum(self.W * u, axis=1, keepdims=True) * self.W + np.cos(u * self.V) * self.V
+            gu = (
+                2 * np.sum(self.W * u, axis=1, keepdims=True) * self.W + np.cos(u * self.V) * self.V
+            )
             return ((gu - np.sum(gu * u, axis=1, keepdims=True) * u) / r).reshape(-1)
         if self.kind == "rescale":
             th = theta.reshape(B, 2, D)
@@ -112,11 +114,15 @@ def test_continuous_form_at_beta_zero_is_the_papers_formula():
     q0 = np.array([1.0, 2.0])
     pred = predict(dyn, q0, sig, eta=eta, lam=lam, form="continuous")
     t = eta * np.arange(n + 1)
-    paper = np.array([  # eta * integral, d tau = eta
-        np.exp(-2 * lam * t[i]) * q0
-        + eta * eta * np.sum(np.exp(-2 * lam * (t[i] - t[:i]))[:, None] * sig["grad_sq"][:i], axis=0)
-        for i in range(n + 1)
-    ])
+    paper = np.array(
+        [  # eta * integral, d tau = eta
+            np.exp(-2 * lam * t[i]) * q0
+            + eta
+            * eta
+            * np.sum(np.exp(-2 * lam * (t[i] - t[:i]))[:, None] * sig["grad_sq"][:i], axis=0)
+            for i in range(n + 1)
+        ]
+    )
     np.testing.assert_allclose(pred, paper, rtol=1e-12)
 
 
@@ -128,7 +134,9 @@ def test_continuous_error_shrinks_with_eta():
         steps = int(round(2.0 / eta))
         rule = rules.gd(weight_decay=True)
         Q, sig = simulate(rule, problem, params, steps)
-        pred = predict(dynamics.derive(rule, symmetry.scale()), Q[0], sig, form="continuous", **params)
+        pred = predict(
+            dynamics.derive(rule, symmetry.scale()), Q[0], sig, form="continuous", **params
+        )
         errors.append(np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0)))
     slope = np.polyfit(np.log([0.04, 0.02, 0.01]), np.log(errors), 1)[0]
     assert slope > 0.8  # the continuous (first-order) form converges as eta -> 0
@@ -150,7 +158,8 @@ def _reference(dyn, q0, sig, params, steps):
 
 
 @pytest.mark.parametrize(
-    "beta,lam", [(0.9, 5e-4), (0.99, 1e-2), (0.9, 0.277**2 * 0.1 * 1.9 / 4)],
+    "beta,lam",
+    [(0.9, 5e-4), (0.99, 1e-2), (0.9, 0.277**2 * 0.1 * 1.9 / 4)],
     ids=["over", "under", "critical"],
 )
 def test_million_steps_stable_and_accurate(beta, lam):
