@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from functools import cache
 from itertools import product
+
 import sympy as sp
 
 Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...])
