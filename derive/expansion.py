@@ -34,10 +34,10 @@ def scalar_series(c: sp.Expr, order: int) -> tuple[sp.Expr, ...]:
         expansion = sp.series(c, eta, 0, order + 1).removeO()
     except Exception as exc:  # sympy raises several types for non-analytic input
         raise NmechError(f"coefficient {c} has no power series in eta ({exc})") from None
-    if expansion.has(sp.log) or any(
-        p.exp < 0 for p in expansion.atoms(sp.Pow) if p.base == eta and p.exp.is_number
-    ):
-        raise NmechError(f"coefficient {c} is singular at eta = 0")
+    if not sp.expand(expansion).is_polynomial(eta):
+        raise NmechError(
+            f"coefficient {c} has no Taylor series in eta (singular or fractional power at eta = 0)"
+        )
     return tuple(sp.expand(expansion).coeff(eta, k) for k in range(order + 1))
 
 

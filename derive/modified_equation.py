@@ -60,7 +60,7 @@ def _scalar_sum(phi: dict) -> str:
     out = []
     for s, c in items:
         c = sp.factor(c)
-        factor = "" if c == 1 else ("-" if c == -1 else sp.latex(c) + "\\,")
+        factor = "" if c == 1 else ("-" if c == -1 else notation.coefficient(c) + "\\,")
         out.append(factor + s.latex())
     return " + ".join(out).replace("+ -", "- ")
 

@@ -38,6 +38,7 @@ MAX_DEPTH = 60
 MAX_NODES = 2_000
 MAX_EXPONENT = 64
 MAX_LITERAL = 1e15
+MAX_BITS = 4096  # a numeric power may have at most this many bits
 
 NON_SMOOTH = {"abs", "sign", "max", "min", "relu", "floor", "ceil", "round", "clip", "heaviside"}
 ELEMENTWISE = {"sqrt", "exp", "log", "sin", "cos", "tanh"}
@@ -45,6 +46,12 @@ IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 RESERVED = {"grad", "first", "lambda", "import"}
 
 _BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
+
+
+def _bits(number: sp.Expr) -> int:
+    """Bits of a rational number's numerator or denominator, whichever is larger."""
+    p, q = sp.fraction(sp.Rational(number))
+    return max(int(abs(p)).bit_length(), int(abs(q)).bit_length(), 1)
 
 
 class _Where:
@@ -99,6 +106,8 @@ class _Converter:
             raise self.where.error(f"exponent {right} is too large (|p| <= {MAX_EXPONENT})", node)
         if right.has(grad) or any(str(s) in self.vectors for s in right.free_symbols):
             raise self.where.error("an exponent must be a scalar", node)
+        if left.is_Number and right.is_Number and abs(float(right)) * _bits(left) > MAX_BITS:
+            raise self.where.error("number too large", node)
         return left**right
 
     def _number(self, node: ast.Constant) -> sp.Expr:

@@ -218,11 +218,6 @@ def test_subprocess_exit_code_and_stderr(tmp_path):
     assert json.loads(result.stdout)["schema"] == "nmech.modified_equation/1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli contract (nmech/cli.py docstring) not met for argparse errors: usage lines plus "
-    "'nmech derive: error: ...' instead of one 'nmech: error: ...' line",
-)
 def test_argparse_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["derive", "gd", "--order", "two"])

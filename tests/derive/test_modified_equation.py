@@ -293,11 +293,6 @@ def test_latex_text_and_json():
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: ModifiedLoss.latex renders lam as 'lam' (ModifiedEquation.latex "
-    "uses notation.SYMBOL_NAMES and writes \\lambda)",
-)
 def test_modified_loss_latex_writes_lambda():
     me = modified_equation(rules.heavy_ball(weight_decay=True), 1)
     assert "\\lambda" in me.latex()
@@ -341,11 +336,6 @@ def test_no_modified_loss_without_a_gradient_term():
         me.modified_loss()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a fractional power of eta (eta**0.5) is silently dropped by "
-    "expansion.scalar_series, giving the field 0 instead of an error",
-)
 def test_fractional_power_of_eta_is_refused():
     with pytest.raises(NmechError):
         modified_equation(rules.parse("theta_next = theta - eta**0.5*grad(theta)"), 1)

@@ -161,11 +161,6 @@ def test_oversized_text_is_refused():
     assert "more than" in refused(many)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a tower of integer powers (each exponent <= 64) makes parse_rule "
-    "compute a huge exact integer and hang",
-)
 def test_power_tower_of_literals_does_not_hang():
     text = "theta_next = theta - eta*(((((999999**64)**64)**64)**64)**64)*grad(theta)"
     code = (
