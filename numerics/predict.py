@@ -35,22 +35,42 @@ def _check_parameters(values: Mapping[str, float]) -> None:
         raise NmechError(f"dampening tau must lie in [0, 1], got {values['tau']}")
 
 
-def _signal_matrix(
+def _signals(
     names: tuple[str, ...], signals: Mapping[str, np.ndarray], steps: int, blocks: int
-) -> np.ndarray:
-    """[N, blocks, len(names)] float64, validated."""
-    out = np.empty((steps, blocks, len(names)))
-    for i, name in enumerate(names):
+) -> list[np.ndarray]:
+    """The named signals as float64 [N, blocks] arrays, validated (no copy when possible)."""
+    out = []
+    for name in names:
         if name not in signals:
             raise NmechError(f"signal '{name}' is needed but was not given")
         arr = np.asarray(signals[name], dtype=np.float64)
         if arr.shape != (steps, blocks):
             raise NmechError(f"signal '{name}' has shape {arr.shape}, expected ({steps}, {blocks})")
-        if not np.all(np.isfinite(arr)):
+        if not np.isfinite(arr).all():
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise NmechError(f"signal '{name}' is not finite at step {bad[0]}, block {bad[1]}")
-        out[:, :, i] = arr
+        out.append(arr)
     return out
+
+
+def _all_pole(den: np.ndarray, drive: np.ndarray) -> np.ndarray:
+    """y with Σ_k den[k] y[n−k] = drive[n] along axis 0 of drive [time, blocks] (den[0] = 1).
+
+    Many blocks: a time loop vectorised over blocks, in place (no transposition of the
+    [time, blocks] signals). Few blocks and many steps: scipy's lfilter along the time axis of
+    the (small) transposed array.
+    """
+    den = np.asarray(den, dtype=np.float64) / den[0]
+    steps, blocks = drive.shape
+    if steps > 64 * blocks:
+        return sps.lfilter([1.0], den, np.ascontiguousarray(drive.T), axis=-1).T
+    y = drive  # filtered in place
+    tmp = np.empty(blocks)
+    for n in range(1, steps):
+        for k in range(1, min(len(den), n + 1)):
+            np.multiply(den[k], y[n - k], out=tmp)
+            y[n] -= tmp
+    return y
 
 
 def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None) -> tuple[int, int]:
@@ -77,33 +97,32 @@ def _exact(
 ) -> np.ndarray:
     rec = dyn.recursion_at(values)
     blocks = q0.shape[0]
-    sig = _signal_matrix(rec.signals, signals, steps, blocks)
+    sig = _signals(rec.signals, signals, steps, blocks)
     out = np.empty((steps + 1, blocks))
     out[0] = q0
     if steps == 0:
         return out
     f = lambda m: np.array(m.tolist(), dtype=np.float64).reshape(m.shape)  # noqa: E731
     A, B, a1, B1 = f(rec.A), f(rec.B), f(rec.a1), f(rec.B1)
-    h1 = (
-        a1[:, 0][:, None] * q0[None, :] + np.einsum("hs,bs->hb", B1, sig[0]) if B1.size else a1 * q0
-    )
-    h1 = np.broadcast_to(h1, (A.shape[0], blocks))
-    # state-space from n = 1: x_m = h_{m+1}; inputs: σ_{m+1}, plus h_1 injected at m = -1
     dim = A.shape[0]
+    h1 = a1[:, :1] * q0[None, :] + sum((B1[:, [j]] * s[0][None, :] for j, s in enumerate(sig)), 0)
+    # x_m = h_{m+1} (m >= 0) obeys x_{m+1} = A x_m + B σ_{m+1}; all inputs share den(z) = det(zI − A),
+    # so Q_{m+1} = C x_m is one all-pole filter of Σ_inputs num_input(z)·input: h_1 enters as an
+    # impulse at m = −1. Layout [time, blocks], as recorded.
     C = np.eye(1, dim)
-    # filters run along the last (contiguous) axis: [blocks, time]
-    total = np.zeros((blocks, steps + 1))  # index m+1 = -1..steps-1 -> Q_{m+1}
+    drive = np.zeros((steps + 1, blocks))
+    den = None
     for i in range(dim):
         num, den = sps.ss2tf(A, np.eye(dim)[:, [i]], C, np.zeros((1, 1)))
-        x = np.zeros((blocks, steps + 1))
-        x[:, 0] = h1[i]
-        total += sps.lfilter(num[0], den, x, axis=-1)
-    for j in range(len(rec.signals)):
-        num, den = sps.ss2tf(A, B[:, [j]], C, np.zeros((1, 1)))
-        x = np.zeros((blocks, steps + 1))
-        x[:, 1:steps] = sig[1:steps, :, j].T
-        total += sps.lfilter(num[0], den, x, axis=-1)
-    out[1:] = total[:, 1:].T
+        for k, c in enumerate(num[0]):
+            if c != 0 and k <= steps:
+                drive[k] += c * h1[i]
+    for j, s in enumerate(sig):
+        num, _ = sps.ss2tf(A, B[:, [j]], C, np.zeros((1, 1)))
+        for k, c in enumerate(num[0]):
+            if c != 0 and k + 1 <= steps:  # σ_{m+1} sits at index m+1 (m = −1 .. steps−1)
+                drive[k + 1 : steps + 1] += c * s[1 : steps + 1 - k]
+    out[1:] = _all_pole(den, drive)[1:]
     return out
 
 
@@ -119,10 +138,7 @@ def _continuous(
     num = lambda e: float(sp.sympify(e).xreplace(subs))  # noqa: E731
     eta = values["eta"]
     blocks = q0.shape[0]
-    sig = _signal_matrix(c.signals, signals, steps, blocks)
-    forcing = sum(
-        (num(w) * sig[:, :, i] for i, w in enumerate(c.forcing.values())), np.zeros((steps, blocks))
-    )
+    sig = _signals(c.signals, signals, steps, blocks)
     if c.ode_order == 1:
         rho = np.exp(-num(c.rate) * eta)
         a, kb, gb = [1.0, -rho], [1.0], [0.0, rho]
@@ -146,12 +162,16 @@ def _continuous(
             K1, G1, a1 = (1 + gam * eta) * e, eta * e, 2 * e
         a2 = np.exp(-2 * gam * eta)
         a, kb, gb = [1.0, -a1, a2], [1.0, K1 - a1], [0.0, G1]
-    impulse = np.zeros((blocks, steps + 1))
-    impulse[:, 0] = q0
-    drive = np.zeros((blocks, steps + 1))
-    drive[:, :steps] = forcing.T
-    out = sps.lfilter(kb, a, impulse, axis=-1) + eta * sps.lfilter(gb, a, drive, axis=-1)
-    return np.ascontiguousarray(out.T)
+    # K and G share the denominator a: one all-pole pass over the FIR-combined drive
+    drive = np.zeros((steps + 1, blocks))
+    for k, coeff in enumerate(kb):
+        if k <= steps:
+            drive[k] += coeff * q0
+    for w, s in zip(c.forcing.values(), sig):
+        for k, g in enumerate(gb):
+            if g != 0 and k <= steps:
+                drive[k:] += (eta * num(w) * g) * s[: steps + 1 - k]
+    return _all_pole(np.asarray(a), drive)
 
 
 def predict(
