@@ -123,7 +123,8 @@ def continuous_dynamics(
 @cache
 def kernels() -> dict[str, tuple[sp.Expr, sp.Expr]]:
     """K (x(0)=1, ẋ(0)=0) and G (x(0)=0, ẋ(0)=1) of ẍ + 2Γẋ + ω²x = 0 in each regime, in t, Γ
-    and δ = √(Γ²−ω²) (over-damped) or Ω = √(ω²−Γ²) (under-damped)."""
+    and δ = √(Γ²−ω²) (over-damped) or Ω = √(ω²−Γ²) (under-damped), written with decaying
+    exponentials only (δ < Γ), so that they can be evaluated at any t."""
     out = {}
     a, b = sp.symbols("a b")
     for regime, (r1, r2) in {
@@ -139,7 +140,9 @@ def kernels() -> dict[str, tuple[sp.Expr, sp.Expr]]:
                 expr = sp.exp(-Gamma * t) * sp.simplify(
                     sp.expand_complex(sp.expand(expr * sp.exp(Gamma * t)))
                 )
-            pair.append(expr if regime == "under" else sp.simplify(expr))
+            if regime == "over":  # every exponent −(Γ ∓ δ)t ≤ 0: no overflow at long times
+                expr = sp.powsimp(sp.expand(sp.simplify(expr).rewrite(sp.exp)), combine="exp")
+            pair.append(expr)
         out[regime] = tuple(pair)
     out["critical"] = tuple(sp.simplify(sp.limit(k, delta, 0)) for k in out["over"])
     return out

@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import sympy as sp
 from scipy import signal as sps
 
 from nmech.derive.dynamics import SymmetryDynamics
-from nmech.derive.symbols import HYPERPARAMETERS
 from nmech.errors import NmechError
+
+from .kernels import evaluate, numeric_kernels
 
 
 def _check_parameters(values: Mapping[str, float]) -> None:
@@ -134,33 +134,15 @@ def _continuous(
     steps: int,
 ) -> np.ndarray:
     c = dyn.continuous
-    subs = {HYPERPARAMETERS[k]: v for k, v in values.items() if k in HYPERPARAMETERS}
-    num = lambda e: float(sp.sympify(e).xreplace(subs))  # noqa: E731
     eta = values["eta"]
     blocks = q0.shape[0]
     sig = _signals(c.signals, signals, steps, blocks)
-    if c.ode_order == 1:
-        rho = np.exp(-num(c.rate) * eta)
-        a, kb, gb = [1.0, -rho], [1.0], [0.0, rho]
-    else:
-        gam, w2 = num(c.gamma), num(c.omega2)
-        disc = gam * gam - w2
-        if disc > 1e-12 * max(gam * gam, 1e-300):
-            d = np.sqrt(disc)
-            r1, r2 = -gam + d, -gam - d
-            K1 = (r1 * np.exp(r2 * eta) - r2 * np.exp(r1 * eta)) / (r1 - r2)
-            G1 = (np.exp(r1 * eta) - np.exp(r2 * eta)) / (r1 - r2)
-            a1 = np.exp(r1 * eta) + np.exp(r2 * eta)
-        elif disc < -1e-12 * max(gam * gam, 1e-300):
-            om = np.sqrt(-disc)
-            e = np.exp(-gam * eta)
-            K1 = e * (np.cos(om * eta) + gam / om * np.sin(om * eta))
-            G1 = e * np.sin(om * eta) / om
-            a1 = 2 * e * np.cos(om * eta)
-        else:
-            e = np.exp(-gam * eta)
-            K1, G1, a1 = (1 + gam * eta) * e, eta * e, 2 * e
-        a2 = np.exp(-2 * gam * eta)
+    kern = numeric_kernels(c, values)
+    K1, G1 = float(kern.K(eta)), float(kern.G(eta))
+    if c.ode_order == 1:  # sampled kernels ρ^n, ρ = e^{−aη}; Riemann sum excludes s = t
+        a, kb, gb = [1.0, -G1], [1.0], [0.0, G1]
+    else:  # sampled kernels obey x_{n+2} = a1 x_{n+1} − a2 x_n, a2 = e^{−2Γη}, a1 = G(2η)/G(η)
+        a1, a2 = float(kern.G(2 * eta)) / G1, np.exp(-2 * kern.decay * eta)
         a, kb, gb = [1.0, -a1, a2], [1.0, K1 - a1], [0.0, G1]
     # K and G share the denominator a: one all-pole pass over the FIR-combined drive
     drive = np.zeros((steps + 1, blocks))
@@ -170,7 +152,7 @@ def _continuous(
     for w, s in zip(c.forcing.values(), sig):
         for k, g in enumerate(gb):
             if g != 0 and k <= steps:
-                drive[k:] += (eta * num(w) * g) * s[: steps + 1 - k]
+                drive[k:] += (eta * evaluate(w, values) * g) * s[: steps + 1 - k]
     return _all_pole(np.asarray(a), drive)
 
 
