@@ -8,9 +8,10 @@ expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from math import factorial
+from typing import Any
 
 import sympy as sp
 
@@ -57,10 +58,12 @@ class Expander:
         env: Mapping[str, Series],
         vectors: frozenset[str],
         assume_theta_points: bool = False,
+        convert: Callable[[sp.Expr], Any] = lambda c: c,
     ) -> None:
         self.env = dict(env)
         self.vectors = vectors
         self.assume = assume_theta_points
+        self.convert = convert  # sympy coefficient -> the solver's coefficient domain
 
     def is_vector(self, expr: sp.Expr) -> bool:
         return expr.has(grad) or any(str(s) in self.vectors for s in expr.free_symbols)
@@ -88,7 +91,7 @@ class Expander:
                     f"'{expr}' multiplies vectors: element-wise products are not supported"
                 )
             coeff = sp.Mul(*[a for a in expr.args if a is not vectors[0]])
-            cs = scalar_series(coeff, order)
+            cs = [self.convert(c) for c in scalar_series(coeff, order)]
             inner = self.expand(vectors[0], order)
             out = zero_series(order)
             for i, c in enumerate(cs):
@@ -123,7 +126,7 @@ class Expander:
             for total, seqs in compositions.items():
                 for seq in seqs:
                     term = T.multilinear([delta[k - 1] for k in seq])
-                    T.add_to(out[total], term, sp.Rational(1, factorial(m)))
+                    T.add_to(out[total], term, self.convert(sp.Rational(1, factorial(m))))
         return out
 
 

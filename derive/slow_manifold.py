@@ -20,14 +20,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import factorial
+from typing import Any
 
 import sympy as sp
+from sympy import QQ
+from sympy.polys.matrices import DomainMatrix
 
 from nmech.errors import NmechError
 
 from . import trees as T
 from .expansion import Expander, Series, unknowns
 from .rules import NEXT, PARAMETER, Rule
+from .symbols import eta
 
 MAX_ORDER = 12
 FIELD = "?F"
@@ -47,8 +51,13 @@ class SlowManifold:
 
 
 class _Solver:
+    """Coefficients live in the field Q(parameters) of sympy's polys (canonical and fast);
+    they are converted back to sympy expressions at the end."""
+
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
+        params = sorted(rule.parameters() - {eta}, key=str)
+        self.K = QQ.frac_field(*params) if params else QQ
         self.states = rule.states
         self.F: list[T.Vec] = []
         self.U: dict[str, list[T.Vec]] = {s: [] for s in self.states}
@@ -77,13 +86,15 @@ class _Solver:
         """Coefficient of η^n in exp(η L_f̃) U_s."""
         out: T.Vec = {}
         for j in range(n + 1):
-            T.add_to(out, self._lie_power(s, j, n - j, n), sp.Rational(1, factorial(j)))
+            T.add_to(
+                out, self._lie_power(s, j, n - j, n), self.K.convert(sp.Rational(1, factorial(j)))
+            )
         return out
 
     def _updates(self, n: int, assume: bool) -> dict[str, Series]:
         env = {PARAMETER: [{T.THETA: 1}], **{s: self.U[s] for s in self.states}}
         vectors = self.rule.vectors
-        expander = Expander(env, vectors, assume_theta_points=assume)
+        expander = Expander(env, vectors, assume_theta_points=assume, convert=self._convert)
         for a in self.rule.step():
             expander.env[a.target] = expander.expand(a.expr, n)
         return expander.env
@@ -96,6 +107,18 @@ class _Solver:
         for s in self.states:
             eqs.append(T.combine([(1, env[s + NEXT][n]), (-1, self._flowed(s, n))]))
         return eqs
+
+    def _convert(self, c: sp.Expr) -> Any:
+        try:
+            return self.K.from_sympy(sp.sympify(c))
+        except (sp.polys.polyerrors.CoercionFailed, TypeError, ValueError):
+            raise NmechError(
+                f"coefficient {c} is not a rational function of the rule's parameters"
+            ) from None
+
+    def to_sympy(self, v: T.Vec) -> T.Vec:
+        """Back to sympy (p/q in lowest terms; factoring is left to the presentation)."""
+        return {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
 
     # -- one level of the linear system
     def level(self, n: int) -> None:
@@ -113,7 +136,12 @@ class _Solver:
             self._check_consistent()
 
     def _solve(self, n: int, names: list[str], eqs: list[T.Vec]) -> dict[str, T.Vec]:
-        bare = sp.Matrix([[eq.get(T.leaf(u), 0) for u in names] for eq in eqs])
+        K = self.K
+        bare = DomainMatrix(
+            [[K.convert(eq.get(T.leaf(u), 0)) for u in names] for eq in eqs],
+            (len(eqs), len(names)),
+            K,
+        )
         rest = []
         for eq in eqs:
             known, inner = {}, {}
@@ -124,13 +152,12 @@ class _Solver:
             rest.append((known, inner))
         if not names:
             return {}
-        det = sp.cancel(bare.det())
-        if det == 0:
+        if bare.det() == 0:
             raise NmechError(
                 f"the slow manifold is degenerate at order {n}: the rule's states are not "
                 "determined by theta (is a state unused, or the momentum equal to 1?)"
             )
-        inverse = bare.inv().applyfunc(sp.cancel)
+        inverse = bare.inv().to_list()
         solution: dict[str, T.Vec] = {u: {} for u in names}
         for _ in range(len(names) + 2):
             rhs = [
@@ -138,7 +165,7 @@ class _Solver:
                 for known, inner in rest
             ]
             new = {
-                u: T.simplify(T.combine((inverse[i, r], rhs[r]) for r in range(len(eqs))))
+                u: T.simplify(T.combine((inverse[i][r], rhs[r]) for r in range(len(eqs))))
                 for i, u in enumerate(names)
             }
             if all(T.is_zero(T.combine([(1, new[u]), (-1, solution[u])])) for u in names):
@@ -167,4 +194,8 @@ def solve(rule: Rule, order: int) -> SlowManifold:
     solver = _Solver(rule)
     for n in range(order + 2):
         solver.level(n)
-    return SlowManifold(rule=rule, F=solver.F, U=solver.U)
+    return SlowManifold(
+        rule=rule,
+        F=[solver.to_sympy(f) for f in solver.F],
+        U={s: [solver.to_sympy(u) for u in us] for s, us in solver.U.items()},
+    )

@@ -72,17 +72,19 @@ def scaled(v: Mapping[Tree, Coeff], scale: Coeff) -> Vec:
 
 
 def simplify(v: Mapping[Tree, Coeff]) -> Vec:
-    """Bring every coefficient to a canonical rational form; drop the zeros."""
+    """Bring every coefficient to a canonical form (sympy: factored rational function; polys
+    domain elements are canonical already); drop the zeros."""
     out: Vec = {}
     for t, c in v.items():
-        c = sp.factor(sp.cancel(c))
+        if isinstance(c, sp.Basic):
+            c = sp.factor(sp.cancel(c))
         if c != 0:
             out[t] = c
     return out
 
 
 def is_zero(v: Mapping[Tree, Coeff]) -> bool:
-    return all(sp.cancel(c) == 0 for c in v.values())
+    return all((sp.cancel(c) if isinstance(c, sp.Basic) else c) == 0 for c in v.values())
 
 
 # ---------------------------------------------------------------- structure
