@@ -8,5 +8,13 @@
 
 from . import rules
 from .modified_equation import ModifiedEquation, ModifiedLoss, modified_equation
+from .second_order import SecondOrderFlow, modified_flow
 
-__all__ = ["rules", "modified_equation", "ModifiedEquation", "ModifiedLoss"]
+__all__ = [
+    "rules",
+    "modified_equation",
+    "ModifiedEquation",
+    "ModifiedLoss",
+    "modified_flow",
+    "SecondOrderFlow",
+]
