@@ -46,30 +46,57 @@ def _signals(
         arr = np.asarray(signals[name], dtype=np.float64)
         if arr.shape != (steps, blocks):
             raise NmechError(f"signal '{name}' has shape {arr.shape}, expected ({steps}, {blocks})")
-        if not np.isfinite(arr).all():
+        if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():  # one cheap pass first
             bad = np.argwhere(~np.isfinite(arr))[0]
             raise NmechError(f"signal '{name}' is not finite at step {bad[0]}, block {bad[1]}")
         out.append(arr)
     return out
 
 
-def _all_pole(den: np.ndarray, drive: np.ndarray) -> np.ndarray:
-    """y with Σ_k den[k] y[n−k] = drive[n] along axis 0 of drive [time, blocks] (den[0] = 1).
+Tap = tuple  # (signal [N, blocks], offset o, numerator b): input x[n] = signal[n − o]
+Impulse = tuple  # (position n0, vector [blocks], numerator b): input v at n0 only
 
-    Many blocks: a time loop vectorised over blocks, in place (no transposition of the
-    [time, blocks] signals). Few blocks and many steps: scipy's lfilter along the time axis of
-    the (small) transposed array.
+
+def _filter(
+    den: np.ndarray, taps: list[Tap], impulses: list[Impulse], steps: int, blocks: int
+) -> np.ndarray:
+    """y[0..steps] with Σ_k den[k] y[n−k] = Σ_inputs Σ_k b_k x[n−k] (den[0] = 1), per block.
+
+    Many blocks: one fused time loop vectorised over blocks, reading each signal row once in
+    the recorded [time, blocks] layout (no transposition, no full-size temporaries). Few blocks
+    and many steps: the inputs are combined and passed to scipy's lfilter along time.
     """
     den = np.asarray(den, dtype=np.float64) / den[0]
-    steps, blocks = drive.shape
+    extra = {}
+    for n0, v, b in impulses:
+        for k, bk in enumerate(b):
+            if bk != 0 and n0 + k <= steps:
+                extra[n0 + k] = extra.get(n0 + k, 0.0) + bk * np.asarray(v, dtype=np.float64)
     if steps > 64 * blocks:
-        return sps.lfilter([1.0], den, np.ascontiguousarray(drive.T), axis=-1).T
-    y = drive  # filtered in place
+        drive = np.zeros((blocks, steps + 1))
+        for n, v in extra.items():
+            drive[:, n] += v
+        for sig, o, b in taps:
+            for k, bk in enumerate(b):
+                lo = o + k
+                if bk != 0 and lo <= steps:
+                    drive[:, lo:] += bk * sig[: steps + 1 - lo].T
+        return sps.lfilter([1.0], den, drive, axis=-1).T
+    y = np.empty((steps + 1, blocks))
     tmp = np.empty(blocks)
-    for n in range(1, steps):
-        for k in range(1, min(len(den), n + 1)):
-            np.multiply(den[k], y[n - k], out=tmp)
-            y[n] -= tmp
+    terms = [(sig, o + k, bk) for sig, o, b in taps for k, bk in enumerate(b) if bk != 0]
+    feedback = [(k, -ak) for k, ak in enumerate(den) if k > 0 and ak != 0]
+    for n in range(steps + 1):
+        row = y[n]
+        row[:] = extra.get(n, 0.0)
+        for sig, lag, bk in terms:
+            if 0 <= n - lag < sig.shape[0]:
+                np.multiply(sig[n - lag], bk, out=tmp)
+                row += tmp
+        for k, ak in feedback:
+            if n >= k:
+                np.multiply(y[n - k], ak, out=tmp)
+                row += tmp
     return y
 
 
@@ -108,21 +135,16 @@ def _exact(
     h1 = a1[:, :1] * q0[None, :] + sum((B1[:, [j]] * s[0][None, :] for j, s in enumerate(sig)), 0)
     # x_m = h_{m+1} (m >= 0) obeys x_{m+1} = A x_m + B σ_{m+1}; all inputs share den(z) = det(zI − A),
     # so Q_{m+1} = C x_m is one all-pole filter of Σ_inputs num_input(z)·input: h_1 enters as an
-    # impulse at m = −1. Layout [time, blocks], as recorded.
-    C = np.eye(1, dim)
-    drive = np.zeros((steps + 1, blocks))
-    den = None
+    # impulse at m = −1 (output index 0 stands for m = −1, index n for Q_n).
+    C, D = np.eye(1, dim), np.zeros((1, 1))
+    impulses, taps, den = [], [], None
     for i in range(dim):
-        num, den = sps.ss2tf(A, np.eye(dim)[:, [i]], C, np.zeros((1, 1)))
-        for k, c in enumerate(num[0]):
-            if c != 0 and k <= steps:
-                drive[k] += c * h1[i]
-    for j, s in enumerate(sig):
-        num, _ = sps.ss2tf(A, B[:, [j]], C, np.zeros((1, 1)))
-        for k, c in enumerate(num[0]):
-            if c != 0 and k + 1 <= steps:  # σ_{m+1} sits at index m+1 (m = −1 .. steps−1)
-                drive[k + 1 : steps + 1] += c * s[1 : steps + 1 - k]
-    out[1:] = _all_pole(den, drive)[1:]
+        num, den = sps.ss2tf(A, np.eye(dim)[:, [i]], C, D)
+        impulses.append((0, h1[i], num[0]))
+    for j, sj in enumerate(sig):
+        num, _ = sps.ss2tf(A, B[:, [j]], C, D)
+        taps.append((sj[1:], 1, num[0]))  # σ_{m+1} at output index m + 1, m >= 0
+    out[1:] = _filter(den, taps, impulses, steps, blocks)[1:]
     return out
 
 
@@ -144,16 +166,13 @@ def _continuous(
     else:  # sampled kernels obey x_{n+2} = a1 x_{n+1} − a2 x_n, a2 = e^{−2Γη}, a1 = G(2η)/G(η)
         a1, a2 = float(kern.G(2 * eta)) / G1, np.exp(-2 * kern.decay * eta)
         a, kb, gb = [1.0, -a1, a2], [1.0, K1 - a1], [0.0, G1]
-    # K and G share the denominator a: one all-pole pass over the FIR-combined drive
-    drive = np.zeros((steps + 1, blocks))
-    for k, coeff in enumerate(kb):
-        if k <= steps:
-            drive[k] += coeff * q0
-    for w, s in zip(c.forcing.values(), sig):
-        for k, g in enumerate(gb):
-            if g != 0 and k <= steps:
-                drive[k:] += (eta * evaluate(w, values) * g) * s[: steps + 1 - k]
-    return _all_pole(np.asarray(a), drive)
+    # K and G share the denominator a: one filter, Q_0 as an impulse, the forcing as taps
+    impulses = [(0, q0, kb)]
+    taps = [
+        (sj, 0, [eta * evaluate(w, values) * g for g in gb])
+        for w, sj in zip(c.forcing.values(), sig)
+    ]
+    return _filter(np.asarray(a), taps, impulses, steps, blocks)
 
 
 def predict(
