@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rule", nargs="?", choices=RULE_NAMES, help="a built-in rule")
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
     parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
+    parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--order", type=int, default=1, help="keep corrections through eta^P")
     parser.add_argument("--format", choices=("latex", "json", "text"), default="latex")
 
@@ -30,7 +32,12 @@ def load_rule(args: argparse.Namespace) -> rules.Rule:
     if (args.rule is None) == (args.rule_file is None):
         raise NmechError("give exactly one of a built-in rule name or --rule-file FILE")
     if args.rule_file is None:
-        return rules.builtin(args.rule, weight_decay=args.weight_decay)
+        return rules.builtin(
+            args.rule,
+            weight_decay=args.weight_decay,
+            nesterov=getattr(args, "torch_nesterov", False),
+            dampening=getattr(args, "dampening", False),
+        )
     path: Path = args.rule_file
     if not path.is_file():
         raise NmechError(f"rule file '{path}' does not exist")

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rule-file", help="a rule written in the rule language")
     parser.add_argument("--symmetry", choices=sorted(symmetry.BUILTINS), required=True)
     parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
+    parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--paper", action="store_true", help="weight decay at leading order only")
     parser.add_argument("--format", choices=("latex", "json"), default="latex")
 

@@ -36,8 +36,9 @@ def tree(t: T.Tree, latex: bool = True) -> str:
 SYMBOL_NAMES = {sp.Symbol("lam", real=True): "\\lambda", sp.Symbol("tau", real=True): "\\tau"}
 
 
-def coefficient(c: sp.Expr, latex: bool = True) -> str:
-    return sp.latex(c, symbol_names=SYMBOL_NAMES) if latex else sp.sstr(c)
+def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> str:
+    """A sympy expression in LaTeX (λ, τ for lam, tau; ``names``: more symbol -> LaTeX)."""
+    return sp.latex(c, symbol_names={**SYMBOL_NAMES, **(names or {})}) if latex else sp.sstr(c)
 
 
 def factor_latex(c: sp.Expr) -> str:

@@ -29,6 +29,7 @@ import sympy as sp
 
 from nmech.errors import NmechError
 
+from . import notation
 from .linear_step import Combination, LinearStep, linear_step
 from .rules import PARAMETER, Rule, rule_key
 from .symbols import beta, eta, lam, tau
@@ -186,18 +187,34 @@ class Recursion:
             f"% signals: {', '.join(f'{n} = {SIGNAL_LATEX[n]}' for n in self.signals) or 'none'}"
         ]
         for i, name in enumerate(self.hidden):
-            lines.append(f"h^{{({i})}}_n = {_gram_latex(name)}")
+            expr, names = _readable(name)
+            lines.append(f"h^{{({i})}}_n = {notation.coefficient(expr, names=names)}")
         for i in range(len(self.hidden)):
             rhs = sum(self.A[i, j] * h[j] for j in range(len(h))) + sum(
                 self.B[i, j] * sig[j] for j in range(len(sig))
             )
-            lines.append(f"{sp.latex(h1[i])} = {sp.latex(sp.collect(sp.expand(rhs), h + sig))}")
+            body = notation.coefficient(sp.collect(sp.expand(rhs), h + sig))
+            lines.append(f"{sp.latex(h1[i])} = {body}")
         return "\n".join(lines)
 
 
-def _gram_latex(expr: sp.Expr) -> str:
-    out = sp.latex(expr)
-    return out.replace("J[", "\\langle ").replace("c[", "\\langle c, ").replace("]", " \\rangle")
+def _vector_latex(name: str) -> str:
+    base, _, suffix = name.partition("_prev")
+    base = "\\theta" if base == "theta" else base
+    return f"{base}_{{n-1}}" if _ else f"{base}_n"
+
+
+def _readable(expr: sp.Expr) -> tuple[sp.Expr, dict]:
+    """Gram entries J[a,b], c[a] shown as ⟨a_n, J b_n⟩, ⟨c, a_n⟩: (factored expr, LaTeX names)."""
+    names = {}
+    for s in expr.free_symbols:
+        name = str(s)
+        if name.startswith("J["):
+            a, b = name[2:-1].split(",")
+            names[s] = f"\\langle {_vector_latex(a)}, J {_vector_latex(b)} \\rangle"
+        elif name.startswith("c["):
+            names[s] = f"\\langle c, {_vector_latex(name[2:-1])} \\rangle"
+    return sp.factor(expr), names
 
 
 def _close(rule: Rule, sym: Symmetry, names: tuple[str, ...]) -> Recursion:

@@ -192,10 +192,17 @@ def torch_sgd(
 BUILTINS = {"gd": gd, "heavy-ball": heavy_ball, "nesterov": nesterov}
 
 
-def builtin(name: str, weight_decay: bool = False) -> Rule:
-    """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd)."""
+def builtin(
+    name: str, weight_decay: bool = False, nesterov: bool = False, dampening: bool = False
+) -> Rule:
+    """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd); ``nesterov`` and
+    ``dampening`` select torch's variants."""
     if name == "torch-sgd":
-        return torch_sgd(momentum=True, weight_decay=weight_decay)
+        return torch_sgd(
+            momentum=True, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay
+        )
+    if nesterov or dampening:
+        raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
     if name not in BUILTINS:
         known = ", ".join([*BUILTINS, "torch-sgd"])
         raise NmechError(f"unknown rule '{name}' (known: {known})")
