@@ -14,6 +14,7 @@ Tiny ImageNet statistics mean (0.480, 0.448, 0.397), std (0.276, 0.269, 0.282).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +116,16 @@ class DeviceBatches:
         bi = torch.arange(b, device=self.device).view(b, 1, 1, 1)
         ci = torch.arange(3, device=self.device).view(1, 3, 1, 1)
         return padded[bi, ci, rows.view(b, 1, h, 1), cols.view(b, 1, 1, w)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Generator state and position in the current epoch (for checkpoints)."""
+        return {"gen": self.gen.get_state(), "order": self._order.cpu(), "pos": self._pos}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where :meth:`state_dict` was taken."""
+        self.gen.set_state(state["gen"])
+        self._order = state["order"].to(self.device)
+        self._pos = int(state["pos"])
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch."""

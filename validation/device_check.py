@@ -1,28 +1,67 @@
-"""GPU check: throughput with and without the recorder, peak memory, prediction errors (JSON).
+"""GPU check: throughput with and without the recorder, peak memory and prediction errors per
+GPU path switch (JSON).
 
     python -m nmech.validation.device_check --out DIR [--steps 50] [--batch-size 256]
-        [--width 1.0] [--model vgg16_bn] [--device auto]
+        [--width 1.0] [--model vgg16_bn] [--device auto] [--per-class 20]
+        [--switches base channels-last bf16 compile channels-last+bf16+compile]
 
-Paper shape on synthetic data (64x64, 200 classes, batch 256). The same seeded model trains
-``steps`` steps without the recorder, then again from the same seed with it; the overhead is
-(steps/s without) / (steps/s with). Writes ``DIR/device_check.json`` and the run's report.
+Paper shape on synthetic data (64x64, 200 classes, batch 256, torch SGD lr 0.1, momentum 0.9,
+weight decay 5e-4). A *switch spec* is ``base`` or switches joined by ``+``:
+
+* ``channels-last``: model and every input batch in ``torch.channels_last`` memory format.
+* ``bf16``: forward and loss under ``torch.autocast(device, dtype=torch.bfloat16)``; parameters,
+  gradients and the SGD update stay float32, so the recorder measures what the optimizer does.
+* ``compile``: the forward runs through ``torch.compile(model)``; the recorder hooks the
+  underlying module (same parameter objects). Compilation happens in the warm-up steps, whose
+  wall time is reported as ``warmup_s``.
+
+Per spec, from the same seed: build the model, discover its symmetry blocks on the first batch
+(float32, before any switch), run ``WARMUP`` steps, time ``steps`` steps without the recorder,
+then restore the initial parameters and buffers in place (a compiled forward keeps its graphs),
+a fresh SGD and the same data stream, and time ``steps`` steps with the recorder (records and
+report in ``DIR/<spec>/``): the recorded trajectory starts where discovery checked the blocks. Reported per spec:
+images/s without and with recording, overhead = (images/s without) / (images/s with), the
+projected wall time of the paper's 100 epochs, ``PAPER_STEPS`` = 39,100 steps of batch 256,
+at the recorded rate (``PAPER_STEPS * 256 / images_per_s_recorded``), peak GPU memory over the
+recorded phase (``torch.cuda.max_memory_allocated``; None on CPU, where the process's peak RSS
+is given instead), and the report's prediction errors (exact and continuous forms, per kind).
+The top level of ``DIR/device_check.json`` repeats the first spec's figures (``base`` by
+default) under the names earlier versions used.
+
+Default specs: all five above on CUDA; ``base channels-last bf16`` on CPU (``compile`` on CPU
+builds C++ kernels for minutes; name it to include it).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import json
+import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from nmech.errors import NmechError
 
+SWITCHES: tuple[str, ...] = ("channels-last", "bf16", "compile")
+DEFAULT_SPECS_CUDA: tuple[str, ...] = (
+    "base", "channels-last", "bf16", "compile", "channels-last+bf16+compile",
+)  # fmt: skip
+DEFAULT_SPECS_CPU: tuple[str, ...] = ("base", "channels-last", "bf16")
+PAPER_STEPS = 39_100
+PAPER_BATCH = 256
+WARMUP = 3
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m nmech.validation.device_check", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m nmech.validation.device_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=256)
@@ -30,54 +69,168 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="vgg16_bn", choices=("vgg16_bn", "vgg16"))
     p.add_argument("--device", default="auto")
     p.add_argument("--per-class", type=int, default=20, help="synthetic images per class")
+    p.add_argument(
+        "--switches", nargs="+", metavar="SPEC", help="switch specs (default: see above)"
+    )
     return p
 
 
-def check(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the check and return the JSON-ready result."""
+def parse_spec(spec: str) -> frozenset[str]:
+    """The switches of ``spec`` (``base`` is the empty set); unknown names are an error."""
+    if spec == "base":
+        return frozenset()
+    names = spec.split("+")
+    unknown = [n for n in names if n not in SWITCHES]
+    if unknown or not names:
+        raise NmechError(
+            f"unknown switch {', '.join(unknown) or spec!r}; use base or a '+'-joined subset of "
+            f"{', '.join(SWITCHES)}"
+        )
+    return frozenset(names)
+
+
+def _sync(device: Any) -> None:
     import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, device: Any,
+              out: Path) -> dict[str, Any]:  # fmt: skip
+    """Warm-up, plain and recorded phases of one switch spec (module docstring)."""
+    import torch
+    import torch.nn.functional as F
 
     from nmech.validation.channels import KINDS
     from nmech.validation.data import DeviceBatches
-    from nmech.validation.experiment import load_data, run_model
+    from nmech.validation.discovery import discover
     from nmech.validation.models import build_model
-    from nmech.validation.presets import get_preset
+    from nmech.validation.recorder import Recorder
     from nmech.validation.report import build_report
-    from nmech.validation.train import resolve_device, train
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise NmechError("--steps and --batch-size must be positive")
-    device = resolve_device(args.device)
-    preset = replace(
-        get_preset("paper-vgg16-bn"), models=(args.model,), steps=args.steps, epochs=None,
-        batch_size=args.batch_size, width=args.width, per_class=args.per_class,
-        flush_every=min(100, args.steps),
-    )  # fmt: skip
-    data = load_data(preset, None)
+    switches = parse_spec(spec)
+    channels_last = "channels-last" in switches
     torch.manual_seed(preset.seed)
     model = build_model(args.model, data.num_classes, preset.image_size, preset.width).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=preset.lr, momentum=preset.momentum,
-                          weight_decay=preset.weight_decay)  # fmt: skip
+    model.train()
     batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
-    train(model, opt, batches, min(3, args.steps), progress=False)  # warm-up (cuDNN autotune)
-    plain = train(model, opt, batches, args.steps, progress=False)
+    found = discover(model, batches.next())
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if "compile" in switches else model
+    initial = copy.deepcopy(model.state_dict())
+
+    def sgd() -> torch.optim.SGD:
+        return torch.optim.SGD(
+            model.parameters(), lr=preset.lr, momentum=preset.momentum,
+            weight_decay=preset.weight_decay,
+        )  # fmt: skip
+
+    opt = sgd()
+
+    def autocast() -> contextlib.AbstractContextManager[Any]:
+        if "bf16" in switches:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def steps(n: int, rec: Recorder | None) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            x, y = batches.next()
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=False)
+            with autocast():
+                logits = forward(x)
+                loss = F.cross_entropy(logits, y)
+            loss.backward()
+            if rec is not None:
+                acc = (logits.detach().argmax(dim=1) == y).double().mean()
+                rec.before_step(loss.detach(), acc)
+            opt.step()
+            if rec is not None:
+                rec.after_step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    warmup_s = steps(WARMUP, None)
+    plain_s = steps(args.steps, None)
+    # the recorded phase restarts from the initial state, where discovery checked the blocks
+    # (in place: a compiled forward keeps its graphs), with a fresh optimizer and data stream
+    model.load_state_dict(initial)
+    opt = sgd()
+    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
+    batches.next()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    out = Path(args.out)
-    start = time.perf_counter()
-    _, recorded, found = run_model(args.model, preset, data, out, device, progress=False)
-    wall = time.perf_counter() - start
+    folder = out / spec
+    info = {
+        "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
+        "device": str(device), "width": preset.width, "image_size": preset.image_size,
+        "num_classes": data.num_classes, "train_images": len(data.y), "switches": spec,
+    }  # fmt: skip
+    path = folder / f"records-{args.model}.h5"
+    rec = Recorder(model, found.groups, path, opt, min(100, args.steps), info, args.model)
+    try:
+        recorded_s = steps(args.steps, rec)
+    except BaseException:
+        rec.abort()
+        raise
+    rec.close()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    report = build_report(out)
+    report = build_report(folder)
+    images = args.steps * batches.batch_size
+    ips_plain, ips_rec = images / plain_s, images / recorded_s
+    return {
+        "switches": sorted(switches), "warmup_s": warmup_s,
+        "steps_per_s_plain": args.steps / plain_s, "steps_per_s_recorded": args.steps / recorded_s,
+        "images_per_s_plain": ips_plain, "images_per_s_recorded": ips_rec,
+        "overhead_ratio": ips_plain / ips_rec,
+        "projected_100_epochs_s": PAPER_STEPS * PAPER_BATCH / ips_rec,
+        "projected_100_epochs_plain_s": PAPER_STEPS * PAPER_BATCH / ips_plain,
+        "peak_gpu_memory_bytes": peak,
+        "blocks": {k: sum(len(g.kept) for g in found.of_kind(k)) for k in KINDS},
+        "failed_blocks": len(found.failures),
+        "errors": report["errors"],
+    }  # fmt: skip
+
+
+def check(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every switch spec and return the JSON-ready result."""
+    import torch
+
+    from nmech.validation.experiment import load_data
+    from nmech.validation.presets import get_preset
+    from nmech.validation.train import resolve_device
+
+    if args.steps < 1 or args.batch_size < 1 or args.per_class < 1:
+        raise NmechError("--steps, --batch-size and --per-class must be positive")
+    device = resolve_device(args.device)
+    specs = args.switches or (DEFAULT_SPECS_CUDA if device.type == "cuda" else DEFAULT_SPECS_CPU)
+    for spec in specs:
+        parse_spec(spec)
+    preset = get_preset("paper-vgg16-bn").with_overrides(
+        models=(args.model,), batch_size=args.batch_size, width=args.width,
+        per_class=args.per_class,
+    )  # fmt: skip
+    data = load_data(preset, None)
+    out = Path(args.out)
+    results = {spec: _run_spec(spec, args, preset, data, device, out) for spec in specs}
+    first = results[specs[0]]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "model": args.model, "width": args.width, "batch_size": preset.batch_size,
-        "steps": args.steps, "steps_per_s_plain": plain.steps_per_s,
-        "steps_per_s_recorded": recorded.steps_per_s,
-        "overhead_ratio": plain.steps_per_s / recorded.steps_per_s,
-        "recorded_run_wall_s": wall, "peak_memory_bytes_recorded": peak,
-        "blocks": {k: sum(len(g.kept) for g in found.of_kind(k)) for k in KINDS},
-        "failed_blocks": len(found.failures), "errors": report["errors"],
+        "torch": torch.__version__, "model": args.model, "width": args.width,
+        "batch_size": min(preset.batch_size, len(data.y)), "steps": args.steps,
+        "paper_projection": f"{PAPER_STEPS} steps x batch {PAPER_BATCH} at the recorded rate",
+        "steps_per_s_plain": first["steps_per_s_plain"],
+        "steps_per_s_recorded": first["steps_per_s_recorded"],
+        "overhead_ratio": first["overhead_ratio"],
+        "peak_memory_bytes_recorded": first["peak_gpu_memory_bytes"],
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "blocks": first["blocks"], "failed_blocks": first["failed_blocks"],
+        "errors": first["errors"], "switches": results,
     }  # fmt: skip
 
 
@@ -90,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device_check: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "device_check.json").write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps(result, indent=2, default=str))
     return 0

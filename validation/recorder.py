@@ -28,6 +28,12 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 path with Nesterov and no weight decay updates ``p.grad`` in place. Rows go to preallocated
 device buffers (no ``.item()`` or host copy per step) and are appended to the HDF5 records file
 every ``flush_every`` steps.
+
+Faults: each flush scans its rows on the host for NaN/inf (loss, every signal, Q); the first
+bad step n ends the file at steps 0..n-1 (plus Q_n when finite), stamps it ``diverged`` and
+raises :class:`~nmech.validation.stops.Diverged` naming the step and the block whose gradient
+went non-finite. ``start_step=s`` continues a checkpointed run: the file keeps its first s
+steps and new rows follow them.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ from torch import nn
 from nmech.errors import NmechError
 from nmech.validation.channels import KINDS, QUADRATIC, Group, signed_sum
 from nmech.validation.optim import read_sgd
-from nmech.validation.records import SIGNALS, RecordsWriter
+from nmech.validation.records import SIGNALS, RecordsWriter, is_state_dataset
+from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
 
 TRACE_PARAMS = 8
 
@@ -84,6 +91,7 @@ class Recorder:
         flush_every: int = 100,
         run_info: dict[str, Any] | None = None,
         model_name: str | None = None,
+        start_step: int = 0,
     ) -> None:
         if flush_every < 1:
             raise NmechError(f"flush_every must be positive, got {flush_every}")
@@ -129,18 +137,20 @@ class Recorder:
                 self.K, len(self.trace_index), dtype=torch.float64, device=device
             )
         self.lr0 = self.settings.lr
+        self.lr_changed = False
         self.row = 0
-        self.steps = 0
+        self.steps = start_step
         self.in_step = False
+        self.loss_given = False
         attrs = {
             "model": model_name or type(model).__name__,
             "optimizer": json.dumps(self.settings.as_dict()),
             "run": json.dumps(run_info or {}),
-            "lr_constant": True,
-            "steps": 0,
         }
-        self.writer = RecordsWriter(path, attrs)
+        self.writer = RecordsWriter(path, attrs, chunk_rows=self.K)
         self._describe()
+        self.writer.start(self.writer.path if start_step else None, start_step)
+        self.lr_changed = self.writer.lr_changed
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group."""
@@ -157,6 +167,8 @@ class Recorder:
         return part.param, torch.arange(base, base + n, device=self.device)
 
     def _describe(self) -> None:
+        for name, buf in self.bufs.items():
+            self.writer.create(name, buf.shape[1] if buf.ndim == 2 else None)
         for kind, lay in self.layouts.items():
             names = [b for g in lay.groups for b in g.block_names()]
             gidx = np.concatenate([np.full(len(g.kept), i) for i, g in enumerate(lay.groups)])
@@ -205,6 +217,7 @@ class Recorder:
                 if kind in QUADRATIC:
                     lay.fill(self.bufs[f"{kind}/grad_sq"][self.row], prods)
         if loss is not None:
+            self.loss_given = True
             self.bufs["train/loss"][self.row] = loss.detach().double()
         if accuracy is not None:
             self.bufs["train/accuracy"][self.row] = accuracy.detach().double()
@@ -227,21 +240,56 @@ class Recorder:
                     lay.fill(self.bufs[f"{kind}/step_sq"][self.row], step_sq)
                     lay.fill(self.bufs[f"{kind}/step_grad"][self.row], step_grad)
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
-            self.writer.set_attrs("/", lr_constant=False)
+            self.lr_changed = True
         self.in_step = False
         self.row += 1
         self.steps += 1
         if self.row == self.K:
             self.flush()
 
+    @property
+    def committed(self) -> int:
+        """Steps whose rows are durable in the records file."""
+        return self.writer.committed
+
     def flush(self) -> None:
-        """Append the buffered rows to the records file (one host copy per buffer)."""
+        """Append the buffered rows to the records file (one host copy per buffer).
+
+        Rows are checked for NaN/inf on the host here: on the first non-finite row the file
+        keeps the steps before it (and the state Q_n reached, when finite), is stamped
+        ``diverged`` and closed, and :class:`Diverged` is raised.
+        """
         if self.row == 0:
             return
-        for name, buf in self.bufs.items():
-            self.writer.append(name, buf[: self.row].cpu().numpy())
+        host = {name: buf[: self.row].cpu().numpy() for name, buf in self.bufs.items()}
+        checked = {k: v for k, v in host.items() if k != "train/accuracy"}
+        if not self.loss_given:
+            checked.pop("train/loss")
+        bad = first_nonfinite(checked)
+        if bad is not None:
+            self._diverge(host, {k: v[bad] for k, v in checked.items()}, bad)
+        for name, rows in host.items():
+            self.writer.append(name, rows)
+        self.steps = self.writer.committed + self.row
         self.row = 0
-        self.writer.flush(self.steps)
+        self.writer.commit(self.steps, self.lr_changed)
+
+    def _diverge(self, host: dict[str, np.ndarray], row: dict[str, np.ndarray], bad: int) -> None:
+        step = self.writer.committed + bad
+        names = {kind: [b for g in lay.groups for b in g.block_names()]
+                 for kind, lay in self.layouts.items()}  # fmt: skip
+        what = describe(row, names)
+        state = {k: v for k, v in host.items() if is_state_dataset(k)}
+        final = all(np.isfinite(v[bad]).all() for v in state.values())
+        for name, rows in host.items():
+            keep = bad + 1 if final and name in state else bad
+            self.writer.append(name, rows[:keep])
+        self.writer.commit(step, self.lr_changed, final_state=final)
+        self.row, self.steps, self.in_step = 0, step, False
+        reason = f"training diverged at step {step}: {what}"
+        self.writer.finish("diverged", reason)
+        kept = f"steps 0..{step - 1}" if step else "no step"
+        raise Diverged(f"{reason}; {self.writer.path.name} keeps {kept}; {HINT}")
 
     def abort(self) -> Path:
         """Keep the completed steps (a half-done step is dropped) and close without Q_N.
@@ -250,23 +298,24 @@ class Recorder:
         """
         if self.writer.file.id.valid:
             self.in_step = False
-            self.flush()
-            self.writer.close()
+            try:
+                self.flush()
+            except Diverged:
+                return self.writer.path
+            self.writer.finish("aborted")
         return self.writer.path
 
     @torch.no_grad()
-    def close(self) -> Path:
-        """Record the final Q_N, flush, close the file and return its path."""
+    def close(self, status: str = "complete", reason: str = "") -> Path:
+        """Record the final Q_N, flush, stamp ``status`` and close; returns the path."""
         if self.writer.file.id.valid:
             if self.in_step:
                 raise NmechError("Recorder.close called between before_step and after_step")
             self.flush()
             self._record_state(0)
-            for kind in self.layouts:
-                for name in (f"{kind}/Q", f"{kind}/Q_abs"):
-                    self.writer.append(name, self.bufs[name][:1].cpu().numpy())
-            if self.trace_param is not None:
-                self.writer.append("trace/values", self.bufs["trace/values"][:1].cpu().numpy())
-            self.writer.flush(self.steps)
-            self.writer.close()
+            for name, buf in self.bufs.items():
+                if is_state_dataset(name):
+                    self.writer.append(name, buf[:1].cpu().numpy())
+            self.writer.commit(self.steps, self.lr_changed, final_state=True)
+            self.writer.finish(status, reason)
         return self.writer.path

@@ -10,8 +10,9 @@ Images are decoded once with Pillow (grayscale and other modes converted to RGB;
 image_size x image_size) into uint8 [N, H, W, 3] and cached as ``.npy`` files in a cache folder
 outside the data folder (default ``$NMECH_CACHE``, else ``$XDG_CACHE_HOME/nmech``, else
 ``~/.cache/nmech``). The cache key hashes every file's relative path, size and mtime, so a
-changed folder is decoded again. A missing folder, a wrong layout, an empty class or an image
-Pillow cannot fully decode raises NmechError naming the path.
+changed folder is decoded again. A missing folder, a wrong layout (a parent folder given
+instead points to the one inside), an empty class or an image Pillow cannot fully decode
+raises NmechError naming the path.
 """
 
 from __future__ import annotations
@@ -41,7 +42,9 @@ def _wnids(root: Path) -> list[str]:
         raise NmechError(f"Tiny ImageNet folder not found: {root}")
     path = root / "wnids.txt"
     if not path.is_file():
-        raise NmechError(f"not a Tiny ImageNet folder (no wnids.txt): {path}")
+        inner = [p.parent for p in sorted(root.glob("*/wnids.txt"))]
+        hint = f"; did you mean {inner[0]}?" if inner else ""
+        raise NmechError(f"not a Tiny ImageNet folder (no wnids.txt): {path}{hint}")
     wnids = [w.strip() for w in path.read_text().splitlines() if w.strip()]
     if not wnids or len(set(wnids)) != len(wnids):
         raise NmechError(f"wnids.txt lists no classes or repeats one: {path}")

@@ -3,6 +3,12 @@
 Step n:  loss_n = CE(model(x_n), y_n);  g_n = grad loss_n;  recorder.before_step;
 optimizer.step();  recorder.after_step.  The model stays in train mode throughout (BatchNorm
 uses batch statistics, which is what makes it scale invariant; Dropout is active).
+
+Faults: the recorder raises :class:`~nmech.validation.stops.Diverged` at the flush after a
+non-finite step; ``on_commit(step)`` runs whenever the records are durable up to ``step``
+(the place to write a checkpoint); a :class:`~nmech.validation.stops.StopRequest` that is due
+before a step raises :class:`~nmech.validation.stops.Interrupted` there, with the model,
+optimizer and batch stream left exactly after the last completed step.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tqdm import tqdm
 from nmech.errors import NmechError
 from nmech.validation.data import DeviceBatches
 from nmech.validation.recorder import Recorder
+from nmech.validation.stops import Interrupted, StopRequest
 
 CONSTANT_LR_WARNING = (
     "a learning-rate scheduler was passed: the predicted dynamics assume a constant learning "
@@ -64,17 +71,27 @@ def train(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     progress: bool = True,
     desc: str = "train",
+    start: int = 0,
+    on_commit: Callable[[int], None] | None = None,
+    stop: StopRequest | None = None,
 ) -> TrainResult:
-    """Run ``steps`` optimizer steps; the progress bar shows loss, accuracy and steps/s."""
-    if steps < 1:
-        raise NmechError(f"steps must be positive, got {steps}")
+    """Run steps ``start`` .. ``steps - 1``; the progress bar shows loss, accuracy and steps/s.
+
+    The result counts the steps run by this call.
+    """
+    if steps < 1 or not 0 <= start <= steps:
+        raise NmechError(f"steps must be positive and start in [0, steps], got {steps}, {start}")
     if scheduler is not None:
         warnings.warn(CONSTANT_LR_WARNING, UserWarning, stacklevel=2)
     model.train()
-    bar = tqdm(total=steps, desc=desc, disable=not progress, unit="step", dynamic_ncols=True)
-    start = last_shown = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, unit="step",
+               dynamic_ncols=True)  # fmt: skip
+    began = last_shown = time.perf_counter()
     loss = acc = torch.zeros(())
-    for _ in range(steps):
+    for step in range(start, steps):
+        if stop is not None and stop.due(step):
+            bar.close()
+            raise Interrupted(step, stop.signum)
         x, y = batches.next()
         optimizer.zero_grad(set_to_none=False)
         logits = model(x)
@@ -86,16 +103,18 @@ def train(
         optimizer.step()
         if recorder is not None:
             recorder.after_step()
+            if on_commit is not None and recorder.committed == step + 1:
+                on_commit(step + 1)
         if scheduler is not None:
             scheduler.step()
         bar.update(1)
         now = time.perf_counter()
         if progress and now - last_shown > 0.5:  # host sync at most twice a second
             last_shown = now
-            rate = bar.n / (now - start)
+            rate = (bar.n - start) / (now - began)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.3f}", it_s=f"{rate:.1f}")
     if batches.device.type == "cuda":
         torch.cuda.synchronize(batches.device)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - began
     bar.close()
-    return TrainResult(steps, seconds, float(loss.item()), float(acc.item()))
+    return TrainResult(steps - start, seconds, float(loss.item()), float(acc.item()))

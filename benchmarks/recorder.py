@@ -1,0 +1,119 @@
+"""Recorder overhead benchmark: a cpu-demo training step with the Recorder against one without.
+
+What is measured: seconds per optimizer step of the ``cpu-demo`` model (VGG-16-BN, width 1/8,
+32x32 synthetic images, batch 32, torch SGD lr 0.1, momentum 0.9, weight decay 5e-4) through
+the production loop :func:`nmech.validation.train.train`, once with ``recorder=None`` and once
+with a :class:`~nmech.validation.recorder.Recorder` on every block that discovery keeps
+(``flush_every`` as in the preset, 100). A step is the whole loop iteration: next batch
+(augmentation on the device), forward, cross-entropy, backward, the recorder's
+``before_step``, ``SGD.step``, ``after_step``.
+
+Both variants train the same model in the same process, interleaved step by step (``pairs``
+pairs, the order inside a pair alternating), so that drift of a shared machine falls on both.
+baseline = median plain s/step; value = median recorded s/step over the steps without a flush,
+plus the flushes' excess over that median spread over all recorded steps (the HDF5 append, at
+the production rate). ratio = baseline / value, the relative throughput with recording.
+Target: overhead under 10 %, i.e. value / baseline < 1.10.
+
+torch's thread count is left as it is (all cores) unless ``NMECH_BENCH_THREADS`` is set; on a
+2-core machine shared with another busy process, 2 threads oversubscribe and the step times
+swing by 10x, so compare runs at the same setting.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+WARMUP = 5
+PAIRS_FULL = 300
+PAIRS_QUICK = 100
+OVERHEAD_TARGET = 0.10
+
+
+def _bench_model(name: str, pairs: int) -> dict[str, Any]:
+    """Median s/step with and without recording for one model of the cpu-demo preset."""
+    import torch
+
+    from nmech.validation.data import DeviceBatches
+    from nmech.validation.discovery import discover
+    from nmech.validation.experiment import load_data
+    from nmech.validation.models import build_model
+    from nmech.validation.presets import get_preset
+    from nmech.validation.recorder import Recorder
+    from nmech.validation.train import train
+
+    threads = os.environ.get("NMECH_BENCH_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+    preset = get_preset("cpu-demo")
+    device = torch.device("cpu")
+    data = load_data(preset, None)
+    torch.manual_seed(preset.seed)
+    model = build_model(name, data.num_classes, preset.image_size, preset.width).to(device)
+    model.train()
+    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
+    found = discover(model, batches.next())
+    opt = torch.optim.SGD(
+        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
+        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
+    )  # fmt: skip
+    plain: list[float] = []
+    recorded: list[float] = []
+    flushed: list[bool] = []
+    with tempfile.TemporaryDirectory(prefix="nmech-bench-rec-") as tmp:
+        path = Path(tmp) / "records.h5"
+        rec = Recorder(model, found.groups, path, opt, flush_every=preset.flush_every)
+        try:
+            train(model, opt, batches, WARMUP, None, progress=False)
+            train(model, opt, batches, WARMUP, rec, progress=False)
+            for i in range(pairs):
+                for r in (None, rec) if i % 2 == 0 else (rec, None):
+                    seconds = train(model, opt, batches, 1, r, progress=False).seconds
+                    if r is None:
+                        plain.append(seconds)
+                    else:
+                        recorded.append(seconds)
+                        flushed.append(rec.row == 0)
+        finally:
+            rec.abort()
+    steady = [t for t, f in zip(recorded, flushed) if not f]
+    median = statistics.median(steady)
+    excess = sum(t - median for t, f in zip(recorded, flushed) if f)
+    return {
+        "plain": statistics.median(plain),
+        "recorded": median + excess / len(recorded),
+        "flushes": sum(flushed),
+        "blocks": sum(len(g.kept) for g in found.groups),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Records ``{name, value, unit, baseline, ratio, target, met}``: value = recorded s/step,
+    baseline = plain s/step (same run, interleaved), ratio = baseline / value."""
+    pairs = PAIRS_QUICK if quick else PAIRS_FULL
+    models = ("vgg16_bn",) if quick else ("vgg16_bn", "vgg16")
+    records = []
+    for name in models:
+        m = _bench_model(name, pairs)
+        value, baseline = m["recorded"], m["plain"]
+        overhead = value / baseline - 1.0
+        records.append(
+            {
+                "name": (
+                    f"recorder step {name} cpu-demo ({m['blocks']} blocks, "
+                    f"{m['threads']} threads, overhead {100 * overhead:+.0f} %)"
+                ),
+                "value": value,
+                "unit": "s",
+                "baseline": baseline,
+                "ratio": baseline / value,
+                "target": f"overhead < {100 * OVERHEAD_TARGET:g} %",
+                "met": bool(overhead < OVERHEAD_TARGET),
+            }
+        )
+    return records

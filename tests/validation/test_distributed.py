@@ -1,0 +1,93 @@
+"""DDP under torchrun: two gloo ranks on CPU train a tiny VGG-16-BN; rank 0 alone records."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nmech.validation.records import load_records
+
+pytest.importorskip("torch.distributed")
+
+STEPS = 6
+BATCH = 8
+
+
+def _launcher() -> list[str]:
+    """``torchrun`` next to this interpreter, else ``python -m torch.distributed.run``."""
+    exe = Path(sys.executable).with_name("torchrun")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("torchrun")
+    return [found] if found else [sys.executable, "-m", "torch.distributed.run"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    cmd = [
+        *_launcher(), "--standalone", "--nproc_per_node=2",
+        "-m", "nmech.validation.distributed", "--preset", "cpu-demo", "--out", str(out),
+        "--steps", str(STEPS), "--batch-size", str(BATCH), "--width", "0.0625",
+        "--per-class", "8", "--models", "vgg16_bn", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_ddp_run_writes_records_once(ddp_run):
+    out, proc = ddp_run
+    assert sorted(p.name for p in out.glob("records-*.h5")) == ["records-vgg16_bn.h5"]
+    rec = load_records(out / "records-vgg16_bn.h5")
+    assert rec.steps == STEPS
+    run = json.loads(rec.attrs["run"])
+    assert run["world_size"] == 2 and run["shard_batch"] == BATCH // 2
+    assert rec.kinds["scale"].Q.shape[0] == STEPS + 1
+    assert rec.train["loss"].shape == (STEPS,)
+    assert proc.stdout.count('"world_size": 2') == 1  # the summary is printed by rank 0 only
+    summary = json.loads((out / "distributed.json").read_text())
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    assert summary["runs"][0]["parameter_spread"] == 0.0
+
+
+def test_ddp_exact_recursion_meets_error_bar(ddp_run):
+    out, _ = ddp_run
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["errors"]) == {"scale", "rescale", "translation"}
+    for kind, forms in report["errors"].items():
+        assert forms["exact"]["channels"] > 0, kind
+        assert forms["exact"]["max"] < 1e-4, (kind, forms["exact"])
+
+
+def test_sharded_batches_partition_the_global_batch():
+    import torch
+
+    from nmech.validation.data import DeviceBatches, synthetic
+    from nmech.validation.distributed import ShardedBatches
+
+    data = synthetic(3, 4, 32, seed=0)
+    full = DeviceBatches(data, 6, "cpu", seed=1).next()
+    shards = [ShardedBatches(DeviceBatches(data, 6, "cpu", seed=1), r, 2).next() for r in (0, 1)]
+    assert torch.equal(torch.cat([s[0] for s in shards]), full[0])
+    assert torch.equal(torch.cat([s[1] for s in shards]), full[1])
+
+
+def test_uneven_global_batch_is_an_error():
+    from nmech.errors import NmechError
+    from nmech.validation.data import DeviceBatches, synthetic
+    from nmech.validation.distributed import ShardedBatches
+
+    with pytest.raises(NmechError, match="split evenly"):
+        ShardedBatches(DeviceBatches(synthetic(3, 4, 32), 5, "cpu"), 0, 2)
