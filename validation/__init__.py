@@ -9,7 +9,9 @@ Modules, one job each (none is imported here, so ``import nmech.validation`` sta
 * :mod:`~nmech.validation.tiny_imagenet` -- the Tiny ImageNet folder loader with a uint8 cache.
 * :mod:`~nmech.validation.optim`        -- the derivation rule read from a ``torch.optim.SGD``.
 * :mod:`~nmech.validation.recorder`     -- hooks that measure Q and its signals in any loop.
-* :mod:`~nmech.validation.records`      -- the append-only HDF5 records file.
+* :mod:`~nmech.validation.records`      -- the append-only HDF5 records file (SWMR, checksummed).
+* :mod:`~nmech.validation.checkpoint`   -- atomic checkpoints for ``--resume``.
+* :mod:`~nmech.validation.stops`        -- divergence and SIGINT/SIGTERM stops.
 * :mod:`~nmech.validation.train`        -- the training loop (SGD, progress bar).
 * :mod:`~nmech.validation.compare`      -- predictions of the derived dynamics vs measurement.
 * :mod:`~nmech.validation.report`       -- report.json, report.md, LaTeX tables and equations.
@@ -17,5 +19,6 @@ Modules, one job each (none is imported here, so ``import nmech.validation`` sta
 * :mod:`~nmech.validation.presets`      -- named run configurations.
 * :mod:`~nmech.validation.experiment`   -- one preset run end to end.
 * :mod:`~nmech.validation.cli`, :mod:`~nmech.validation.report_cli` -- ``nmech validate|report``.
+* :mod:`~nmech.validation.distributed`  -- the same run under torchrun (DistributedDataParallel).
 * :mod:`~nmech.validation.device_check` -- the GPU throughput / overhead / error check.
 """
