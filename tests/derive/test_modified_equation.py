@@ -339,3 +339,17 @@ def test_no_modified_loss_without_a_gradient_term():
 def test_fractional_power_of_eta_is_refused():
     with pytest.raises(NmechError):
         modified_equation(rules.parse("theta_next = theta - eta**0.5*grad(theta)"), 1)
+
+
+@pytest.mark.parametrize(
+    "text,word",
+    [
+        ("theta_next = theta - eta**2/eta**3*grad(theta)", "no Taylor series"),
+        ("theta_next = theta - eta/(beta - beta)*grad(theta)", "division by zero"),
+        ("theta_next = theta - eta*grad(theta)/theta", "element-wise"),
+    ],
+)
+def test_division_that_vanishes_at_the_expansion_point_is_refused(text, word):
+    with pytest.raises(NmechError, match=word) as info:
+        modified_equation(rules.parse(text), 1)
+    assert "\n" not in str(info.value)
