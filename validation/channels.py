@@ -8,12 +8,16 @@ sign of that part in the generator J. For a block A of channel c, with J = sum_p
     quadratic kinds (scale, rescale):  <a, J b>_c = sum_parts sign * sum_{i in part, c} a_i b_i
     linear kind (translation):         <1_A, a>_c = sum_{i in A_c} a_i
 
-Every reduction is one multiply and one ``sum`` over the non-channel dims per part, in float64,
-giving a vector over all channels of the layer at once.
+:func:`reduce_part` sums one part over its non-channel dims (float64, all channels of the layer
+at once). :func:`channel_matrix` fuses every group of a list into one sparse matrix M over the
+concatenated flat parameters, M[r, i] = sign of element i in the block of row r, so that one
+sparse product M @ v gives the per-block sums of v for all blocks together.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -67,20 +71,52 @@ def reduce_part(part: Part, t: torch.Tensor) -> torch.Tensor:
     return per_index
 
 
-def signed_sum(
-    group: Group, products: dict[str, torch.Tensor], unsigned: bool = False
+def channel_matrix(
+    groups: list[Group],
+    offsets: dict[str, int],
+    shapes: dict[str, torch.Size],
+    numel: int,
+    device: torch.device,
+    unsigned: bool = False,
 ) -> torch.Tensor:
-    """sum_parts sign * (per-channel sum of ``products[part.param]``): a vector [channels].
+    """Sparse CSR float64 matrix M [recorded channels of ``groups``, ``numel``] of the blocks.
 
-    With products = a*b elementwise (float64) this is <a, J b> per channel of a quadratic group;
-    with products = a (and signs +1) it is <1_A, a> of a translation group. ``unsigned`` drops
-    the signs (|theta_A1|^2 + |theta_A2|^2 instead of the difference).
+    Parameters are flattened and concatenated, ``offsets[name]`` being where parameter ``name``
+    starts. Row r is the r-th recorded channel (groups in order, ``kept`` channels in order);
+    M[r, i] = s_i, the sign of the part that owns element i in that block (1 with ``unsigned``),
+    and 0 outside the block. Hence for a flat float64 vector v, (M @ v)_A = sum_{i in A} s_i v_i:
+    with v = a*b elementwise this is <a, J b>_A; with v = a and s = 1 it is <1_A, a>_A.
     """
-    total: torch.Tensor | None = None
-    for part in group.parts:
-        sign = 1.0 if unsigned else part.sign
-        term = reduce_part(part, products[part.param])
-        total = term * sign if total is None else total + sign * term
-    if total is None:
-        raise ValueError(f"group {group.name} has no parts")
-    return total
+    rows: list[torch.Tensor] = []
+    cols: list[torch.Tensor] = []
+    vals: list[torch.Tensor] = []
+    base = 0
+    for group in groups:
+        row_of = torch.full((group.channels,), -1, dtype=torch.int64)
+        row_of[list(group.kept)] = torch.arange(base, base + len(group.kept))
+        for part in group.parts:
+            shape = shapes[part.param]
+            n = math.prod(shape)
+            if part.dim is None:
+                channel = torch.zeros(n, dtype=torch.int64)
+            else:
+                along = torch.arange(shape[part.dim]) // part.fan
+                view = [-1 if d == part.dim else 1 for d in range(len(shape))]
+                channel = along.view(view).expand(shape).reshape(-1)
+            row = row_of[channel]
+            inside = row >= 0
+            rows.append(row[inside])
+            cols.append(torch.arange(n)[inside] + offsets[part.param])
+            vals.append(torch.full((int(inside.sum()),), 1.0 if unsigned else part.sign))
+        base += len(group.kept)
+    row = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64)
+    col = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int64)
+    val = torch.cat(vals) if vals else torch.zeros(0)
+    row, order = torch.sort(row, stable=True)
+    crow = torch.zeros(base + 1, dtype=torch.int64)
+    crow[1:] = torch.bincount(row, minlength=base).cumsum(0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(
+            crow, col[order], val[order].double(), (base, numel), device=device
+        )

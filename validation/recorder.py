@@ -23,11 +23,27 @@ Per step n and block A (J the block's generator, all in float64 on the model's d
     step_sq_n   = <D_n, J D_n>          D_n = theta_{n+1}.double() - theta_n.double()
     step_grad_n = <D_n, J g_n>
 
+With s_i = +1 on every element for scale blocks and s_i = +1 / -1 on the incoming / outgoing
+side of a rescale block, the quadratic reductions are
+
+    Q_n = sum_{i in A} s_i theta_i^2        Q_abs_n = sum_{i in A} theta_i^2
+    grad_sq_n = sum_{i in A} s_i g_i^2      step_sq_n = sum_{i in A} s_i D_i^2
+    step_grad_n = sum_{i in A} s_i D_i g_i
+
+and for translation blocks Q_n = sum_{i in A} theta_i, Q_abs_n = sum_{i in A} |theta_i|.
+
 g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient without weight decay
 (torch's SGD adds the decay internally). It is copied in ``before_step`` because SGD's foreach
-path with Nesterov and no weight decay updates ``p.grad`` in place. Rows go to preallocated
-device buffers (no ``.item()`` or host copy per step) and are appended to the HDF5 records file
-every ``flush_every`` steps.
+path with Nesterov and no weight decay updates ``p.grad`` in place.
+
+Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
+one ``_foreach_copy_`` each; every signal of every block of every layer is then one elementwise
+product over the flat vector and one sparse product with a fixed per-block sign matrix (see
+:func:`~nmech.validation.channels.channel_matrix`). theta_{n+1} copied in ``after_step`` is
+reused as the next step's theta_n unless a parameter was written in between (its version
+counter moved), and Q_abs is not computed for kinds without negative signs (it equals Q).
+Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
+to the HDF5 records file every ``flush_every`` steps.
 
 Faults: each flush scans its rows on the host for NaN/inf (loss, every signal, Q); the first
 bad step n ends the file at steps 0..n-1 (plus Q_n when finite), stamps it ``diverged`` and
@@ -47,7 +63,7 @@ import torch
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.channels import KINDS, QUADRATIC, Group, signed_sum
+from nmech.validation.channels import KINDS, QUADRATIC, Group, channel_matrix
 from nmech.validation.optim import read_sgd
 from nmech.validation.records import SIGNALS, RecordsWriter, is_state_dataset
 from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
@@ -56,27 +72,54 @@ TRACE_PARAMS = 8
 
 
 class _KindLayout:
-    """The groups of one kind, their column offsets, and the device index of kept channels."""
+    """The groups of one kind and the number of channels they record."""
 
-    def __init__(self, groups: list[Group], device: torch.device) -> None:
+    def __init__(self, groups: list[Group]) -> None:
         self.groups = groups
-        self.offsets: list[int] = []
-        self.keep: list[torch.Tensor | None] = []
-        width = 0
-        for g in groups:
-            self.offsets.append(width)
-            width += len(g.kept)
-            idx = None if g.keep is None else torch.tensor(g.keep, device=device)
-            self.keep.append(idx)
-        self.width = width
+        self.width = sum(len(g.kept) for g in groups)
 
-    def fill(
-        self, row: torch.Tensor, products: dict[str, torch.Tensor], unsigned: bool = False
+
+class _Blocks:
+    """The blocks of some kinds as one sparse sign matrix over the flat parameters.
+
+    ``write(v, ...)`` computes M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds
+    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers.
+    """
+
+    def __init__(
+        self,
+        layouts: dict[str, _KindLayout],
+        kinds: list[str],
+        offsets: dict[str, int],
+        shapes: dict[str, torch.Size],
+        numel: int,
+        device: torch.device,
+        unsigned: bool = False,
     ) -> None:
-        """Write the per-channel (signed) sums of ``products`` of every group into ``row``."""
-        for g, off, idx in zip(self.groups, self.offsets, self.keep, strict=True):
-            vals = signed_sum(g, products, unsigned)
-            row[off : off + len(g.kept)] = vals if idx is None else vals.index_select(0, idx)
+        groups = [g for k in kinds for g in layouts[k].groups]
+        self.matrix = channel_matrix(groups, offsets, shapes, numel, device, unsigned)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for k in kinds:
+            self.slices[k] = slice(start, start + layouts[k].width)
+            start += layouts[k].width
+
+    def write(self, v: torch.Tensor, bufs: dict[str, torch.Tensor], signal: str, row: int) -> None:
+        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
+        out = self.matrix @ v
+        for kind, cols in self.slices.items():
+            bufs[f"{kind}/{signal}"][row] = out[cols]
+
+
+def _signed(layout: _KindLayout) -> bool:
+    """True when some block of the kind has a part with a negative sign (then Q_abs != Q)."""
+    return any(p.sign < 0 for g in layout.groups for p in g.parts)
+
+
+def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of consecutive pieces of ``flat`` shaped like ``params``."""
+    pieces = torch.split(flat, [p.numel() for p in params])
+    return [v.view(p.shape) for v, p in zip(pieces, params, strict=True)]
 
 
 class Recorder:
@@ -111,10 +154,11 @@ class Recorder:
         device = next(iter(self.params.values())).device if names else torch.device("cpu")
         self.device = device
         self.layouts = {
-            k: _KindLayout([g for g in groups if g.kind == k], device)
+            k: _KindLayout([g for g in groups if g.kind == k])
             for k in KINDS
             if any(g.kind == k for g in groups)
         }
+        self._init_flat(names, device)
         self.K = flush_every
         self.bufs: dict[str, torch.Tensor] = {}
         for kind, lay in self.layouts.items():
@@ -129,9 +173,8 @@ class Recorder:
         self.bufs["train/accuracy"] = torch.full(
             (self.K,), float("nan"), dtype=torch.float64, device=device
         )
-        self.theta_prev = {n: torch.empty_like(self.params[n]) for n in self.quad_names}
-        self.grad = {n: torch.empty_like(self.params[n]) for n in self.quad_names}
         self.trace_param, self.trace_index = self._pick_trace(groups)
+        self.trace_flat = self.trace_index + self.offsets.get(self.trace_param or "", 0)
         if self.trace_param is not None:
             self.bufs["trace/values"] = torch.zeros(
                 self.K, len(self.trace_index), dtype=torch.float64, device=device
@@ -151,6 +194,46 @@ class Recorder:
         self._describe()
         self.writer.start(self.writer.path if start_step else None, start_step)
         self.lr_changed = self.writer.lr_changed
+
+    def _init_flat(self, names: list[str], device: torch.device) -> None:
+        """Flat float64 copies of theta_n, theta_{n+1}, g_n and the blocks' sign matrices."""
+        plist = [self.params[n] for n in names]
+        self.plist = plist
+        self.offsets: dict[str, int] = {}
+        numel = 0
+        for n, p in zip(names, plist, strict=True):
+            self.offsets[n] = numel
+            numel += p.numel()
+        shapes = {n: p.shape for n, p in self.params.items()}
+        self.theta = torch.zeros(numel, dtype=torch.float64, device=device)
+        self.theta_next = torch.zeros_like(self.theta)
+        self.theta_views = _flat_views(self.theta, plist)
+        self.next_views = _flat_views(self.theta_next, plist)
+        self.versions: list[int] | None = None  # parameter versions when theta was copied
+        self.grad = torch.zeros_like(self.theta)
+        grad_views = _flat_views(self.grad, plist)
+        self.grad_views = [grad_views[names.index(n)] for n in self.quad_names]
+        quad = [k for k in self.layouts if k in QUADRATIC]
+        signed = [k for k in quad if _signed(self.layouts[k])]
+        self.q_is_q_abs = [k for k in quad if k not in signed]
+
+        def blocks(kinds: list[str], unsigned: bool = False) -> _Blocks | None:
+            if not kinds:
+                return None
+            return _Blocks(self.layouts, kinds, self.offsets, shapes, numel, device, unsigned)
+
+        self.quad = blocks(quad)
+        self.quad_abs = blocks(signed, unsigned=True)
+        lin = [k for k in self.layouts if k not in QUADRATIC]
+        self.lin = blocks(lin)
+        self.lin_abs = (
+            blocks(lin, unsigned=True) if any(_signed(self.layouts[k]) for k in lin) else self.lin
+        )
+
+    def _load_theta(self) -> None:
+        """Copy the current parameters into the flat theta_n (float64)."""
+        torch._foreach_copy_(self.theta_views, self.plist)
+        self.versions = [p._version for p in self.plist]
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group."""
@@ -181,21 +264,23 @@ class Recorder:
             )  # fmt: skip
 
     def _record_state(self, row: int) -> None:
-        """Q of every block and the traced weights at the current parameters, into ``row``."""
-        theta = {n: p.detach() for n, p in self.params.items()}
-        squares = {n: theta[n].double().square() for n in self.quad_names}
-        for kind, lay in self.layouts.items():
-            if kind in QUADRATIC:
-                lay.fill(self.bufs[f"{kind}/Q"][row], squares)
-                lay.fill(self.bufs[f"{kind}/Q_abs"][row], squares, unsigned=True)
-            else:
-                lay.fill(self.bufs[f"{kind}/Q"][row], {n: t.double() for n, t in theta.items()})
-                lay.fill(
-                    self.bufs[f"{kind}/Q_abs"][row], {n: t.double().abs() for n, t in theta.items()}
-                )
+        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
+
+        Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2 (= Q without negative
+        signs); translation: Q = M @ theta, Q_abs = |M| @ |theta|.
+        """
+        if self.quad is not None:
+            squares = self.theta.square()
+            self.quad.write(squares, self.bufs, "Q", row)
+            for kind in self.q_is_q_abs:
+                self.bufs[f"{kind}/Q_abs"][row] = self.bufs[f"{kind}/Q"][row]
+            if self.quad_abs is not None:
+                self.quad_abs.write(squares, self.bufs, "Q_abs", row)
+        if self.lin is not None and self.lin_abs is not None:
+            self.lin.write(self.theta, self.bufs, "Q", row)
+            self.lin_abs.write(self.theta.abs(), self.bufs, "Q_abs", row)
         if self.trace_param is not None:
-            flat = theta[self.trace_param].reshape(-1).index_select(0, self.trace_index)
-            self.bufs["trace/values"][row] = flat.double()
+            self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
     @torch.no_grad()
     def before_step(
@@ -204,18 +289,16 @@ class Recorder:
         """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, g_n."""
         if self.in_step:
             raise NmechError("Recorder.before_step called twice without after_step")
-        for n in self.quad_names:
-            g = self.params[n].grad
+        grads = [self.params[n].grad for n in self.quad_names]
+        for n, g in zip(self.quad_names, grads, strict=True):
             if g is None:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
-            self.grad[n].copy_(g)
-            self.theta_prev[n].copy_(self.params[n].detach())
+        if self.versions != [p._version for p in self.plist]:
+            self._load_theta()
         self._record_state(self.row)
-        if self.quad_names:
-            prods = {n: self.grad[n].double().square() for n in self.quad_names}
-            for kind, lay in self.layouts.items():
-                if kind in QUADRATIC:
-                    lay.fill(self.bufs[f"{kind}/grad_sq"][self.row], prods)
+        if self.quad is not None:
+            torch._foreach_copy_(self.grad_views, grads)
+            self.quad.write(self.grad.square(), self.bufs, "grad_sq", self.row)
         if loss is not None:
             self.loss_given = True
             self.bufs["train/loss"][self.row] = loss.detach().double()
@@ -228,17 +311,14 @@ class Recorder:
         """Call right after ``optimizer.step()``: records the step signals of D_n."""
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
-        if self.quad_names:
-            delta = {
-                n: self.params[n].detach().double() - self.theta_prev[n].double()
-                for n in self.quad_names
-            }
-            step_sq = {n: delta[n].square() for n in self.quad_names}
-            step_grad = {n: delta[n] * self.grad[n].double() for n in self.quad_names}
-            for kind, lay in self.layouts.items():
-                if kind in QUADRATIC:
-                    lay.fill(self.bufs[f"{kind}/step_sq"][self.row], step_sq)
-                    lay.fill(self.bufs[f"{kind}/step_grad"][self.row], step_grad)
+        torch._foreach_copy_(self.next_views, self.plist)
+        if self.quad is not None:
+            delta = self.theta_next - self.theta
+            self.quad.write(delta.square(), self.bufs, "step_sq", self.row)
+            self.quad.write(delta * self.grad, self.bufs, "step_grad", self.row)
+        self.theta, self.theta_next = self.theta_next, self.theta
+        self.theta_views, self.next_views = self.next_views, self.theta_views
+        self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
             self.lr_changed = True
         self.in_step = False
@@ -312,6 +392,7 @@ class Recorder:
             if self.in_step:
                 raise NmechError("Recorder.close called between before_step and after_step")
             self.flush()
+            self._load_theta()
             self._record_state(0)
             for name, buf in self.bufs.items():
                 if is_state_dataset(name):
