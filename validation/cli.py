@@ -26,11 +26,8 @@ FIXED_ON_RESUME = ("preset", "data_dir", "device", "lr", "momentum", "wd", "nest
                    "dampening", "batch_size", "seed", "width", "models", "flush_every", "out")  # fmt: skip
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``nmech validate``."""
-    parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
-    parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
-    parser.add_argument("--device", help="auto (default), cpu or cuda")
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Run length and torch SGD settings, shared by ``nmech validate`` and the torchrun entry."""
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--epochs", type=float, help="passes over the training data")
@@ -39,9 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wd", type=float, help="weight decay lambda (coupled, torch SGD)")
     parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
     parser.add_argument("--dampening", type=float, help="momentum dampening tau")
-    parser.add_argument("--batch-size", type=int, help="mini-batch size")
+    parser.add_argument("--batch-size", type=int, help="mini-batch size (global under torchrun)")
     parser.add_argument("--seed", type=int, help="random seed")
     parser.add_argument("--width", type=float, help="VGG width multiplier (e.g. 0.125)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech validate``."""
+    parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
+    parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    add_training_options(parser)
     parser.add_argument("--models", help="comma-separated subset of vgg16_bn,vgg16")
     parser.add_argument(
         "--flush-every", type=int, help="steps between records flushes and checkpoints"

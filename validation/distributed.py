@@ -49,6 +49,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nmech.errors import NmechError
+from nmech.validation.cli import add_training_options
 from nmech.validation.data import DeviceBatches
 from nmech.validation.models import MODEL_NAMES
 from nmech.validation.presets import PRESETS, Preset, get_preset
@@ -62,17 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", default="cpu-demo", choices=tuple(PRESETS))
     p.add_argument("--out", required=True, help="output folder (written by rank 0)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="optimizer steps")
-    length.add_argument("--epochs", type=float, help="passes over the training data")
-    p.add_argument("--batch-size", type=int, help="global mini-batch size (split over ranks)")
-    p.add_argument("--width", type=float, help="VGG width multiplier")
+    add_training_options(p)
     p.add_argument("--per-class", type=int, help="synthetic images per class")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--wd", type=float, help="weight decay (coupled, torch SGD)")
-    p.add_argument("--nesterov", action="store_true", default=None)
-    p.add_argument("--seed", type=int)
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="subset of the preset's")
     p.add_argument("--sync-bn", action="store_true", help="nn.SyncBatchNorm (CUDA only)")
     p.add_argument("--backend", help="gloo or nccl (default: nccl on CUDA, else gloo)")
@@ -86,6 +78,7 @@ def _preset(args: argparse.Namespace) -> Preset:
     preset = get_preset(args.preset).with_overrides(
         batch_size=args.batch_size, width=args.width, per_class=args.per_class, lr=args.lr,
         momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov, seed=args.seed,
+        dampening=args.dampening,
         models=tuple(args.models) if args.models else None,
     )  # fmt: skip
     if args.steps is not None:
