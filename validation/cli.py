@@ -8,6 +8,11 @@ else synthetic data of that shape). Options given on the command line override t
 Faults: a non-finite loss or gradient stops the run (records keep the finite steps; exit 2).
 SIGINT/SIGTERM flush the records, write a checkpoint and exit 130/143; ``--resume DIR``
 continues (bitwise identically on the same device), optionally to a larger ``--steps``.
+
+GPU path switches (off by default; kept on --resume; the report names those that were on):
+--channels-last (model and batches in channels_last memory format), --bf16 (forward and loss
+under bfloat16 autocast; optimizer and records stay float32/float64), --compile
+(torch.compile for the forward pass; a one-line error where it cannot compile).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from nmech.validation.presets import Preset
 PRESET_NAMES = ("cpu-demo", "paper-vgg16-bn", "paper-vgg16")
 #: Options that fix the run's dynamics: a resumed run takes them from run.json.
 FIXED_ON_RESUME = ("preset", "data_dir", "device", "lr", "momentum", "wd", "nesterov",
-                   "dampening", "batch_size", "seed", "width", "models", "flush_every", "out")  # fmt: skip
+                   "dampening", "batch_size", "seed", "width", "models", "flush_every", "out",
+                   "channels_last", "bf16", "compile")  # fmt: skip
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -41,12 +47,31 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, help="VGG width multiplier (e.g. 0.125)")
 
 
+def add_switch_options(parser: argparse.ArgumentParser) -> None:
+    """The GPU path switches (each off by default), shared with the torchrun entry."""
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="model and input batches in torch.channels_last memory format",
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        default=None,
+        help="forward and loss under torch.autocast(dtype=torch.bfloat16)",
+    )
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile(model) for the forward pass")  # fmt: skip
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech validate``."""
     parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
     parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     add_training_options(parser)
+    add_switch_options(parser)
     parser.add_argument("--models", help="comma-separated subset of vgg16_bn,vgg16")
     parser.add_argument(
         "--flush-every", type=int, help="steps between records flushes and checkpoints"
@@ -112,6 +137,7 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
             lr=args.lr, momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov,
             dampening=args.dampening, batch_size=args.batch_size, seed=args.seed,
             width=args.width, models=models, flush_every=args.flush_every,
+            channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
         )  # fmt: skip
     if args.steps is not None:
         preset = replace(preset, steps=args.steps, epochs=None)

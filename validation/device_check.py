@@ -16,7 +16,8 @@ weight decay 5e-4). A *switch spec* is ``base`` or switches joined by ``+``:
   wall time is reported as ``warmup_s``.
 
 Per spec, from the same seed: build the model, discover its symmetry blocks on the first batch
-(float32, before any switch), run ``WARMUP`` steps, time ``steps`` steps without the recorder,
+(float32, before any switch), run ``WARMUP`` steps, time ``steps`` steps without the recorder
+(every phase is :func:`nmech.validation.train.train` with the spec's switches),
 then restore the initial parameters and buffers in place (a compiled forward keeps its graphs),
 a fresh SGD and the same data stream, and time ``steps`` steps with the recorder (records and
 report in ``DIR/<spec>/``): the recorded trajectory starts where discovery checked the blocks. Reported per spec:
@@ -35,7 +36,6 @@ builds C++ kernels for minutes; name it to include it).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import resource
@@ -100,7 +100,6 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
               out: Path) -> dict[str, Any]:  # fmt: skip
     """Warm-up, plain and recorded phases of one switch spec (module docstring)."""
     import torch
-    import torch.nn.functional as F
 
     from nmech.validation.channels import KINDS
     from nmech.validation.data import DeviceBatches
@@ -108,6 +107,7 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
     from nmech.validation.models import build_model
     from nmech.validation.recorder import Recorder
     from nmech.validation.report import build_report
+    from nmech.validation.train import prepare_model, train
 
     switches = parse_spec(spec)
     channels_last = "channels-last" in switches
@@ -116,9 +116,7 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
     model.train()
     batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
     found = discover(model, batches.next())
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if "compile" in switches else model
+    forward = prepare_model(model, channels_last, "compile" in switches)
     initial = copy.deepcopy(model.state_dict())
 
     def sgd() -> torch.optim.SGD:
@@ -129,31 +127,13 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
 
     opt = sgd()
 
-    def autocast() -> contextlib.AbstractContextManager[Any]:
-        if "bf16" in switches:
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def steps(n: int, rec: Recorder | None) -> float:
         _sync(device)
         start = time.perf_counter()
-        for _ in range(n):
-            x, y = batches.next()
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=False)
-            with autocast():
-                logits = forward(x)
-                loss = F.cross_entropy(logits, y)
-            loss.backward()
-            if rec is not None:
-                acc = (logits.detach().argmax(dim=1) == y).double().mean()
-                rec.before_step(loss.detach(), acc)
-            opt.step()
-            if rec is not None:
-                rec.after_step()
-        _sync(device)
-        return time.perf_counter() - start
+        train(model, opt, batches, n, rec, progress=False, desc=spec, forward=forward,
+              autocast_dtype=torch.bfloat16 if "bf16" in switches else None,
+              channels_last=channels_last)  # fmt: skip
+        return time.perf_counter() - start  # train() synchronises a CUDA device at its end
 
     warmup_s = steps(WARMUP, None)
     plain_s = steps(args.steps, None)

@@ -2,7 +2,8 @@
 
     torchrun --nproc_per_node=2 -m nmech.validation.distributed --preset cpu-demo --out DIR \\
         [--steps N | --epochs E] [--batch-size B] [--width W] [--models vgg16_bn ...] \\
-        [--sync-bn] [--backend gloo|nccl] [--device auto|cpu|cuda] [--no-report]
+        [--sync-bn] [--backend gloo|nccl] [--device auto|cpu|cuda] [--no-report] \\
+        [--channels-last] [--bf16] [--compile]
 
 (``python -m torch.distributed.run`` is the same launcher as ``torchrun``; without a launcher
 the module runs as a world of one.)
@@ -24,6 +25,8 @@ symmetry holds as in a single-process run:
   single process with batch ``B`` up to summation order and dropout masks.
 * Discovery runs on rank 0, on the full first global batch, before the SyncBatchNorm conversion
   (parameter names are unchanged by it).
+* The GPU path switches of ``nmech validate`` (``--channels-last``, ``--bf16``, ``--compile``)
+  apply after discovery and the SyncBatchNorm conversion; ``--compile`` compiles the DDP module.
 
 The records' ``train/loss`` and ``train/accuracy`` are the means over ranks (one all-reduce of
 two scalars per step). At the end the ranks all-reduce a float64 checksum of every parameter
@@ -49,7 +52,7 @@ import torch.distributed as dist
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.cli import add_training_options
+from nmech.validation.cli import add_switch_options, add_training_options
 from nmech.validation.data import DeviceBatches
 from nmech.validation.models import MODEL_NAMES
 from nmech.validation.presets import PRESETS, Preset, get_preset
@@ -64,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu-demo", choices=tuple(PRESETS))
     p.add_argument("--out", required=True, help="output folder (written by rank 0)")
     add_training_options(p)
+    add_switch_options(p)
     p.add_argument("--per-class", type=int, help="synthetic images per class")
     p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="subset of the preset's")
     p.add_argument("--sync-bn", action="store_true", help="nn.SyncBatchNorm (CUDA only)")
@@ -78,7 +82,8 @@ def _preset(args: argparse.Namespace) -> Preset:
     preset = get_preset(args.preset).with_overrides(
         batch_size=args.batch_size, width=args.width, per_class=args.per_class, lr=args.lr,
         momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov, seed=args.seed,
-        dampening=args.dampening,
+        dampening=args.dampening, channels_last=args.channels_last, bf16=args.bf16,
+        compile=args.compile,
         models=tuple(args.models) if args.models else None,
     )  # fmt: skip
     if args.steps is not None:
@@ -212,7 +217,7 @@ def run_model(
     from nmech.validation.experiment import _write_discovery, total_steps
     from nmech.validation.models import build_model
     from nmech.validation.recorder import Recorder
-    from nmech.validation.train import train
+    from nmech.validation.train import prepare_model, train
 
     torch.manual_seed(preset.seed)
     model = build_model(name, data.num_classes, preset.image_size, preset.width).to(device)
@@ -222,9 +227,11 @@ def run_model(
     found = discover(model, first) if rank == 0 else None
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    prepare_model(model, channels_last=preset.channels_last)
     torch.manual_seed(preset.seed + 1 + rank)  # dropout masks differ across shards
     ids = [device.index] if device.type == "cuda" else None
     ddp = DDP(model, device_ids=ids)
+    forward = prepare_model(ddp, compile=preset.compile)
     opt = torch.optim.SGD(
         model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
         weight_decay=preset.weight_decay, nesterov=preset.nesterov,
@@ -241,7 +248,7 @@ def run_model(
             "device": str(device), "width": preset.width, "image_size": preset.image_size,
             "num_classes": data.num_classes, "train_images": len(data.y),
             "world_size": world, "shard_batch": shards.shard, "sync_bn": sync_bn,
-            "backend": dist.get_backend(),
+            "backend": dist.get_backend(), "switches": preset.switches,
         }  # fmt: skip
         path = out / f"records-{name}.h5"
         rec = Recorder(model, found.groups, path, opt, preset.flush_every, info, name)
@@ -249,7 +256,9 @@ def run_model(
     try:
         result = train(
             ddp, opt, shards, steps, recorder=hooks,  # type: ignore[arg-type]
-            progress=progress and rank == 0, desc=f"{name} x{world}",
+            progress=progress and rank == 0, desc=f"{name} x{world}", forward=forward,
+            autocast_dtype=torch.bfloat16 if preset.bf16 else None,
+            channels_last=preset.channels_last,
         )  # fmt: skip
     except BaseException:
         if rec is not None:

@@ -11,6 +11,11 @@ discovery on the first batch), then loads ``checkpoint-<model>.pt`` over it and 
 many steps of the records file: the continued records are bitwise those of an uninterrupted
 run on the same device. A model whose records are complete is skipped; one without a
 checkpoint starts afresh.
+
+The preset's GPU path switches (``channels_last``, ``bf16``, ``compile``) apply after discovery,
+which always checks the blocks in float32 on the contiguous, uncompiled model; they are kept in
+``run.json`` (so a resumed run uses them) and in the records' run info (``switches``), which the
+report repeats.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from nmech.validation.presets import Preset
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import records_progress
 from nmech.validation.stops import Interrupted, StopRequest
-from nmech.validation.train import TrainResult, train
+from nmech.validation.train import TrainResult, prepare_model, train
 
 RUN_FILE = "run.json"
 
@@ -114,6 +119,7 @@ def run_model(
     found = discover(model, batches.next())
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_discovery(out_dir / f"discovery-{name}.json", found)
+    forward = prepare_model(model, preset.channels_last, preset.compile)
     opt = torch.optim.SGD(
         model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
         weight_decay=preset.weight_decay, nesterov=preset.nesterov,
@@ -131,6 +137,7 @@ def run_model(
         "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
         "device": str(device), "width": preset.width, "image_size": preset.image_size,
         "num_classes": data.num_classes, "train_images": len(data.y),
+        "switches": preset.switches,
     }  # fmt: skip
     path = out_dir / f"records-{name}.h5"
     rec = Recorder(model, found.groups, path, opt, preset.flush_every, info, name, start)
@@ -140,7 +147,9 @@ def run_model(
 
     try:
         result = train(model, opt, batches, steps, rec, progress=progress, desc=name,
-                       start=start, on_commit=checkpoint, stop=stop)  # fmt: skip
+                       start=start, on_commit=checkpoint, stop=stop, forward=forward,
+                       autocast_dtype=torch.bfloat16 if preset.bf16 else None,
+                       channels_last=preset.channels_last)  # fmt: skip
     except Interrupted as exc:
         rec.close("interrupted", str(exc))
         checkpoint(exc.step)

@@ -6,6 +6,10 @@
 * ``paper-vgg16-bn`` / ``paper-vgg16``: the paper's setting -- 64x64 inputs, 200 classes,
   width 1, batch 256, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs -- on Tiny ImageNet
   when ``--data-dir`` is given, else on synthetic data of the same shape.
+
+Every preset has the GPU path switches ``channels_last``, ``bf16`` and ``compile`` off
+(``nmech validate --channels-last --bf16 --compile`` turn them on; see
+:mod:`nmech.validation.train`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,14 @@ class Preset:
     seed: int = 0
     per_class: int = 200
     flush_every: int = 100
+    channels_last: bool = False
+    bf16: bool = False
+    compile: bool = False
+
+    @property
+    def switches(self) -> dict[str, bool]:
+        """The GPU path switches, by their option names."""
+        return {"channels-last": self.channels_last, "bf16": self.bf16, "compile": self.compile}
 
     def with_overrides(self, **kw: object) -> Preset:
         """A copy with the given fields replaced (``None`` values are ignored)."""

@@ -2,7 +2,8 @@
 
 ``errors[kind][form]`` pools the per-channel errors (see :mod:`nmech.validation.compare`) of
 every records file in the folder that has that kind, with ``max``, ``median`` and ``end`` (the
-largest error at the last step); ``runs[model]`` holds the same per records file.
+largest error at the last step); ``runs[model]`` holds the same per records file, with the
+run info the recorder stored (``run``) and the GPU path switches that were on (``switches``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
     for model, run in report["runs"].items():
         lines.append(
             f"- **{model}**: {run['steps']} steps, SGD {run['optimizer']}, final mini-batch loss "
-            f"{run['final_loss']:.3f}, lr constant: {run['lr_constant']}"
+            f"{run['final_loss']:.3f}, lr constant: {run['lr_constant']}, GPU path switches: "
+            f"{', '.join(run['switches']) or 'none'}"
         )
         if not run["lr_constant"]:
             lines.append("  - WARNING: the learning rate changed; predictions assume it constant.")
@@ -113,9 +115,13 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
 
 def _run_summary(rec: Records) -> dict[str, Any]:
     loss = rec.train.get("loss", np.array([]))
+    info = json.loads(rec.attrs.get("run", "{}"))
+    switches = info.get("switches") or {}
+    if isinstance(switches, str):  # device_check writes its spec, e.g. "channels-last+bf16"
+        switches = {n: True for n in switches.split("+") if n != "base"}
     return {
         "records": rec.path.name, "steps": rec.steps, "optimizer": rec.optimizer,
-        "run": json.loads(rec.attrs.get("run", "{}")),
+        "run": info, "switches": sorted(n for n, on in switches.items() if on),
         "lr_constant": bool(rec.attrs["lr_constant"]),
         "final_loss": float(loss[-1]) if len(loss) else float("nan"),
         "first_loss": float(loss[0]) if len(loss) else float("nan"),
