@@ -36,9 +36,31 @@ def tree(t: T.Tree, latex: bool = True) -> str:
 SYMBOL_NAMES = {sp.Symbol("lam", real=True): "\\lambda", sp.Symbol("tau", real=True): "\\tau"}
 
 
+_BETA = sp.Symbol("beta", real=True)
+_ONE_MINUS_BETA = sp.Symbol("one_minus_beta", positive=True)
+
+
+def _papers_signs(c: sp.Expr) -> sp.Expr:
+    """Factors (β − 1)^k written as (−1)^k (1 − β)^k, the papers' form (1 − β > 0)."""
+    if not isinstance(c, sp.Expr) or not c.has(_BETA):
+        return c
+    flipped = sp.Integer(1)
+    for factor in sp.Mul.make_args(sp.factor(c)):
+        base, power = factor.as_base_exp()
+        if sp.expand(base - (_BETA - 1)) == 0 and power.is_integer:
+            flipped *= (-1) ** power * _ONE_MINUS_BETA**power
+        else:
+            flipped *= base**power
+    return flipped
+
+
 def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> str:
-    """A sympy expression in LaTeX (λ, τ for lam, tau; ``names``: more symbol -> LaTeX)."""
-    return sp.latex(c, symbol_names={**SYMBOL_NAMES, **(names or {})}) if latex else sp.sstr(c)
+    """A sympy expression in LaTeX (λ, τ for lam, tau; (1 − β) for −(β − 1); ``names``: more
+    symbol -> LaTeX)."""
+    if not latex:
+        return sp.sstr(c)
+    names = {**SYMBOL_NAMES, _ONE_MINUS_BETA: "\\left(1 - \\beta\\right)", **(names or {})}
+    return sp.latex(_papers_signs(c), symbol_names=names)
 
 
 def factor_latex(c: sp.Expr) -> str:
@@ -54,7 +76,7 @@ def linear_combination(v: dict, latex: bool = True) -> str:
         return "0"
     parts = []
     for t in sorted(v, key=lambda t: (T.size(t), t)):
-        c = sp.factor(v[t])
+        c = _papers_signs(sp.factor(v[t])) if latex else sp.factor(v[t])
         negative = c.could_extract_minus_sign()
         mag = -c if negative else c
         factor = "" if mag == 1 else coefficient(mag, latex)
