@@ -15,15 +15,14 @@ import numpy as np
 
 from nmech.derive import dynamics, rules, symmetry
 from nmech.numerics import predict
+from nmech.numerics.predict import recursion_matrices
 
 REGIMES = {"over": (0.9, 5e-4), "under": (0.99, 1e-2), "critical": (0.9, 0.0131632)}
 SUBSET = 2  # channels the naive loop is timed on (it is linear in channels)
 
 
 def _matrices(dyn, params):
-    rec = dyn.recursion_at(params)
-    f = lambda m: np.array(m.tolist(), dtype=float).reshape(m.shape)  # noqa: E731
-    return f(rec.A), f(rec.B), f(rec.a1), f(rec.B1)
+    return recursion_matrices(dyn.recursion_at(params))
 
 
 def _vectorised_loop(dyn, q0, s, params):

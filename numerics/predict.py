@@ -18,6 +18,7 @@ import numpy as np
 from scipy import signal as sps
 
 from nmech.derive.dynamics import SymmetryDynamics
+from nmech.derive.recursion import Recursion
 from nmech.errors import NmechError
 
 from .kernels import evaluate, numeric_kernels
@@ -115,6 +116,14 @@ def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None)
     return int(steps), q0.shape[0]
 
 
+def recursion_matrices(rec: Recursion) -> tuple[np.ndarray, ...]:
+    """(A, B, a1, B1) of an exact recursion derived at numbers, as float64 arrays."""
+    return tuple(
+        np.array(m.tolist(), dtype=np.float64).reshape(m.shape)
+        for m in (rec.A, rec.B, rec.a1, rec.B1)
+    )
+
+
 def _exact(
     dyn: SymmetryDynamics,
     q0: np.ndarray,
@@ -129,8 +138,7 @@ def _exact(
     out[0] = q0
     if steps == 0:
         return out
-    f = lambda m: np.array(m.tolist(), dtype=np.float64).reshape(m.shape)  # noqa: E731
-    A, B, a1, B1 = f(rec.A), f(rec.B), f(rec.a1), f(rec.B1)
+    A, B, a1, B1 = recursion_matrices(rec)
     dim = A.shape[0]
     h1 = a1[:, :1] * q0[None, :] + sum((B1[:, [j]] * s[0][None, :] for j, s in enumerate(sig)), 0)
     # x_m = h_{m+1} (m >= 0) obeys x_{m+1} = A x_m + B σ_{m+1}; all inputs share den(z) = det(zI − A),
