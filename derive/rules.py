@@ -12,7 +12,11 @@ sympy expression, linear in the vectors for the built-ins, in which ``grad(p)`` 
   momentum buffer is the first gradient, undampened).
 
 The built-ins use the shared symbols ``eta`` (learning rate), ``beta`` (momentum), ``lam``
-(coupled weight decay, L_λ = L + λ/2 |θ|²) and ``tau`` (dampening).
+(weight decay: coupled, L_λ = L + λ/2 |θ|², except AdamW's decoupled θ⁺ = (1 − ηλ)θ − …) and
+``tau`` (dampening); the adaptive ones ``beta1``, ``beta2``, ``alpha`` and ``eps``. Products,
+quotients, powers and ``sqrt`` of two vectors act element-wise (Hadamard), scalars broadcast.
+``step`` (the 1-based iteration count) appears only in bias corrections b**step;
+:meth:`Rule.after_transient` drops them (b**step → 0), which is the rule the derivations use.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sympy as sp
 
 from nmech.errors import NmechError
 
-from .symbols import beta, eta, grad, lam, tau, vector
+from .symbols import alpha, beta, beta1, beta2, eps, eta, grad, lam, step, tau, vector
 
 PARAMETER = "theta"
 NEXT = "_next"
@@ -102,6 +106,32 @@ class Rule:
         for a in self.assignments + self.first_step:
             free |= {s for s in a.expr.free_symbols if str(s) not in self.vectors}
         return frozenset(free)
+
+    def after_transient(self) -> Rule:
+        """The autonomous rule reached after the start-up transient: every bias-correction
+        power b**step (|b| < 1) replaced by 0. The rule itself if it has none."""
+        if step not in self.parameters():
+            return self
+
+        def drop(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
+            out = []
+            for a in items:
+                expr = a.expr.replace(lambda e: e.is_Pow and e.exp == step, lambda e: sp.S.Zero)
+                if expr.has(step):
+                    raise NmechError(
+                        f"'{a.target}': 'step' may appear only as an exponent b**step "
+                        "(a bias correction); the derivations need an autonomous rule"
+                    )
+                out.append(Assignment(a.target, expr))
+            return tuple(out)
+
+        return Rule(
+            name=self.name,
+            assignments=drop(self.assignments),
+            first_step=drop(self.first_step),
+            defaults=self.defaults,
+            source=self.source,
+        )
 
 
 def rule_key(rule: Rule) -> str:
@@ -189,14 +219,83 @@ def torch_sgd(
     )
 
 
-BUILTINS = {"gd": gd, "heavy-ball": heavy_ball, "nesterov": nesterov}
+def _moments(g: sp.Expr, bias_correction: bool, b1: sp.Expr = beta1) -> tuple[Assignment, ...]:
+    """Adam's moment buffers: m⁺ = β₁m + (1−β₁)g, v⁺ = β₂v + (1−β₂)g⊙g, and the step
+    direction u = m̂/(√v̂ + ε) with m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) (n = ``step``)."""
+    m, v = vector("m"), vector("v")
+    m_next, v_next = vector("m_next"), vector("v_next")
+    if bias_correction:
+        # torch: (lr / (1 - β₁ⁿ)) · m / (√v / √(1 - β₂ⁿ) + ε)
+        u = m_next / (1 - b1**step) / (sp.sqrt(v_next) / sp.sqrt(1 - beta2**step) + eps)
+    else:
+        u = m_next / (sp.sqrt(v_next) + eps)
+    return (
+        Assignment("m_next", b1 * m + (1 - b1) * g),
+        Assignment("v_next", beta2 * v + (1 - beta2) * g * g),
+        Assignment("u", u),
+    )
+
+
+def adam(weight_decay: bool = False, bias_correction: bool = True) -> Rule:
+    """``torch.optim.Adam`` exactly (amsgrad off): with g = ∇L(θ) + λθ,
+    m⁺ = β₁m + (1−β₁)g, v⁺ = β₂v + (1−β₂)g⊙g, θ⁺ = θ − η m̂/(√v̂ + ε), the bias-corrected
+    m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) at step n (``bias_correction=False`` drops them)."""
+    th = vector(PARAMETER)
+    return Rule(
+        name="adam" + ("+wd" if weight_decay else "") + ("" if bias_correction else "-nobc"),
+        assignments=_moments(_decayed(th, weight_decay), bias_correction)
+        + (Assignment("theta_next", th - eta * vector("u")),),
+    )
+
+
+def adamw(weight_decay: bool = True, bias_correction: bool = True) -> Rule:
+    """``torch.optim.AdamW`` exactly (amsgrad off): decoupled decay applied first,
+    θ⁺ = (1 − ηλ)θ − η m̂/(√v̂ + ε), the moments of :func:`adam` built from g = ∇L(θ)."""
+    th = vector(PARAMETER)
+    decay = (1 - eta * lam) if weight_decay else 1
+    return Rule(
+        name="adamw" + ("" if bias_correction else "-nobc"),
+        assignments=_moments(grad(th), bias_correction)
+        + (Assignment("theta_next", decay * th - eta * vector("u")),),
+    )
+
+
+def rmsprop(weight_decay: bool = False, momentum: bool = False, eps_inside: bool = False) -> Rule:
+    """``torch.optim.RMSprop`` exactly (centered off): with g = ∇L(θ) + λθ,
+    v⁺ = αv + (1−α)g⊙g and θ⁺ = θ − η g/(√v⁺ + ε); with ``momentum``, b⁺ = βb + g/(√v⁺ + ε)
+    and θ⁺ = θ − ηb⁺. ``eps_inside=True`` is the smooth variant g/√(v⁺ + ε) used in the
+    backward-error literature (not torch's)."""
+    th, v_next = vector(PARAMETER), vector("v_next")
+    g = _decayed(th, weight_decay)
+    denom = sp.sqrt(v_next + eps) if eps_inside else sp.sqrt(v_next) + eps
+    body = [Assignment("v_next", alpha * vector("v") + (1 - alpha) * g * g)]
+    if momentum:
+        body.append(Assignment("b_next", beta * vector("b") + g / denom))
+        body.append(Assignment("theta_next", th - eta * vector("b_next")))
+    else:
+        body.append(Assignment("theta_next", th - eta * g / denom))
+    name = "rmsprop" + ("+wd" if weight_decay else "") + ("+momentum" if momentum else "")
+    return Rule(name=name + ("-eps-inside" if eps_inside else ""), assignments=tuple(body))
+
+
+BUILTINS = {
+    "gd": gd,
+    "heavy-ball": heavy_ball,
+    "nesterov": nesterov,
+    "rmsprop": rmsprop,
+    "adam": adam,
+}
 
 
 def builtin(
     name: str, weight_decay: bool = False, nesterov: bool = False, dampening: bool = False
 ) -> Rule:
-    """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd); ``nesterov`` and
-    ``dampening`` select torch's variants."""
+    """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd, rmsprop, adam,
+    adamw); ``nesterov`` and ``dampening`` select torch's SGD variants."""
+    if name == "adamw":
+        if nesterov or dampening:
+            raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
+        return adamw(weight_decay=weight_decay)
     if name == "torch-sgd":
         return torch_sgd(
             momentum=True, dampening=dampening, nesterov=nesterov, weight_decay=weight_decay
@@ -204,7 +303,7 @@ def builtin(
     if nesterov or dampening:
         raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
     if name not in BUILTINS:
-        known = ", ".join([*BUILTINS, "torch-sgd"])
+        known = ", ".join([*BUILTINS, "torch-sgd", "adamw"])
         raise NmechError(f"unknown rule '{name}' (known: {known})")
     return BUILTINS[name](weight_decay=weight_decay)
 

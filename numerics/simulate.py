@@ -1,8 +1,9 @@
 """Iterate an update rule numerically (numpy float64): the ground truth the derivations are
 checked against.
 
-The rule's sympy assignments are evaluated by a small interpreter (sums, products with scalars,
-``grad(p)`` -> the user's gradient function), not by ``eval``.
+The rule's sympy assignments are evaluated by a small interpreter (sums, products and powers --
+element-wise between vectors, as numpy does --, ``grad(p)`` -> the user's gradient function),
+not by ``eval``.
 """
 
 from __future__ import annotations
@@ -59,12 +60,15 @@ def step(
     params: Mapping[str, float],
     grad_fn: GradFn,
     first: bool = False,
+    n: int = 1,
 ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-    """One step: the next state {θ, states...} and the gradients it evaluated, in order."""
+    """One step, the n-th (1-based; it sets ``step`` in bias corrections): the next state
+    {θ, states...} and the gradients it evaluated, in order."""
     env = dict(state)
+    scalars = {**params, "step": float(n)}
     used: list[np.ndarray] = []
     for a in rule.step(first=first):
-        env[a.target] = np.asarray(_evaluate(a.expr, env, params, grad_fn, used), dtype=float)
+        env[a.target] = np.asarray(_evaluate(a.expr, env, scalars, grad_fn, used), dtype=float)
     names = (PARAMETER, *rule.states)
     return {s: env[s + NEXT] for s in names}, used
 
@@ -96,6 +100,6 @@ def iterate(
     out = np.empty((steps + 1, state[PARAMETER].size))
     out[0] = state[PARAMETER]
     for n in range(steps):
-        state, _ = step(rule, state, params, grad_fn, first=first_step and n == 0)
+        state, _ = step(rule, state, params, grad_fn, first=first_step and n == 0, n=n + 1)
         out[n + 1] = state[PARAMETER]
     return out
