@@ -4,6 +4,12 @@ Every vector name of a rule is given as a power series in η whose coefficients 
 combinations of trees (:mod:`nmech.derive.trees`); ``expand`` turns an expression of the rule
 into such a series, truncated at a given order. ``grad(p)`` with p = θ + δ, δ = O(η), is
 expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ].
+
+Expressions that are not linear in their vectors (element-wise products, quotients, powers and
+``sqrt`` of vectors: the adaptive optimizers) are scalar functions h(a_1, …, a_k) applied
+entry-wise to vector atoms a_i (names and gradients); with a_i = Σ_j η^j A_ij their η^n
+coefficient is (1/n!) dⁿ/dηⁿ h(Σ_j η^j A_ij)|_{η=0}, a scalar function of the A_ij computed by
+sympy and applied entry-wise (:func:`nmech.derive.trees.apply`).
 """
 
 from __future__ import annotations
@@ -86,10 +92,8 @@ class Expander:
             return out
         if expr.is_Mul:
             vectors = [a for a in expr.args if self.is_vector(a)]
-            if len(vectors) != 1:
-                raise NmechError(
-                    f"'{expr}' multiplies vectors: element-wise products are not supported"
-                )
+            if len(vectors) != 1 or vectors[0].is_Pow:
+                return self._scaled(expr, sp.Mul(*vectors), order)
             coeff = sp.Mul(*[a for a in expr.args if a is not vectors[0]])
             cs = [self.convert(c) for c in scalar_series(coeff, order)]
             inner = self.expand(vectors[0], order)
@@ -101,9 +105,73 @@ class Expander:
             return out
         if isinstance(expr, grad):
             return self._grad(expr.args[0], order)
-        if expr.is_Pow and self.is_vector(expr.base):
-            raise NmechError(f"'{expr}': powers of vectors are element-wise and not supported")
+        if expr.is_Pow and self.is_vector(expr.base) and not self.is_vector(expr.exp):
+            return self._elementwise(expr, order)
         raise NmechError(f"cannot expand '{expr}' as a vector")
+
+    def _scaled(self, expr: sp.Expr, vectors: sp.Expr, order: int) -> Series:
+        """c·h(vectors): the scalar factor c kept as a coefficient, h applied entry-wise."""
+        coeff = sp.cancel(expr / vectors)
+        cs = [self.convert(c) for c in scalar_series(coeff, order)]
+        inner = self._elementwise(vectors, order)
+        out = zero_series(order)
+        for i, c in enumerate(cs):
+            if c != 0:
+                for k in range(order + 1 - i):
+                    T.add_to(out[i + k], inner[k], c)
+        return out
+
+    def _elementwise(self, expr: sp.Expr, order: int) -> Series:
+        """η-series of an entry-wise function of the vector atoms of ``expr``."""
+        atoms = sorted(
+            {a for a in sp.preorder_traversal(expr) if isinstance(a, grad)}
+            | {
+                s
+                for s in expr.free_symbols
+                if str(s) in self.vectors and not self._inside_grad(expr, s)
+            },
+            key=sp.default_sort_key,
+        )
+        slots = [sp.Symbol(f"_a{i}", real=True) for i in range(len(atoms))]
+        h = expr.xreplace(dict(zip(atoms, slots)))
+        if any(str(s) in self.vectors for s in h.free_symbols) or h.has(grad):
+            raise NmechError(f"cannot expand '{expr}' entry-wise")
+        series = [self.expand(a, order) for a in atoms]
+        coefficient = {
+            (i, j): sp.Symbol(f"_a{i}_{j}", real=True)
+            for i in range(len(atoms))
+            for j in range(order + 1)
+        }
+        h_eta = h.xreplace(
+            {
+                slot: sp.Add(*[eta**j * coefficient[i, j] for j in range(order + 1)])
+                for i, slot in enumerate(slots)
+            }
+        )
+        out = zero_series(order)
+        derivative = h_eta
+        for n in range(order + 1):
+            if n > 0:
+                derivative = sp.diff(derivative, eta)
+            at_zero = derivative.subs(eta, 0) / factorial(n)
+            if at_zero == 0:
+                continue
+            values = {
+                coefficient[i, j]: series[i][j]
+                for i in range(len(atoms))
+                for j in range(order + 1)
+                if at_zero.has(coefficient[i, j])
+            }
+            if any(not v for v in values.values()):
+                at_zero = at_zero.xreplace({x: 0 for x, v in values.items() if not v})
+                values = {x: v for x, v in values.items() if v}
+            out[n] = T.apply(at_zero, values, convert=self.convert)
+        return out
+
+    @staticmethod
+    def _inside_grad(expr: sp.Expr, s: sp.Symbol) -> bool:
+        """Whether every occurrence of s in expr is inside a gradient's point."""
+        return not expr.xreplace({g: sp.Dummy() for g in expr.atoms(grad)}).has(s)
 
     def _grad(self, point: sp.Expr, order: int) -> Series:
         p = self.expand(point, order)
@@ -140,5 +208,5 @@ def unknowns(v: Mapping[T.Tree, object]) -> set[str]:
             if t[1].startswith("?"):
                 names.add(t[1])
         else:
-            stack.extend(t[1])
+            stack.extend(T.children(t))
     return names

@@ -106,7 +106,9 @@ class ModifiedEquation:
             {"schema", "rule", "order", "variable": "eta",
              "terms": [{"order": k, "coefficient": str, "coefficient_latex": str,
                         "differential": str, "differential_latex": str,
-                        "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta")}]}
+                        "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta";
+                                 {"elementwise": f, "arguments": [a0, ..]} = f(a0, ..) entry-wise,
+                                 f written in _e0, _e1, ..)}]}
 
         The field is Σ_terms eta**order * coefficient * differential.
         """
@@ -178,6 +180,8 @@ class ModifiedEquation:
 def _tree_json(t: T.Tree) -> Any:
     if T.is_leaf(t):
         return t[1]
+    if T.is_elementwise(t):
+        return {"elementwise": sp.sstr(t[2]), "arguments": [_tree_json(a) for a in t[3]]}
     return "grad" if not t[1] else [_tree_json(c) for c in t[1]]
 
 
@@ -206,6 +210,14 @@ class ConcreteEvaluator:
             if t != T.THETA:
                 raise NmechError(f"cannot evaluate vector '{t[1]}' on a concrete loss")
             value = sp.Matrix(self.coords)
+        elif T.is_elementwise(t):
+            args = [self.tree(a) for a in t[3]]
+            value = sp.Matrix(
+                [
+                    t[2].xreplace({T.placeholder(j): a[i] for j, a in enumerate(args)})
+                    for i in range(len(self.coords))
+                ]
+            )
         else:
             base, dummies = self._contraction(len(t[1]))
             subs = {}
@@ -223,7 +235,9 @@ class ConcreteEvaluator:
 
 
 def modified_equation(rule: Rule, order: int = 1) -> ModifiedEquation:
-    """Backward error analysis of ``rule`` through η^order (see module docstring)."""
+    """Backward error analysis of ``rule`` through η^order (see module docstring); a rule with
+    bias corrections is taken after its transient (:meth:`Rule.after_transient`)."""
+    rule = rule.after_transient()
     manifold = solve(rule, order)
     return ModifiedEquation(
         rule=rule,

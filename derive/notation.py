@@ -17,49 +17,119 @@ def _power(k: int, latex: bool) -> str:
 
 
 def tree(t: T.Tree, latex: bool = True) -> str:
-    """∇^{k+1}L[c_1,…,c_k]; a single child is written as a product, ∇²L∇L."""
+    """∇^{k+1}L[c_1,…,c_k]; a single child is written as a product, ∇²L∇L. Element-wise
+    functions are written with ⊙ for the entry-wise product; |·|, quotients, powers and roots of
+    vectors are entry-wise too."""
     if T.is_leaf(t):
         name = t[1]
         if latex:
             return "\\theta" if name == "theta" else name.replace("?", "")
         return "θ" if name == "theta" else name
+    if T.is_elementwise(t):
+        return elementwise(t[2], t[3], latex)
     children = t[1]
     head = _power(len(children) + 1, latex)
     if not children:
         return head
     if len(children) == 1:
-        return head + ("\\," if latex else "") + tree(children[0], latex)
+        child = tree(children[0], latex)
+        if T.is_elementwise(children[0]):
+            child = f"\\left({child}\\right)" if latex else f"({child})"
+        return head + ("\\," if latex else "") + child
     inner = ", ".join(tree(c, latex) for c in children)
     return f"{head}[{inner}]"
 
 
-SYMBOL_NAMES = {sp.Symbol("lam", real=True): "\\lambda", sp.Symbol("tau", real=True): "\\tau"}
+def elementwise(f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True) -> str:
+    """f(args) entry-wise, the placeholders replaced by the arguments' notation."""
+    if latex:
+        vectors = {T.placeholder(j) for j in range(len(args))}
+        names = {T.placeholder(j): tree(a) for j, a in enumerate(args)}
+        names = {**SYMBOL_NAMES, **_DECAY_NAMES, **names}
+        shown = _opaque_scalars(_papers_signs(f), vectors, names)
+        return sp.latex(shown, symbol_names=names, mul_symbol="\\odot ")
+    names = {T.placeholder(j): sp.Symbol(tree(a, latex=False)) for j, a in enumerate(args)}
+    return sp.sstr(f.xreplace(names))
 
 
-_BETA = sp.Symbol("beta", real=True)
-_ONE_MINUS_BETA = sp.Symbol("one_minus_beta", positive=True)
+def _opaque_scalars(e: sp.Expr, vectors: set, names: dict) -> sp.Expr:
+    """e with every scalar factor group replaced by one symbol printing as its LaTeX, so that
+    ⊙ is printed only between entry-wise factors (``names`` gains the new symbols)."""
+    if not e.free_symbols & vectors:
+        if e.is_Number or e.is_Symbol:
+            return e
+        negative = e.could_extract_minus_sign()
+        symbol = sp.Dummy()
+        names[symbol] = sp.latex(-e if negative else e, symbol_names=names)
+        return -symbol if negative else symbol
+    if e.is_Mul:
+        scalar = sp.Mul(*[a for a in e.args if not a.free_symbols & vectors])
+        rest = sp.Mul(
+            *[_opaque_scalars(a, vectors, names) for a in e.args if a.free_symbols & vectors]
+        )
+        return rest * (scalar if scalar in (1, -1) else _opaque_scalars(scalar, vectors, names))
+    if e.is_Atom:
+        return e
+    return e.func(*[_opaque_scalars(a, vectors, names) for a in e.args])
+
+
+def split_scalar(t: T.Tree) -> tuple[sp.Expr, T.Tree]:
+    """(c, t') with t = c·t' and c free of vectors (an element-wise node's scalar factor)."""
+    if not T.is_elementwise(t):
+        return sp.Integer(1), t
+    placeholders = [T.placeholder(j) for j in range(len(t[3]))]
+    c, rest = t[2].as_independent(*placeholders, as_Add=False)
+    if c == 1 or not placeholders:
+        return sp.Integer(1), t
+    return c, ("e", sp.srepr(rest), rest, t[3])
+
+
+SYMBOL_NAMES = {
+    sp.Symbol("lam", real=True): "\\lambda",
+    sp.Symbol("tau", real=True): "\\tau",
+    sp.Symbol("eps", positive=True): "\\epsilon",
+    sp.Symbol("beta1", real=True): "\\beta_1",
+    sp.Symbol("beta2", real=True): "\\beta_2",
+}
+
+
+_DECAYS = {
+    sp.Symbol(name, real=True): (
+        sp.Symbol(f"one_minus_{name}", positive=True),
+        f"\\left(1 - {tex}\\right)",
+    )
+    for name, tex in (
+        ("beta", "\\beta"),
+        ("beta1", "\\beta_1"),
+        ("beta2", "\\beta_2"),
+        ("alpha", "\\alpha"),
+    )
+}
+_DECAY_NAMES = {one_minus: tex for one_minus, tex in _DECAYS.values()}
 
 
 def _papers_signs(c: sp.Expr) -> sp.Expr:
-    """Factors (β − 1)^k written as (−1)^k (1 − β)^k, the papers' form (1 − β > 0)."""
-    if not isinstance(c, sp.Expr) or not c.has(_BETA):
+    """Factors (β − 1)^k written as (−1)^k (1 − β)^k, the papers' form (1 − β > 0); likewise
+    for β₁, β₂ and α."""
+    if not isinstance(c, sp.Expr) or not any(c.has(b) for b in _DECAYS):
         return c
     flipped = sp.Integer(1)
     for factor in sp.Mul.make_args(sp.factor(c)):
         base, power = factor.as_base_exp()
-        if sp.expand(base - (_BETA - 1)) == 0 and power.is_integer:
-            flipped *= (-1) ** power * _ONE_MINUS_BETA**power
+        match = [b for b in _DECAYS if sp.expand(base - (b - 1)) == 0]
+        if match and power.is_integer:
+            flipped *= (-1) ** power * _DECAYS[match[0]][0] ** power
         else:
             flipped *= base**power
     return flipped
 
 
 def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> str:
-    """A sympy expression in LaTeX (λ, τ for lam, tau; (1 − β) for −(β − 1); ``names``: more
-    symbol -> LaTeX)."""
+    """A sympy expression in LaTeX (λ, τ, ε for lam, tau, eps; (1 − β) for −(β − 1);
+    ``names``: more symbol -> LaTeX)."""
     if not latex:
         return sp.sstr(c)
-    names = {**SYMBOL_NAMES, _ONE_MINUS_BETA: "\\left(1 - \\beta\\right)", **(names or {})}
+    names = {**SYMBOL_NAMES, **_DECAY_NAMES, **(names or {})}
     return sp.latex(_papers_signs(c), symbol_names=names)
 
 
@@ -76,14 +146,16 @@ def linear_combination(v: dict, latex: bool = True) -> str:
         return "0"
     parts = []
     for t in sorted(v, key=lambda t: (T.size(t), t)):
-        c = _papers_signs(sp.factor(v[t])) if latex else sp.factor(v[t])
+        scalar, shown = split_scalar(t)
+        c = sp.factor(scalar * v[t])
+        c = _papers_signs(c) if latex else c
         negative = c.could_extract_minus_sign()
         mag = -c if negative else c
         factor = "" if mag == 1 else coefficient(mag, latex)
         if factor and (mag.is_Add):
             factor = f"\\left({factor}\\right)" if latex else f"({factor})"
         sep = "\\," if latex and factor else ("·" if factor and not latex else "")
-        parts.append(("-" if negative else "+", f"{factor}{sep}{tree(t, latex)}"))
+        parts.append(("-" if negative else "+", f"{factor}{sep}{tree(shown, latex)}"))
     text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
     for sign, body in parts[1:]:
         text += f" {sign} {body}"

@@ -4,7 +4,12 @@ Grammar (one assignment per line, ``#`` starts a comment)::
 
     line   := ["first"] NAME "=" expr
     expr   := expr ("+" | "-" | "*" | "/" | "**") expr | ("+" | "-") expr | "(" expr ")"
-            | NUMBER | NAME | "grad" "(" expr ")"
+            | NUMBER | NAME | "grad" "(" expr ")" | FUNC "(" expr ")"
+    FUNC   := "sqrt" | "exp" | "log" | "sin" | "cos" | "tanh"
+
+Products, quotients, powers and functions of vectors act entry-wise (Adam's
+``m_next/(sqrt(v_next) + eps)``); a scalar added to a vector is broadcast. ``step`` is the
+iteration count, allowed only as an exponent (bias corrections ``1 - beta1**step``).
 
 Each right-hand side is read by Python's ``ast`` parser (which builds a tree and runs nothing);
 the tree is then walked against the whitelist above and turned into sympy objects directly, so
@@ -41,7 +46,14 @@ MAX_LITERAL = 1e15
 MAX_BITS = 4096  # a numeric power may have at most this many bits
 
 NON_SMOOTH = {"abs", "sign", "max", "min", "relu", "floor", "ceil", "round", "clip", "heaviside"}
-ELEMENTWISE = {"sqrt", "exp", "log", "sin", "cos", "tanh"}
+ELEMENTWISE = {
+    "sqrt": sp.sqrt,
+    "exp": sp.exp,
+    "log": sp.log,
+    "sin": sp.sin,
+    "cos": sp.cos,
+    "tanh": sp.tanh,
+}
 IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 RESERVED = {"grad", "first", "lambda", "import"}
 
@@ -132,13 +144,14 @@ class _Converter:
             raise self.where.error(
                 f"'{func}' is not smooth: backward error analysis needs a smooth update", node
             )
-        if func in ELEMENTWISE:
-            raise self.where.error(f"element-wise function '{func}' is not supported yet", node)
-        if func != "grad":
-            raise self.where.error(f"unknown function '{func}' (allowed: grad)", node)
+        if func != "grad" and func not in ELEMENTWISE:
+            allowed = ", ".join(["grad", *sorted(ELEMENTWISE)])
+            raise self.where.error(f"unknown function '{func}' (allowed: {allowed})", node)
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
-            raise self.where.error("grad takes exactly one argument, the point", node)
-        return grad(self.convert(node.args[0], depth + 1))
+            what = "the point" if func == "grad" else "a vector or scalar"
+            raise self.where.error(f"{func} takes exactly one argument, {what}", node)
+        inner = self.convert(node.args[0], depth + 1)
+        return grad(inner) if func == "grad" else ELEMENTWISE[func](inner)
 
 
 def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:

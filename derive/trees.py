@@ -7,21 +7,31 @@ A *tree* is a vector-valued elementary differential:
 * a node ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
   slots filled by the child trees and one slot open. ``("n", ())`` is ∇L, ``("n", (g,))`` is
   ∇²L∇L, ``("n", (g, g))`` is ∇³L[∇L, ∇L]. Children are sorted: derivatives are symmetric.
+* an element-wise node ``("e", key, f, args)``: the vector whose i-th entry is
+  f(a_1[i], ..., a_k[i]) for a scalar sympy function f of the placeholders ``_e0.._e{k-1}`` and
+  the trees a_j = ``args`` (sorted, distinct, none element-wise itself: nested element-wise
+  functions are composed into one f). This is how adaptive optimizers enter: Adam's
+  m/(√v + ε) on its slow manifold is ``("e", ., _e0/(|_e0| + ε), (∇L,))`` at leading order.
+  ``key`` is ``srepr(f)``, so that trees stay totally ordered. f carries every scalar factor
+  that is not a plain coefficient of one argument: terms c·a_j (c free of the placeholders)
+  are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
 
 A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
 functions of the hyper-parameters). Differentiation follows the chain rule
-D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k].
+D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k], and for
+element-wise nodes D_u f(a_1..a_k) = Σ_j (∂_j f)(a_1..a_k) ⊙ D_u a_j.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from functools import cache
+from collections.abc import Callable, Iterable, Mapping
+from functools import cache, lru_cache
 from itertools import product
+from typing import Any
 
 import sympy as sp
 
-Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...])
+Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...]) | ("e", str, sp.Expr, tuple[Tree, ...])
 Vec = dict  # dict[Tree, sp.Expr]
 Coeff = sp.Expr | int
 
@@ -39,6 +49,17 @@ def node(children: Iterable[Tree]) -> Tree:
 
 def is_leaf(t: Tree) -> bool:
     return t[0] == "v"
+
+
+def is_elementwise(t: Tree) -> bool:
+    return t[0] == "e"
+
+
+def children(t: Tree) -> tuple[Tree, ...]:
+    """The sub-trees of t: a node's slots, an element-wise node's arguments."""
+    if is_leaf(t):
+        return ()
+    return t[3] if is_elementwise(t) else t[1]
 
 
 # ---------------------------------------------------------------- linear combinations
@@ -73,7 +94,12 @@ def scaled(v: Mapping[Tree, Coeff], scale: Coeff) -> Vec:
 
 def simplify(v: Mapping[Tree, Coeff]) -> Vec:
     """Bring every coefficient to a canonical form (sympy: factored rational function; polys
-    domain elements are canonical already); drop the zeros."""
+    domain elements are canonical already); drop the zeros. With sympy coefficients,
+    element-wise nodes on the same arguments are merged."""
+    if any(is_elementwise(t) for t in v) and all(
+        isinstance(c, (int, sp.Basic)) for c in v.values()
+    ):
+        v = merge_elementwise(v)
     out: Vec = {}
     for t, c in v.items():
         if isinstance(c, sp.Basic):
@@ -84,6 +110,9 @@ def simplify(v: Mapping[Tree, Coeff]) -> Vec:
 
 
 def is_zero(v: Mapping[Tree, Coeff]) -> bool:
+    """Whether v vanishes; element-wise nodes on the same arguments are merged first."""
+    if any(is_elementwise(t) for t in v):
+        v = merge_elementwise(v)
     return all((sp.cancel(c) if isinstance(c, sp.Basic) else c) == 0 for c in v.values())
 
 
@@ -93,13 +122,14 @@ def contains(t: Tree, name: str) -> bool:
     """Whether leaf ``name`` occurs in tree t."""
     if is_leaf(t):
         return t[1] == name
-    return any(contains(c, name) for c in t[1])
+    return any(contains(c, name) for c in children(t))
 
 
 @cache
 def size(t: Tree) -> int:
     """Number of L-nodes (derivatives of L) in t: the order of the differential in η."""
-    return 0 if is_leaf(t) else 1 + sum(size(c) for c in t[1])
+    inner = sum(size(c) for c in children(t))
+    return inner + (1 if t[0] == "n" else 0)
 
 
 def multilinear(children: list[Mapping[Tree, Coeff]]) -> Vec:
@@ -121,11 +151,13 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
     """D t [direction] for one tree and one tree direction; integer coefficients."""
     if is_leaf(t):
         return ((direction, 1),) if t == THETA else ()
-    children = t[1]
-    out: dict[Tree, int] = {node(children + (direction,)): 1}
-    for i, child in enumerate(children):
+    if is_elementwise(t):
+        return tuple(_elementwise_derivative(t, direction).items())
+    slots = t[1]
+    out: dict[Tree, int] = {node(slots + (direction,)): 1}
+    for i, child in enumerate(slots):
         for dt, c in _derivative(child, direction):
-            new = node(children[:i] + (dt,) + children[i + 1 :])
+            new = node(slots[:i] + (dt,) + slots[i + 1 :])
             out[new] = out.get(new, 0) + c
     return tuple(out.items())
 
@@ -136,7 +168,7 @@ def derivative(v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
     for t, c in v.items():
         for d, cd in direction.items():
             for dt, k in _derivative(t, d):
-                add_to(out, {dt: k * c * cd})
+                add_to(out, {dt: c * cd * k})
     return out
 
 
@@ -153,4 +185,163 @@ def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec
         return dict(values[t[1]]) if t[1] in values else {t: 1}
     if not any(contains(t, name) for name in values):
         return {t: 1}
+    if is_elementwise(t):
+        return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t[3]])
     return multilinear([_substitute_tree(c, values) for c in t[1]])
+
+
+# ---------------------------------------------------------------- element-wise functions
+@cache
+def placeholder(j: int) -> sp.Symbol:
+    """The j-th argument of an element-wise function (a name rule text cannot spell)."""
+    return sp.Symbol(f"_e{j}", real=True)
+
+
+def as_expr(c: Any) -> sp.Expr:
+    """A coefficient (int, sympy, or an element of sympy's polys domains) as a sympy expression."""
+    if isinstance(c, sp.Basic):
+        return c
+    if isinstance(c, int):
+        return sp.Integer(c)
+    if hasattr(c, "as_expr"):  # polynomial ring / fraction field elements
+        return c.as_expr()
+    return sp.Rational(int(c.numerator), int(c.denominator))
+
+
+@lru_cache(maxsize=65536)
+def _canonical(f: sp.Expr) -> sp.Expr:
+    """A canonical form of an element-wise function.
+
+    sign(x) is written x/|x|. For every placeholder x met as |x|, write x = s·a with a = |x| > 0
+    and s² = 1; rationalising the denominator in s leaves f = Σ_S (Π_{j∈S} s_j) R_S(a, …) with
+    each R_S a factored rational function, unique because s² = 1 is the only relation. Back in
+    x, s_j a_j = x_j: the form Σ_S (Π_{j∈S} x_j) R_S/Π_{j∈S}|x_j| (e.g. ε/(|x| + ε)², not a
+    quotient of expanded polynomials in x and |x|)."""
+    f = sp.cancel(f.replace(sp.sign, lambda a: a / sp.Abs(a)))
+    absolute = sorted({a.args[0] for a in f.atoms(sp.Abs) if a.args[0].is_Symbol}, key=str)
+    if not absolute:
+        return f
+    mag = {x: sp.Dummy(f"a{j}", positive=True) for j, x in enumerate(absolute)}
+    sgn = {x: sp.Dummy(f"s{j}") for j, x in enumerate(absolute)}
+    g = f.xreplace({sp.Abs(x): mag[x] for x in absolute})
+    g = g.xreplace({x: sgn[x] * mag[x] for x in absolute})
+    num, den = sp.fraction(sp.cancel(g))
+    for x in absolute:
+        s_ = sgn[x]
+        conjugate = den.xreplace({s_: -s_})
+        num, den = sp.expand(num * conjugate), sp.expand(den * conjugate)
+        num = sp.rem(num, s_**2 - 1, s_) if num.has(s_) else num
+        den = sp.rem(den, s_**2 - 1, s_) if den.has(s_) else den
+    parts = []
+    monomials = sp.Poly(num, *[sgn[x] for x in absolute]).terms()
+    for powers, coeff in monomials:
+        chosen = [x for x, p in zip(absolute, powers) if p]
+        r = sp.factor(sp.cancel(coeff / (den * sp.Mul(*[mag[x] for x in chosen]))))
+        r = r.xreplace({mag[x]: sp.Abs(x) for x in absolute})
+        parts.append(sp.Mul(*chosen) * r)
+    return sp.Add(*parts)
+
+
+def apply(
+    f: sp.Expr,
+    arguments: Mapping[sp.Symbol, Mapping[Tree, Coeff]],
+    convert: Callable[[sp.Expr], Any] = lambda c: c,
+) -> Vec:
+    """The element-wise function f applied to vectors: ``arguments`` maps each free symbol of f
+    that stands for a vector to its linear combination of trees; other symbols are scalars.
+
+    The result is canonical: terms c·a (c free of the arguments, a a tree) are returned as linear
+    terms with coefficient ``convert(c)``; what remains is one element-wise node of coefficient
+    1 over the distinct non-element-wise trees it depends on, or nothing when it vanishes."""
+    atoms: set[Tree] = set()
+    for v in arguments.values():
+        for t in v:
+            atoms.update(t[3] if is_elementwise(t) else (t,))
+    order = sorted(atoms)
+    index = {t: placeholder(j) for j, t in enumerate(order)}
+
+    def scalar(t: Tree) -> sp.Expr:
+        if not is_elementwise(t):
+            return index[t]
+        return t[2].xreplace({placeholder(j): index[a] for j, a in enumerate(t[3])})
+
+    composed = f.xreplace(
+        {x: sp.Add(*[as_expr(c) * scalar(t) for t, c in v.items()]) for x, v in arguments.items()}
+    )
+    return _split(_canonical(composed), order, convert)
+
+
+def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> Vec:
+    out: Vec = {}
+    for j, t in enumerate(order):
+        x = placeholder(j)
+        slope = sp.diff(f, x)
+        if slope != 0 and not any(slope.has(placeholder(i)) for i in range(len(order))):
+            add_to(out, {t: convert(slope)})
+            f = f - slope * x
+    f = _canonical(f)
+    if f == 0:
+        return out
+    used = [(j, t) for j, t in enumerate(order) if f.has(placeholder(j))]
+    f = f.xreplace({placeholder(j): placeholder(i) for i, (j, _) in enumerate(used)})
+    args = tuple(t for _, t in used)
+    add_to(out, {("e", sp.srepr(f), f, args): 1})
+    return out
+
+
+def elementwise_node(f: sp.Expr, args: tuple[Tree, ...]) -> Vec:
+    """f(args) with f written in the placeholders ``_e0..`` (one per argument, in order)."""
+    return apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)})
+
+
+@cache
+def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
+    f, args = t[2], t[3]
+    slot = sp.Symbol("_slot", real=True)
+    out: Vec = {}
+    for j, a in enumerate(args):
+        da = dict(_derivative(a, direction))
+        if da:
+            values = {placeholder(i): {b: 1} for i, b in enumerate(args)}
+            values[slot] = da
+            add_to(out, apply(sp.diff(f, placeholder(j)) * slot, values))
+    return out
+
+
+def _substitute_elementwise(t: Tree, values: list[Vec]) -> Vec:
+    """f(a_1..a_k) with a_j replaced by values[j]. Linear combinations entering f linearly are
+    distributed (their coefficients may live in any domain); others are composed."""
+    f = t[2]
+    single = [len(v) == 1 and next(iter(v.values())) == 1 for v in values]
+    out: Vec = {}
+    for j, v in enumerate(values):
+        x = placeholder(j)
+        if single[j] or sp.diff(f, x, 2) != 0:
+            continue
+        # f = x·∂f + rest: distribute the combination over the linear slot
+        slope = sp.diff(f, x)
+        args = {placeholder(i): values[i] for i in range(len(values)) if i != j}
+        for tree, c in v.items():
+            add_to(out, apply(slope * x, {**args, x: {tree: 1}}), c)
+        f = _canonical(f - slope * x)
+        values = values[:j] + [{}] + values[j + 1 :]
+    remaining = {placeholder(j): v for j, v in enumerate(values) if f.has(placeholder(j))}
+    if f != 0:
+        add_to(out, apply(f, remaining))
+    return out
+
+
+def merge_elementwise(v: Mapping[Tree, Coeff]) -> Vec:
+    """v with the element-wise nodes on the same arguments combined into one canonical node
+    (sympy coefficients)."""
+    out: Vec = {}
+    groups: dict[tuple[Tree, ...], list[tuple[Tree, Coeff]]] = {}
+    for t, c in v.items():
+        if is_elementwise(t):
+            groups.setdefault(t[3], []).append((t, c))
+        else:
+            add_to(out, {t: as_expr(c)})
+    for args, items in groups.items():
+        f = sp.Add(*[as_expr(c) * t[2] for t, c in items])
+        add_to(out, apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)}))
+    return out
