@@ -7,6 +7,8 @@ A *tree* is a vector-valued elementary differential:
 * a node ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
   slots filled by the child trees and one slot open. ``("n", ())`` is ∇L, ``("n", (g,))`` is
   ∇²L∇L, ``("n", (g, g))`` is ∇³L[∇L, ∇L]. Children are sorted: derivatives are symmetric.
+* a labelled node ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
+  (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.minibatch`).
 
 A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
 functions of the hyper-parameters). Differentiation follows the chain rule
@@ -21,7 +23,7 @@ from itertools import product
 
 import sympy as sp
 
-Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...])
+Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...]) | ("b", label, tuple[Tree, ...])
 Vec = dict  # dict[Tree, sp.Expr]
 Coeff = sp.Expr | int
 
@@ -33,8 +35,19 @@ def leaf(name: str) -> Tree:
     return ("v", name)
 
 
-def node(children: Iterable[Tree]) -> Tree:
-    return ("n", tuple(sorted(children)))
+def node(children: Iterable[Tree], label: str | None = None) -> Tree:
+    """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss."""
+    kids = tuple(sorted(children))
+    return ("n", kids) if label is None else ("b", label, kids)
+
+
+def children(t: Tree) -> tuple[Tree, ...]:
+    return t[-1]
+
+
+def label(t: Tree) -> str | None:
+    """The loss label of a labelled node; None for L itself."""
+    return t[1] if t[0] == "b" else None
 
 
 def is_leaf(t: Tree) -> bool:
@@ -93,25 +106,25 @@ def contains(t: Tree, name: str) -> bool:
     """Whether leaf ``name`` occurs in tree t."""
     if is_leaf(t):
         return t[1] == name
-    return any(contains(c, name) for c in t[1])
+    return any(contains(c, name) for c in children(t))
 
 
 @cache
 def size(t: Tree) -> int:
     """Number of L-nodes (derivatives of L) in t: the order of the differential in η."""
-    return 0 if is_leaf(t) else 1 + sum(size(c) for c in t[1])
+    return 0 if is_leaf(t) else 1 + sum(size(c) for c in children(t))
 
 
-def multilinear(children: list[Mapping[Tree, Coeff]]) -> Vec:
-    """∇^{k+1}L[A_1, ..., A_k] for linear combinations A_i, expanded into trees."""
+def multilinear(args: list[Mapping[Tree, Coeff]], label: str | None = None) -> Vec:
+    """∇^{k+1}L[A_1, ..., A_k] (∇^{k+1}L̂_label with a label) for linear combinations A_i."""
     out: Vec = {}
-    if any(not a for a in children):
+    if any(not a for a in args):
         return out
-    for combo in product(*(list(a.items()) for a in children)):
+    for combo in product(*(list(a.items()) for a in args)):
         coeff: Coeff = 1
         for _, c in combo:
             coeff = coeff * c
-        add_to(out, {node(t for t, _ in combo): coeff})
+        add_to(out, {node((t for t, _ in combo), label): coeff})
     return out
 
 
@@ -121,11 +134,11 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
     """D t [direction] for one tree and one tree direction; integer coefficients."""
     if is_leaf(t):
         return ((direction, 1),) if t == THETA else ()
-    children = t[1]
-    out: dict[Tree, int] = {node(children + (direction,)): 1}
-    for i, child in enumerate(children):
+    kids, lab = children(t), label(t)
+    out: dict[Tree, int] = {node(kids + (direction,), lab): 1}
+    for i, child in enumerate(kids):
         for dt, c in _derivative(child, direction):
-            new = node(children[:i] + (dt,) + children[i + 1 :])
+            new = node(kids[:i] + (dt,) + kids[i + 1 :], lab)
             out[new] = out.get(new, 0) + c
     return tuple(out.items())
 
@@ -153,4 +166,4 @@ def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec
         return dict(values[t[1]]) if t[1] in values else {t: 1}
     if not any(contains(t, name) for name in values):
         return {t: 1}
-    return multilinear([_substitute_tree(c, values) for c in t[1]])
+    return multilinear([_substitute_tree(c, values) for c in children(t)], label(t))
