@@ -14,7 +14,13 @@ from pathlib import Path
 from nmech.errors import NmechError
 
 from . import rules
-from .minibatch import REPLACEMENT, RESHUFFLING, minibatch_equation
+from .minibatch import (
+    REPLACEMENT,
+    RESHUFFLING,
+    MinibatchEquation,
+    general_equation,
+    minibatch_equation,
+)
 from .minibatch_sde import minibatch_sde
 from .modified_equation import modified_equation
 
@@ -35,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", type=int, help="minibatch: the number m of mini-batches")
     parser.add_argument(
         "--replacement", action="store_true", help="minibatch: draw batches with replacement"
+    )
+    parser.add_argument(
+        "--general", action="store_true", help="minibatch: reshuffling for any number m of batches"
     )
     parser.add_argument(
         "--format",
@@ -87,16 +96,28 @@ def render(rule: rules.Rule, order: int, fmt: str) -> str:
     return f"% {rule.name}\n{me.latex()}\n{loss.latex()}\n% {verdict}"
 
 
-def render_minibatch(args: argparse.Namespace) -> str:
+def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
+    if args.general:
+        if args.batches is not None or args.replacement:
+            raise NmechError(
+                "--general is random reshuffling for any m: drop --batches/--replacement"
+            )
+        return general_equation(args.order)
     if args.batches is None:
-        raise NmechError("minibatch needs --batches M (the number of mini-batches)")
+        raise NmechError("minibatch needs --batches M (the number of mini-batches) or --general")
+    sampling = REPLACEMENT if args.replacement else RESHUFFLING
+    return minibatch_equation(args.batches, args.order, sampling)
+
+
+def render_minibatch(args: argparse.Namespace) -> str:
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
     if args.format == "sde":
+        if args.batches is None or args.general:
+            raise NmechError("--format sde needs --batches M")
         sde = minibatch_sde(args.batches)
         return f"% {sde.latex()}\n{sde.to_json_text()}"
-    sampling = REPLACEMENT if args.replacement else RESHUFFLING
-    me = minibatch_equation(args.batches, args.order, sampling)
+    me = _minibatch(args)
     phis, obstruction = me.modified_loss()
     if args.format == "json":
         return me.to_json_text()
@@ -114,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0
-    if args.batches is not None or args.replacement or args.format == "sde":
-        raise NmechError("--batches, --replacement and --format sde apply to minibatch only")
+    if args.batches is not None or args.replacement or args.general or args.format == "sde":
+        raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = load_rule(args)
     print(render(rule, args.order, args.format))
     return 0

@@ -42,6 +42,8 @@ from .modified_equation import ConcreteEvaluator, tree_json
 from .symbols import eta
 
 MAX_ORDER = 2
+M = sp.Symbol("m", positive=True, integer=True)
+GENERAL_POWERS = (0, -1, -2)  # the general form's coefficients: a + b/m + c/m²
 MAX_SEQUENCES = 720
 RESHUFFLING, REPLACEMENT = "reshuffling", "replacement"
 JSON_SCHEMA = "nmech.minibatch/1"
@@ -171,16 +173,18 @@ class MinibatchEquation:
         first order whose term is no gradient, or None). Σ over indices commutes with ∇, so
         the potential is found on the patterns and its gradient checked on the labelled terms."""
         phis: list[dict] = []
-        for k, (f, pattern) in enumerate(zip(self.terms, self.patterns)):
+        for k, pattern in enumerate(self.patterns):
             phi = potential.potential(pattern)
-            if phi is None:
-                return phis, k
-            gradient = T.combine((c, s.gradient()) for s, c in phi.items())
-            labelled = B.as_vec(B.concrete(B.as_items(gradient), self.batches))
-            if not T.is_zero(T.combine([(1, labelled), (-1, f)])):
+            if phi is None or (self.terms and not self._has_gradient(k, phi)):
                 return phis, k
             phis.append({s: sp.factor(-c) for s, c in phi.items()})
         return phis, None
+
+    def _has_gradient(self, k: int, phi: dict) -> bool:
+        """Whether ∇Φ, written in the labelled losses, is F_k."""
+        gradient = T.combine((c, s.gradient()) for s, c in phi.items())
+        labelled = B.as_vec(B.concrete(B.as_items(gradient), self.batches))
+        return T.is_zero(T.combine([(1, labelled), (-1, self.terms[k])]))
 
     def title(self) -> str:
         how = (
@@ -188,7 +192,8 @@ class MinibatchEquation:
             if self.sampling == RESHUFFLING
             else f"with replacement, {self.steps} draws"
         )
-        return f"mini-batch SGD, m = {self.batches} batches ({how}), epoch time {self.steps}·eta"
+        size = f"m = {self.batches}" if self.terms else "any number m of"
+        return f"mini-batch SGD, {size} batches ({how}), epoch time {self.steps}·eta"
 
     def latex(self) -> str:
         return _field_latex(self.patterns, self.order, B.render_tree)
@@ -213,9 +218,9 @@ class MinibatchEquation:
         phis, obstruction = self.modified_loss()
         return {
             "schema": JSON_SCHEMA,
-            "batches": self.batches,
+            "batches": self.batches if self.terms else str(M),
             "sampling": self.sampling,
-            "steps": self.steps,
+            "steps": self.steps if self.terms else str(M),
             "order": self.order,
             "variable": "eta",
             "terms": _terms_json(self.patterns),
@@ -231,6 +236,10 @@ class MinibatchEquation:
 
     def field(self, batches: Mapping[str, sp.Expr], coords: list[sp.Symbol]) -> sp.Matrix:
         """Σ_k η^k F_k for concrete mini-batch losses {label: L̂_label(coords)}."""
+        if not self.terms:
+            raise NmechError("the general form has no field: derive for a number of batches")
+        if len(batches) != self.batches:
+            raise NmechError(f"give {self.batches} mini-batch losses, got {len(batches)}")
         loss = sp.Add(*batches.values()) / len(batches)
         evaluator = ConcreteEvaluator(loss, coords, batches)
         total = sp.zeros(len(coords), 1)
@@ -306,3 +315,26 @@ def minibatch_equation(
     terms = modified_field(moments.mean, steps, order)
     patterns = [B.as_vec(B.decompose(B.as_items(f), batches)) for f in terms]
     return MinibatchEquation(batches, sampling, steps, order, tuple(terms), tuple(patterns))
+
+
+def general_equation(order: int = 1) -> MinibatchEquation:
+    """Random reshuffling for any number m of batches: each pattern's coefficient is fitted as
+    a + b/m + c/m² on m = order+1..order+3 (the patterns are unique from m = order + 1 on) and
+    confirmed at m = order + 4; ``terms`` is empty (no labelled form for a symbolic m)."""
+    sizes = range(order + 1, order + 5)
+    found = [minibatch_equation(m, order).patterns for m in sizes]
+    unknowns = sp.symbols(f"a0:{len(GENERAL_POWERS)}")
+    ansatz = sum(a * M**p for a, p in zip(unknowns, GENERAL_POWERS))
+    general = []
+    for k in range(order + 1):
+        fitted: T.Vec = {}
+        for t in sorted(set().union(*(f[k] for f in found))):
+            values = [f[k].get(t, 0) for f in found]
+            fit = sp.solve([ansatz.subs(M, m) - v for m, v in zip(sizes, values)][:-1], unknowns)
+            c = sp.factor(ansatz.subs(fit))
+            if c.subs(M, sizes[-1]) != values[-1]:
+                raise NmechError(f"the eta^{k} coefficients do not follow a + b/m + c/m^2")
+            if c != 0:
+                fitted[t] = c
+        general.append(fitted)
+    return MinibatchEquation(M, RESHUFFLING, M, order, (), tuple(general))

@@ -18,8 +18,10 @@ from nmech.derive import trees as T
 from nmech.derive.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
+    M,
     MinibatchEquation,
     epoch_moments,
+    general_equation,
     minibatch_equation,
 )
 from nmech.derive.minibatch_sde import minibatch_sde
@@ -105,24 +107,36 @@ def test_equal_batches_give_gd_through_second_order(sampling):
         assert same(unlabelled(mine), theirs)
 
 
-def test_reshuffling_second_order_pattern():
-    """The η² term for m = 3..5 follows one formula in m (stated in the report and README):
-    −(1/12m)Σ_k∇³L̂_k[∇L̂_k,∇L̂_k] − (1/3m)Σ_k(∇²L̂_k)²∇L̂_k + m-free Σ_k terms; no potential."""
+def _second_order(m) -> T.Vec:
+    """The η² term of reshuffling: −(1/12m)Σ_k∇³L̂_k[∇L̂_k,∇L̂_k] − (1/3m)Σ_k(∇²L̂_k)²∇L̂_k and
+    m-free Σ_k terms (with L̂_k = L it is GD's −(1/3)(∇²L)²∇L − (1/12)∇³L[∇L,∇L])."""
     k = "k"
     gk = T.node((), k)
-    for m in (3, 4, 5):
-        me = minibatch_equation(m, order=2)
-        expected = {
-            T.node([gk, gk], k): sp.Rational(-1, 12 * m),
-            T.node([T.node([gk], k)], k): sp.Rational(-1, 3 * m),
-            T.node([gk, T.GRAD], k): sp.Rational(1, 12),
-            T.node([T.node([T.GRAD], k)], k): sp.Rational(-1, 12),
-            T.node([T.node([gk])], k): sp.Rational(1, 6),
-            T.node([gk, gk]): sp.Rational(-1, 12),
-            T.node([T.node([gk], k)]): sp.Rational(-1, 12),
-        }
-        assert me.patterns[2] == expected, m
-        assert me.modified_loss()[1] == 2  # like GD: no modified loss at η²
+    return {
+        T.node([gk, gk], k): -1 / (12 * sp.sympify(m)),
+        T.node([T.node([gk], k)], k): -1 / (3 * sp.sympify(m)),
+        T.node([gk, T.GRAD], k): sp.Rational(1, 12),
+        T.node([T.node([T.GRAD], k)], k): sp.Rational(-1, 12),
+        T.node([T.node([gk])], k): sp.Rational(1, 6),
+        T.node([gk, gk]): sp.Rational(-1, 12),
+        T.node([T.node([gk], k)]): sp.Rational(-1, 12),
+    }
+
+
+def test_general_form_for_any_number_of_batches():
+    """Symbolic m (fitted on m = 2..4 / 3..5, confirmed on m = 5 / 6): the first correction is
+    Smith et al.'s −(1/2m)Σ_k∇²L̂_k∇L̂_k, i.e. L̃ = L + (η/4m)Σ_k‖∇L̂_k‖²; the η² term is
+    _second_order(m), no gradient (like GD's)."""
+    first = general_equation(1)
+    assert first.patterns[1] == {hg("k", "k"): -1 / (2 * M)}
+    phis, obstruction = first.modified_loss()
+    assert obstruction is None and list(phis[1].values()) == [1 / (4 * M)]
+    second = general_equation(2)
+    assert second.patterns[2] == _second_order(M)
+    assert second.modified_loss()[1] == 2
+    assert minibatch_equation(3, order=2).patterns[2] == _second_order(3)
+    with pytest.raises(NmechError, match="general form has no field"):
+        second.field(BATCHES, COORDS)
 
 
 def test_with_replacement_second_order_depends_on_the_horizon():
@@ -266,6 +280,8 @@ def test_cli_outputs(capsys):
         capsys, "minibatch", "--batches", "3", "--replacement", "--format", "text"
     )
     assert "η·(1/4·‖∇L‖²)" in out and "Σ_k" not in out
+    code, out, _ = derive(capsys, "minibatch", "--general", "--format", "text")
+    assert "L̃ = L + η·(1/(4*m)·Σ_k ‖∇L̂_k‖²)" in out
     code, out, _ = derive(capsys, "minibatch", "--batches", "2", "--format", "sde")
     assert code == 0
     latex, _, body = out.partition("\n")
@@ -276,13 +292,16 @@ def test_cli_outputs(capsys):
     ("argv", "message"),
     [
         (["minibatch"], "needs --batches"),
+        (["minibatch", "--general", "--batches", "3"], "drop --batches"),
+        (["minibatch", "--general", "--format", "sde"], "sde needs --batches"),
+        (["gd", "--general"], "minibatch only"),
         (["minibatch", "--batches", "0"], "integer >= 1"),
         (["minibatch", "--batches", "-3"], "integer >= 1"),
         (["minibatch", "--batches", "7"], "at most 720"),
         (["minibatch", "--batches", "5", "--replacement"], "at most 720"),
         (["minibatch", "--batches", "3", "--order", "3"], "order must be an integer in 0..2"),
-        (["gd", "--batches", "3"], "apply to minibatch only"),
-        (["gd", "--format", "sde"], "apply to minibatch only"),
+        (["gd", "--batches", "3"], "minibatch only"),
+        (["gd", "--format", "sde"], "minibatch only"),
         (["minibatch", "--batches", "2", "--rule-file", "r.txt"], "not both"),
     ],
 )
@@ -300,3 +319,5 @@ def test_api_errors():
         minibatch_equation(3, sampling="bootstrap")
     with pytest.raises(NmechError, match="give 3 mini-batch losses"):
         minibatch_sde(3).matrix({"1": x}, COORDS)
+    with pytest.raises(NmechError, match="give 2 mini-batch losses"):
+        minibatch_equation(2).field(BATCHES, COORDS)
