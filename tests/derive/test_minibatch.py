@@ -38,7 +38,7 @@ BATCHES = {  # three non-quadratic mini-batch losses of a 2-D parameter
     "3": sp.log(sp.cosh(x + y)) + (y - sp.Rational(2, 5)) ** 2 / 2 + sp.sin(x) / 5,
 }
 THETA0 = np.array([0.7, -0.4])
-ETAS = [0.08, 0.04, 0.02]
+ETAS = [0.04, 0.02, 0.01]
 # with replacement the gap between the two corrections (the batches' spread) is small here and
 # the η³ error cancels part of it at η ~ 0.04: the negative controls use smaller steps
 CONTROL_ETAS = [0.01, 0.005, 0.0025]
