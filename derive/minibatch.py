@@ -16,6 +16,12 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
   ((1/m)Σ_k‖∇L̂_k‖² − ‖∇L‖², the trace of their covariance) is not in the mean. From η² on the
   mean's field depends on n, through ∇³L̂ contracted with the batches' second moment: the mean
   of a noisy iteration is no autonomous flow, and the SDE below is the faithful description.
+  Derived: F_2 = F_2^GD − ((n − 1)/4) ∇³L[Σ] with Σ the batch-gradient covariance below.
+* *General m* (:func:`general_equation`): the reshuffling coefficients, derived for several m,
+  follow a + b/m + c/m²; through η²: F_1 = −(1/2m) Σ_k ∇²L̂_k∇L̂_k and F_2 =
+  −(1/12m) Σ_k ∇³L̂_k[∇L̂_k, ∇L̂_k] − (1/3m) Σ_k (∇²L̂_k)²∇L̂_k + (1/12) Σ_k ∇³L̂_k[∇L̂_k, ∇L]
+  − (1/12) Σ_k (∇²L̂_k)²∇L + (1/6) Σ_k ∇²L̂_k∇²L∇L̂_k − (1/12) Σ_k ∇³L[∇L̂_k, ∇L̂_k]
+  − (1/12) Σ_k ∇²L∇²L̂_k∇L̂_k, which is no gradient (as for GD).
 * *SDE* (Li, Tai & E 2017/2019): one uniform draw per step is matched to second weak order by
   dθ = b dt + √η Σ^{1/2} dW with b = b_0 + η b_1 and, from the one-step increment Δ,
   η b_0 + η²(b_1 + ½ b_0′b_0) = E[Δ] and η²(b_0b_0ᵀ + Σ) = E[ΔΔᵀ] through η², giving
@@ -25,7 +31,7 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from math import factorial
 from typing import Any
@@ -87,7 +93,13 @@ class Moments:
 
 
 def sequence_count(m: int, sampling: str, steps: int) -> int:
-    return factorial(m) if sampling == RESHUFFLING else m**steps
+    """m! (reshuffling, steps = m) or m^steps, capped at MAX_SEQUENCES + 1."""
+    count = 1
+    for i in range(steps):
+        count *= m - i if sampling == RESHUFFLING else m
+        if count > MAX_SEQUENCES:
+            return MAX_SEQUENCES + 1
+    return count
 
 
 def epoch_moments(m: int, sampling: str, order: int, steps: int | None = None) -> Moments:
@@ -123,11 +135,10 @@ def _check(m: int, sampling: str, steps: int) -> None:
         raise NmechError(f"the number of steps must be an integer >= 1, got {steps!r}")
     if sampling == RESHUFFLING and steps != m:
         raise NmechError("random reshuffling takes one step per mini-batch (steps = batches)")
-    count = sequence_count(m, sampling, steps)
-    if count > MAX_SEQUENCES:
+    if sequence_count(m, sampling, steps) > MAX_SEQUENCES:
         raise NmechError(
-            f"{m} mini-batches with {sampling} give {count} batch sequences; at most "
-            f"{MAX_SEQUENCES} are enumerated (use fewer batches)"
+            f"{m} mini-batches with {sampling} and {steps} steps give more than "
+            f"{MAX_SEQUENCES} batch sequences to enumerate (use fewer batches)"
         )
 
 
@@ -161,9 +172,9 @@ class MinibatchEquation:
     """θ̇ = Σ_k η^k F_k for the mean epoch of ``batches`` mini-batches; ``terms`` in labelled
     trees (labels "1".."m"), ``patterns`` the same written with Σ_k and L (batch_sums)."""
 
-    batches: int
+    batches: int | sp.Symbol  # the symbol m for the general form (no labelled terms)
     sampling: str
-    steps: int
+    steps: int | sp.Symbol
     order: int
     terms: tuple[T.Vec, ...]
     patterns: tuple[T.Vec, ...]
@@ -196,7 +207,13 @@ class MinibatchEquation:
         return f"mini-batch SGD, {size} batches ({how}), epoch time {self.steps}·eta"
 
     def latex(self) -> str:
-        return _field_latex(self.patterns, self.order, B.render_tree)
+        parts = []
+        for k, f in enumerate(self.patterns):
+            if f:
+                body = notation.linear_combination(f, render=B.render_tree)
+                parts.append(body if k == 0 else f"{_eta_power(k)}\\left({body}\\right)")
+        rhs = " + ".join(parts) if parts else "0"
+        return f"\\dot\\theta = {rhs} + O(\\eta^{{{self.order + 1}}})"
 
     def text(self) -> str:
         parts = []
@@ -248,16 +265,6 @@ class MinibatchEquation:
         return total
 
 
-def _field_latex(patterns: Iterable[T.Vec], order: int, render: Callable) -> str:
-    parts = []
-    for k, f in enumerate(patterns):
-        if f:
-            body = notation.linear_combination(f, render=render)
-            parts.append(body if k == 0 else f"{_eta_power(k)}\\left({body}\\right)")
-    rhs = " + ".join(parts) if parts else "0"
-    return f"\\dot\\theta = {rhs} + O(\\eta^{{{order + 1}}})"
-
-
 def _eta_power(k: int) -> str:
     return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
 
@@ -285,9 +292,10 @@ def loss_body(phis: list[dict], latex: bool = True) -> str:
     for k, phi in enumerate(phis):
         terms = []
         for s, c in sorted(phi.items(), key=lambda kv: (len(kv[0].labels), kv[0].key)):
-            names = sorted({v.split("|", 1)[1] for v in s.labels if v.startswith("L|")})
-            factor = "" if c == 1 else notation.coefficient(c, latex) + ("\\," if latex else "·")
-            terms.append(factor + B.sum_prefix(names, latex) + s.latex(latex))
+            factor = {1: "", -1: "-"}.get(
+                c, notation.coefficient(c, latex) + ("\\," if latex else "·")
+            )
+            terms.append(factor + B.sum_prefix(s.loss_labels(), latex) + s.latex(latex))
         if not terms:
             continue
         inner = " + ".join(terms)

@@ -57,6 +57,10 @@ class Scalar:
         below = sorted(self._rooted(w, r) for w in self.adjacency[r] if w != parent)
         return (self.labels[r], tuple(below))
 
+    def loss_labels(self) -> list[str]:
+        """The labels of its labelled-loss vertices (L̂_k), sorted, each once."""
+        return sorted({_loss_label(v)[1] for v in self.labels} - {None})
+
     def vector_from(self, w: int, parent: int) -> T.Tree:
         """The vector tree hanging at w, seen from its neighbour ``parent``."""
         is_loss, label = _loss_label(self.labels[w])
