@@ -115,6 +115,10 @@ def render_minibatch(args: argparse.Namespace) -> str:
     if args.format == "sde":
         if args.batches is None or args.general:
             raise NmechError("--format sde needs --batches M")
+        if args.order != 1:
+            raise NmechError(
+                "--format sde is the first-order SDE (drift through eta): drop --order"
+            )
         sde = minibatch_sde(args.batches)
         return f"% {sde.latex()}\n{sde.to_json_text()}"
     me = _minibatch(args)

@@ -295,6 +295,8 @@ def test_cli_outputs(capsys):
         (["minibatch", "--general", "--batches", "3"], "drop --batches"),
         (["minibatch", "--general", "--format", "sde"], "sde needs --batches"),
         (["gd", "--general"], "minibatch only"),
+        (["minibatch", "--batches", "2", "--format", "sde", "--order", "2"], "first-order SDE"),
+        (["minibatch", "--batches", "2", "--format", "sde", "--order", "0"], "drop --order"),
         (["minibatch", "--batches", "0"], "integer >= 1"),
         (["minibatch", "--batches", "-3"], "integer >= 1"),
         (["minibatch", "--batches", "7"], "more than 720"),
