@@ -158,8 +158,8 @@ def decompose(items: Mapping[Item, sp.Expr], m: int) -> Items:
     if not solutions:
         raise NmechError("the expression is not symmetric in the mini-batches")
     (values,) = solutions
-    free = {u: 0 for u in unknowns}
-    return {p: sp.nsimplify(v.subs(free)) for p, v in zip(candidates, values) if v.subs(free) != 0}
+    values = [sp.cancel(v.subs({u: 0 for u in unknowns})) for v in values]
+    return {p: v for p, v in zip(candidates, values) if v != 0}
 
 
 # ---------------------------------------------------------------- presentation
