@@ -1,6 +1,8 @@
 """nmech derive: the modified equation (and modified loss) of an update rule.
 
-Built-in rules by name, or a rule file in the rule language (see nmech.derive.rule_language).
+Built-in rules by name, or a rule file in the rule language (see nmech.derive.rule_language);
+``minibatch --batches M`` for mini-batch SGD over an epoch (random reshuffling, or
+``--replacement``), ``--format sde`` for its stochastic modified equation.
 """
 
 from __future__ import annotations
@@ -12,20 +14,43 @@ from pathlib import Path
 from nmech.errors import NmechError
 
 from . import rules
+from .minibatch import (
+    REPLACEMENT,
+    RESHUFFLING,
+    MinibatchEquation,
+    general_equation,
+    minibatch_equation,
+)
+from .minibatch_sde import minibatch_sde
 from .modified_equation import modified_equation
 
 RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd")
+MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rule", nargs="?", choices=RULE_NAMES, help="a built-in rule")
+    parser.add_argument(
+        "rule", nargs="?", choices=RULE_NAMES + (MINIBATCH,), help="a built-in rule"
+    )
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
     parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--order", type=int, default=1, help="keep corrections through eta^P")
-    parser.add_argument("--format", choices=("latex", "json", "text"), default="latex")
+    parser.add_argument("--batches", type=int, help="minibatch: the number m of mini-batches")
+    parser.add_argument(
+        "--replacement", action="store_true", help="minibatch: draw batches with replacement"
+    )
+    parser.add_argument(
+        "--general", action="store_true", help="minibatch: reshuffling for any number m of batches"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("latex", "json", "text", "sde"),
+        default="latex",
+        help="sde: minibatch's stochastic modified equation (LaTeX, then JSON)",
+    )
 
 
 def load_rule(args: argparse.Namespace) -> rules.Rule:
@@ -71,7 +96,51 @@ def render(rule: rules.Rule, order: int, fmt: str) -> str:
     return f"% {rule.name}\n{me.latex()}\n{loss.latex()}\n% {verdict}"
 
 
+def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
+    if args.general:
+        if args.batches is not None or args.replacement:
+            raise NmechError(
+                "--general is random reshuffling for any m: drop --batches/--replacement"
+            )
+        return general_equation(args.order)
+    if args.batches is None:
+        raise NmechError("minibatch needs --batches M (the number of mini-batches) or --general")
+    sampling = REPLACEMENT if args.replacement else RESHUFFLING
+    return minibatch_equation(args.batches, args.order, sampling)
+
+
+def render_minibatch(args: argparse.Namespace) -> str:
+    if args.rule_file is not None:
+        raise NmechError("give either minibatch or --rule-file, not both")
+    if args.format == "sde":
+        if args.batches is None or args.general:
+            raise NmechError("--format sde needs --batches M")
+        if args.order != 1:
+            raise NmechError(
+                "--format sde is the first-order SDE (drift through eta): drop --order"
+            )
+        sde = minibatch_sde(args.batches)
+        return f"% {sde.latex()}\n{sde.to_json_text()}"
+    me = _minibatch(args)
+    phis, obstruction = me.modified_loss()
+    if args.format == "json":
+        return me.to_json_text()
+    verdict = (
+        f"no modified loss at order {obstruction}"
+        if obstruction is not None
+        else f"a modified loss exists through order {args.order}"
+    )
+    if args.format == "text":
+        return f"{me.title()}: {me.text()}\n  {me.loss_latex(latex=False)}\n  {verdict}"
+    return f"% {me.title()}\n{me.latex()}\n{me.loss_latex()}\n% {verdict}"
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rule == MINIBATCH:
+        print(render_minibatch(args))
+        return 0
+    if args.batches is not None or args.replacement or args.general or args.format == "sde":
+        raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = load_rule(args)
     print(render(rule, args.order, args.format))
     return 0

@@ -14,6 +14,7 @@ for multi-step and state rules). Known results it reproduces (see the tests):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -122,7 +123,7 @@ class ModifiedEquation:
                         "coefficient_latex": sp.latex(sp.factor(f[t])),
                         "differential": notation.tree(t, latex=False),
                         "differential_latex": notation.tree(t),
-                        "tree": _tree_json(t),
+                        "tree": tree_json(t),
                     }
                 )
         return {
@@ -177,28 +178,40 @@ class ModifiedEquation:
         )
 
 
-def _tree_json(t: T.Tree) -> Any:
+def tree_json(t: T.Tree) -> Any:
+    """ "theta" (a leaf's name), "grad" (∇L), [c1, ..] (∇^{k+1}L[c1, ..]); a labelled node
+    ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}."""
     if T.is_leaf(t):
         return t[1]
     if T.is_elementwise(t):
-        return {"elementwise": sp.sstr(t[2]), "arguments": [_tree_json(a) for a in t[3]]}
-    return "grad" if not t[1] else [_tree_json(c) for c in t[1]]
+        return {"elementwise": sp.sstr(t[2]), "arguments": [tree_json(a) for a in t[3]]}
+    kids = T.children(t)
+    body = "grad" if not kids else [tree_json(c) for c in kids]
+    return body if T.label(t) is None else {"loss": T.label(t), "tree": body}
 
 
 class ConcreteEvaluator:
-    """Evaluates trees on a concrete loss: ∇^{k+1}L[c_1..c_k] by symbolic differentiation."""
+    """Evaluates trees on a concrete loss: ∇^{k+1}L[c_1..c_k] by symbolic differentiation;
+    labelled nodes ∇^{k+1}L̂_j[..] on ``batches[j]``."""
 
-    def __init__(self, loss: sp.Expr, coords: list[sp.Symbol]) -> None:
+    def __init__(
+        self, loss: sp.Expr, coords: list[sp.Symbol], batches: Mapping[str, sp.Expr] | None = None
+    ) -> None:
         if not coords:
             raise NmechError("coords must name at least one coordinate")
         self.loss, self.coords = sp.sympify(loss), list(coords)
+        self.batches = {j: sp.sympify(b) for j, b in (batches or {}).items()}
         self.cache: dict[T.Tree, sp.Matrix] = {}
 
     @cache  # noqa: B019 -- one evaluator per (loss, coords)
-    def _contraction(self, k: int) -> tuple[sp.Matrix, tuple[tuple[sp.Symbol, ...], ...]]:
+    def _contraction(
+        self, k: int, label: str | None = None
+    ) -> tuple[sp.Matrix, tuple[tuple[sp.Symbol, ...], ...]]:
         n = len(self.coords)
         dummies = tuple(sp.symbols(f"w{i}_0:{n}") for i in range(k))
-        expr = self.loss
+        if label is not None and label not in self.batches:
+            raise NmechError(f"no mini-batch loss given for label '{label}'")
+        expr = self.loss if label is None else self.batches[label]
         for w in dummies:
             expr = sum(sp.diff(expr, x) * wj for x, wj in zip(self.coords, w))
         return sp.Matrix([sp.diff(expr, x) for x in self.coords]), dummies
@@ -219,9 +232,9 @@ class ConcreteEvaluator:
                 ]
             )
         else:
-            base, dummies = self._contraction(len(t[1]))
+            base, dummies = self._contraction(len(T.children(t)), T.label(t))
             subs = {}
-            for w, child in zip(dummies, t[1]):
+            for w, child in zip(dummies, T.children(t)):
                 subs.update(dict(zip(w, self.tree(child))))
             value = base.xreplace(subs)
         self.cache[t] = value

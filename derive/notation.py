@@ -7,13 +7,21 @@ import sympy as sp
 from . import trees as T
 
 
-def _power(k: int, latex: bool) -> str:
+def loss(label: str | None, latex: bool = True) -> str:
+    """L, or the labelled loss L̂_label."""
+    if label is None:
+        return "L"
+    return f"\\hat L_{{{label}}}" if latex else f"L̂_{label}"
+
+
+def _power(k: int, latex: bool, label: str | None = None) -> str:
+    name = loss(label, latex)
     if k == 1:
-        return "\\nabla L" if latex else "∇L"
+        return f"\\nabla {name}" if latex else f"∇{name}"
     if latex:
-        return f"\\nabla^{{{k}}} L" if k > 9 else f"\\nabla^{k} L"
+        return f"\\nabla^{{{k}}} {name}" if k > 9 else f"\\nabla^{k} {name}"
     sup = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-    return "∇" + str(k).translate(sup) + "L"
+    return "∇" + str(k).translate(sup) + name
 
 
 def tree(t: T.Tree, latex: bool = True) -> str:
@@ -27,8 +35,8 @@ def tree(t: T.Tree, latex: bool = True) -> str:
         return "θ" if name == "theta" else name
     if T.is_elementwise(t):
         return elementwise(t[2], t[3], latex)
-    children = t[1]
-    head = _power(len(children) + 1, latex)
+    children = T.children(t)
+    head = _power(len(children) + 1, latex, T.label(t))
     if not children:
         return head
     if len(children) == 1:
@@ -140,8 +148,8 @@ def factor_latex(c: sp.Expr) -> str:
     return f"\\left({text}\\right)" if c.is_Add or c.could_extract_minus_sign() else text
 
 
-def linear_combination(v: dict, latex: bool = True) -> str:
-    """Σ c·t with signs folded in, largest trees last."""
+def linear_combination(v: dict, latex: bool = True, render=tree) -> str:
+    """Σ c·t with signs folded in, largest trees last; ``render(t, latex)`` writes a tree."""
     if not v:
         return "0"
     parts = []
@@ -155,7 +163,7 @@ def linear_combination(v: dict, latex: bool = True) -> str:
         if factor and (mag.is_Add):
             factor = f"\\left({factor}\\right)" if latex else f"({factor})"
         sep = "\\," if latex and factor else ("·" if factor and not latex else "")
-        parts.append(("-" if negative else "+", f"{factor}{sep}{tree(shown, latex)}"))
+        parts.append(("-" if negative else "+", f"{factor}{sep}{render(shown, latex)}"))
     text = ("-" if parts[0][0] == "-" else "") + parts[0][1]
     for sign, body in parts[1:]:
         text += f" {sign} {body}"

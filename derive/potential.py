@@ -1,8 +1,8 @@
 """Gradient test and potential of a dimension-free vector field (the modified loss).
 
 A scalar elementary differential is an unrooted tree: its vertices are derivatives of L (a
-vertex of degree d is ∇^d L) and vector atoms (θ, u, v, …), its edges contractions. ⟨a, b⟩ of
-two vector trees joins their roots by an edge.
+vertex of degree d is ∇^d L; ``L|k`` for a labelled loss L̂_k) and vector atoms (θ, u, v, …),
+its edges contractions. ⟨a, b⟩ of two vector trees joins their roots by an edge.
 
 *Curl test.* F is a gradient iff its Jacobian is symmetric, ⟨v, F′u⟩ = ⟨u, F′v⟩ for all u, v.
 Both sides are sums of scalar differentials with two marked atoms; distinct unrooted trees are
@@ -23,6 +23,21 @@ from . import notation
 from . import trees as T
 
 Key = tuple
+LOSS = "L"
+
+
+def _vertex(t: T.Tree) -> str:
+    """The vertex label of a node: L, or L|k for the labelled loss L̂_k."""
+    return LOSS if T.label(t) is None else f"{LOSS}|{T.label(t)}"
+
+
+def _loss_label(vertex: str) -> tuple[bool, str | None]:
+    """(is it a loss vertex, its label)."""
+    if vertex == LOSS:
+        return True, None
+    if vertex.startswith(LOSS + "|"):
+        return True, vertex[len(LOSS) + 1 :]
+    return False, None
 
 
 @dataclass(frozen=True)
@@ -42,26 +57,33 @@ class Scalar:
         below = sorted(self._rooted(w, r) for w in self.adjacency[r] if w != parent)
         return (self.labels[r], tuple(below))
 
+    def loss_labels(self) -> list[str]:
+        """The labels of its labelled-loss vertices (L̂_k), sorted, each once."""
+        return sorted({_loss_label(v)[1] for v in self.labels} - {None})
+
     def vector_from(self, w: int, parent: int) -> T.Tree:
         """The vector tree hanging at w, seen from its neighbour ``parent``."""
-        if self.labels[w] != "L":
+        is_loss, label = _loss_label(self.labels[w])
+        if not is_loss:
             return T.leaf(self.labels[w])
-        return T.node(self.vector_from(x, w) for x in self.adjacency[w] if x != parent)
+        return T.node((self.vector_from(x, w) for x in self.adjacency[w] if x != parent), label)
 
     def gradient(self) -> T.Vec:
         """∇_θ of the scalar: one open slot at each L-vertex and at each θ atom."""
         out: T.Vec = {}
-        for v, label in enumerate(self.labels):
-            if label == "L":
-                T.add_to(out, {T.node(self.vector_from(w, v) for w in self.adjacency[v]): 1})
-            elif label == "theta":
+        for v, vertex in enumerate(self.labels):
+            is_loss, label = _loss_label(vertex)
+            if is_loss:
+                kids = (self.vector_from(w, v) for w in self.adjacency[v])
+                T.add_to(out, {T.node(kids, label): 1})
+            elif vertex == "theta":
                 (w,) = self.adjacency[v]
                 T.add_to(out, {self.vector_from(w, v): 1})
         return out
 
     def latex(self, latex: bool = True) -> str:
         if len(self.labels) == 1:
-            return "L"
+            return notation.loss(_loss_label(self.labels[0])[1], latex)
         edges = [(a, b) for a in range(len(self.labels)) for b in self.adjacency[a] if a < b]
 
         def split(edge: tuple[int, int]) -> tuple[T.Tree, T.Tree]:
@@ -94,8 +116,8 @@ class _Builder:
     def tree(self, t: T.Tree, parent: int | None) -> int:
         if T.is_leaf(t):
             return self.add(t[1], parent)
-        v = self.add("L", parent)
-        for child in t[1]:
+        v = self.add(_vertex(t), parent)
+        for child in T.children(t):
             self.tree(child, v)
         return v
 

@@ -15,6 +15,8 @@ A *tree* is a vector-valued elementary differential:
   ``key`` is ``srepr(f)``, so that trees stay totally ordered. f carries every scalar factor
   that is not a plain coefficient of one argument: terms c·a_j (c free of the placeholders)
   are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
+* a labelled node ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
+  (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.minibatch`).
 
 A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
 functions of the hyper-parameters). Differentiation follows the chain rule
@@ -31,7 +33,7 @@ from typing import Any
 
 import sympy as sp
 
-Tree = tuple  # ("v", name) | ("n", tuple[Tree, ...]) | ("e", str, sp.Expr, tuple[Tree, ...])
+Tree = tuple  # ("v", name) | ("n", kids) | ("b", label, kids) | ("e", key, f, args)
 Vec = dict  # dict[Tree, sp.Expr]
 Coeff = sp.Expr | int
 
@@ -43,8 +45,15 @@ def leaf(name: str) -> Tree:
     return ("v", name)
 
 
-def node(children: Iterable[Tree]) -> Tree:
-    return ("n", tuple(sorted(children)))
+def node(children: Iterable[Tree], label: str | None = None) -> Tree:
+    """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss."""
+    kids = tuple(sorted(children))
+    return ("n", kids) if label is None else ("b", label, kids)
+
+
+def label(t: Tree) -> str | None:
+    """The loss label of a labelled node; None for L itself."""
+    return t[1] if t[0] == "b" else None
 
 
 def is_leaf(t: Tree) -> bool:
@@ -57,9 +66,7 @@ def is_elementwise(t: Tree) -> bool:
 
 def children(t: Tree) -> tuple[Tree, ...]:
     """The sub-trees of t: a node's slots, an element-wise node's arguments."""
-    if is_leaf(t):
-        return ()
-    return t[3] if is_elementwise(t) else t[1]
+    return () if is_leaf(t) else t[-1]
 
 
 # ---------------------------------------------------------------- linear combinations
@@ -129,19 +136,19 @@ def contains(t: Tree, name: str) -> bool:
 def size(t: Tree) -> int:
     """Number of L-nodes (derivatives of L) in t: the order of the differential in η."""
     inner = sum(size(c) for c in children(t))
-    return inner + (1 if t[0] == "n" else 0)
+    return inner + (0 if t[0] in ("v", "e") else 1)
 
 
-def multilinear(children: list[Mapping[Tree, Coeff]]) -> Vec:
-    """∇^{k+1}L[A_1, ..., A_k] for linear combinations A_i, expanded into trees."""
+def multilinear(args: list[Mapping[Tree, Coeff]], label: str | None = None) -> Vec:
+    """∇^{k+1}L[A_1, ..., A_k] (∇^{k+1}L̂_label with a label) for linear combinations A_i."""
     out: Vec = {}
-    if any(not a for a in children):
+    if any(not a for a in args):
         return out
-    for combo in product(*(list(a.items()) for a in children)):
+    for combo in product(*(list(a.items()) for a in args)):
         coeff: Coeff = 1
         for _, c in combo:
             coeff = coeff * c
-        add_to(out, {node(t for t, _ in combo): coeff})
+        add_to(out, {node((t for t, _ in combo), label): coeff})
     return out
 
 
@@ -153,11 +160,11 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
         return ((direction, 1),) if t == THETA else ()
     if is_elementwise(t):
         return tuple(_elementwise_derivative(t, direction).items())
-    slots = t[1]
-    out: dict[Tree, int] = {node(slots + (direction,)): 1}
-    for i, child in enumerate(slots):
+    kids, lab = children(t), label(t)
+    out: dict[Tree, int] = {node(kids + (direction,), lab): 1}
+    for i, child in enumerate(kids):
         for dt, c in _derivative(child, direction):
-            new = node(slots[:i] + (dt,) + slots[i + 1 :])
+            new = node(kids[:i] + (dt,) + kids[i + 1 :], lab)
             out[new] = out.get(new, 0) + c
     return tuple(out.items())
 
@@ -187,7 +194,7 @@ def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec
         return {t: 1}
     if is_elementwise(t):
         return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t[3]])
-    return multilinear([_substitute_tree(c, values) for c in t[1]])
+    return multilinear([_substitute_tree(c, values) for c in children(t)], label(t))
 
 
 # ---------------------------------------------------------------- element-wise functions
