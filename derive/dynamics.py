@@ -33,6 +33,7 @@ from .adaptive import (
     is_adaptive,
 )
 from .continuous import ContinuousDynamics, continuous_dynamics, kernels
+from .equilibrium import Equilibrium, equilibrium
 from .recursion import SIGNAL_LATEX, Recursion, derive_recursion, derive_recursion_at
 from .rules import Rule
 from .symbols import scalar
@@ -54,6 +55,17 @@ class SymmetryDynamics:
     def adaptive(self) -> AdaptiveStep | None:
         """θ⁺ = aθ − ηu for a rule that is not a linear step (Adam, AdamW, RMSProp), else None."""
         return adaptive_step(self.rule) if is_adaptive(self.rule) else None
+
+    @cached_property
+    def equilibrium(self) -> Equilibrium | None:
+        """The rotational equilibrium of a scale-invariant channel (scale symmetry, momentum
+        rules with weight decay, :mod:`.equilibrium`), or None where the model does not apply."""
+        if self.symmetry.name != "scale":
+            return None
+        try:
+            return equilibrium(self.rule)
+        except NmechError:
+            return None
 
     @cached_property
     def continuous(self) -> ContinuousDynamics:
@@ -105,6 +117,8 @@ class SymmetryDynamics:
                 )
         lines.append("% exact discrete recursion:")
         lines.append(self.recursion.latex())
+        if self.equilibrium is not None:
+            lines.append(self.equilibrium.latex())
         return "\n".join(lines)
 
     def to_json(self) -> dict:
@@ -116,6 +130,12 @@ class SymmetryDynamics:
             "rule": self.rule.name,
             "symmetry": self.symmetry.name,
             "update": None if update is None else {"a": sp.sstr(update.a), "u": sp.sstr(update.u)},
+            "equilibrium": None
+            if self.equilibrium is None
+            else {
+                "norm": sp.sstr(self.equilibrium.norm),
+                "angular_update": sp.sstr(self.equilibrium.angular_update),
+            },
             "continuous": {
                 "ode_order": c.ode_order,
                 "rate": sp.sstr(c.rate),
