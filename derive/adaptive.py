@@ -105,8 +105,6 @@ def adaptive_step(rule: Rule) -> AdaptiveStep:
         if term.has(theta) and not _is_vector(coeff, names):
             a += coeff
     a = sp.factor(a)
-    if _is_vector(a, names):
-        raise NmechError(f"rule '{rule.name}': the coefficient of theta is not a scalar")
     raw = sp.expand(a * theta - body[PARAMETER + NEXT])  # temporaries kept: a readable u
     u = _resolve(sp.Add(*[t / eta for t in sp.Add.make_args(raw)]), rule)
     return AdaptiveStep(a, u)
