@@ -8,6 +8,9 @@
 * the exact discrete recursion, a closed linear recursion driven by measured per-step signals
   (:mod:`.recursion`).
 
+Rules that are not linear steps (Adam, AdamW, RMSProp: element-wise preconditioning) take both
+forms from :mod:`.adaptive`: θ⁺ = aθ − ηu and the recursion driven by the measured update u.
+
 Numeric evaluation lives in :func:`nmech.numerics.predict`: symbolic objects in, lambdified
 kernels and rational recursion matrices out.
 """
@@ -19,10 +22,21 @@ from functools import cached_property
 
 import sympy as sp
 
+from nmech.errors import NmechError
+
 from . import notation
+from .adaptive import (
+    AdaptiveStep,
+    adaptive_continuous,
+    adaptive_recursion,
+    adaptive_step,
+    is_adaptive,
+)
 from .continuous import ContinuousDynamics, continuous_dynamics, kernels
+from .equilibrium import Equilibrium, equilibrium
 from .recursion import SIGNAL_LATEX, Recursion, derive_recursion, derive_recursion_at
 from .rules import Rule
+from .symbols import scalar
 from .symmetry import Symmetry
 
 #: Generic parameter values at which the signal set of the exact recursion is decided quickly.
@@ -38,24 +52,49 @@ class SymmetryDynamics:
     _cache: dict = field(default_factory=dict, repr=False)
 
     @cached_property
+    def adaptive(self) -> AdaptiveStep | None:
+        """θ⁺ = aθ − ηu for a rule that is not a linear step (Adam, AdamW, RMSProp), else None."""
+        return adaptive_step(self.rule) if is_adaptive(self.rule) else None
+
+    @cached_property
+    def equilibrium(self) -> Equilibrium | None:
+        """The rotational equilibrium of a scale-invariant channel (scale symmetry, momentum
+        rules with weight decay, :mod:`.equilibrium`), or None where the model does not apply."""
+        if self.symmetry.name != "scale":
+            return None
+        try:
+            return equilibrium(self.rule)
+        except NmechError:
+            return None
+
+    @cached_property
     def continuous(self) -> ContinuousDynamics:
+        if self.adaptive is not None:
+            return adaptive_continuous(self.adaptive, self.symmetry)
         return continuous_dynamics(self.rule, self.symmetry, self.order, self.paper)
 
     @cached_property
     def recursion(self) -> Recursion:
         """The exact recursion with symbolic parameters (for display)."""
+        if self.adaptive is not None:
+            return adaptive_recursion(self.adaptive, self.symmetry)
         return derive_recursion(self.rule, self.symmetry)
 
     def recursion_at(self, values: dict[str, float]) -> Recursion:
         """The exact recursion re-derived at numeric parameter values (exact rationals)."""
         key = tuple(sorted((k, float(v)) for k, v in values.items()))
         if key not in self._cache:
-            self._cache[key] = derive_recursion_at(self.rule, self.symmetry, values)
+            if self.adaptive is not None:
+                self._cache[key] = _substituted(self.recursion, values)
+            else:
+                self._cache[key] = derive_recursion_at(self.rule, self.symmetry, values)
         return self._cache[key]
 
     @property
     def signals(self) -> tuple[str, ...]:
         """Per-step signals the exact form needs (decided at generic parameter values)."""
+        if self.adaptive is not None:
+            return self.recursion.signals
         generic = {str(s): GENERIC.get(str(s), 0.1234) for s in self.rule.parameters()}
         return self.recursion_at(generic).signals
 
@@ -65,7 +104,10 @@ class SymmetryDynamics:
 
     def latex(self) -> str:
         c = self.continuous
-        lines = [f"% {self.symmetry.name} observable under {self.rule.name}", "% continuous:"]
+        lines = [f"% {self.symmetry.name} observable under {self.rule.name}"]
+        if self.adaptive is not None:
+            lines.append(f"% update: {self.adaptive.latex()}")
+        lines.append("% continuous:")
         lines.append(c.latex())
         if c.ode_order == 2:
             for regime, (K, G) in kernels().items():
@@ -75,15 +117,25 @@ class SymmetryDynamics:
                 )
         lines.append("% exact discrete recursion:")
         lines.append(self.recursion.latex())
+        if self.equilibrium is not None:
+            lines.append(self.equilibrium.latex())
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         c = self.continuous
         rec = self.recursion
+        update = self.adaptive
         return {
             "schema": "nmech.symmetry_dynamics/1",
             "rule": self.rule.name,
             "symmetry": self.symmetry.name,
+            "update": None if update is None else {"a": sp.sstr(update.a), "u": sp.sstr(update.u)},
+            "equilibrium": None
+            if self.equilibrium is None
+            else {
+                "norm": sp.sstr(self.equilibrium.norm),
+                "angular_update": sp.sstr(self.equilibrium.angular_update),
+            },
             "continuous": {
                 "ode_order": c.ode_order,
                 "rate": sp.sstr(c.rate),
@@ -100,6 +152,17 @@ class SymmetryDynamics:
                 "B1": [[sp.sstr(x) for x in row] for row in rec.B1.tolist()],
             },
         }
+
+
+def _substituted(rec: Recursion, values: dict[str, float]) -> Recursion:
+    """``rec`` with parameter values put in (floats taken as exact decimals)."""
+    free = set().union(*(m.free_symbols for m in (rec.A, rec.B, rec.a1, rec.B1)))
+    missing = sorted(str(s) for s in free if str(s) not in values)
+    if missing:
+        raise NmechError(f"no value given for parameter(s) {', '.join(missing)}")
+    subs = {scalar(str(s)): sp.Rational(repr(float(values[str(s)]))) for s in free}
+    put = [m.xreplace(subs).applyfunc(sp.nsimplify) for m in (rec.A, rec.B, rec.a1, rec.B1)]
+    return Recursion(rec.hidden, rec.signals, *put)
 
 
 def derive(rule: Rule, symmetry: Symmetry, order: int = 1, paper: bool = False) -> SymmetryDynamics:

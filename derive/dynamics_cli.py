@@ -1,6 +1,8 @@
 """nmech dynamics: the broken conservation law of a symmetry's observable under a rule.
 
 Prints the continuous ODE (with its closed-form kernels) and the exact discrete recursion.
+The adaptive rules (rmsprop, adam, adamw; ``--weight-decay`` turns their decay on) give the
+recursion in terms of the measured update direction u_n (see nmech.derive.adaptive).
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from . import symmetry
 from .cli import RULE_NAMES, load_rule
 from .dynamics import derive
 
+ADAPTIVE_RULES = ("rmsprop", "adam", "adamw")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rule", choices=RULE_NAMES, help="a built-in rule")
+    parser.add_argument("--rule", choices=RULE_NAMES + ADAPTIVE_RULES, help="a built-in rule")
     parser.add_argument("--rule-file", help="a rule written in the rule language")
     parser.add_argument("--symmetry", choices=sorted(symmetry.BUILTINS), required=True)
-    parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument(
+        "--weight-decay", action="store_true", help="weight decay lam (decoupled for adamw)"
+    )
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--paper", action="store_true", help="weight decay at leading order only")

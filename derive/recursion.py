@@ -40,6 +40,10 @@ SIGNAL_LATEX = {
     "grad_sq": "\\langle g_n, J g_n \\rangle",
     "step_sq": "\\langle \\Delta_n, J \\Delta_n \\rangle",
     "step_grad": "\\langle \\Delta_n, J g_n \\rangle",
+    # the adaptive rules' signals (u_n the update direction, :mod:`nmech.derive.adaptive`)
+    "theta_u": "\\langle J\\theta_n, u_n \\rangle",
+    "u_sq": "\\langle u_n, J u_n \\rangle",
+    "c_u": "\\langle c, u_n \\rangle",
 }
 
 

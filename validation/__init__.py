@@ -7,7 +7,7 @@ Modules, one job each (none is imported here, so ``import nmech.validation`` sta
 * :mod:`~nmech.validation.channels`     -- per-channel fused float64 reductions over blocks.
 * :mod:`~nmech.validation.data`         -- synthetic data and on-device augmented batches.
 * :mod:`~nmech.validation.tiny_imagenet` -- the Tiny ImageNet folder loader with a uint8 cache.
-* :mod:`~nmech.validation.optim`        -- the derivation rule read from a ``torch.optim.SGD``.
+* :mod:`~nmech.validation.optim`        -- the derivation rule read from torch's SGD or AdamW.
 * :mod:`~nmech.validation.recorder`     -- hooks that measure Q and its signals in any loop.
 * :mod:`~nmech.validation.records`      -- the append-only HDF5 records file (SWMR, checksummed).
 * :mod:`~nmech.validation.checkpoint`   -- atomic checkpoints for ``--resume``.
@@ -15,6 +15,7 @@ Modules, one job each (none is imported here, so ``import nmech.validation`` sta
 * :mod:`~nmech.validation.train`        -- the training loop (SGD, progress bar).
 * :mod:`~nmech.validation.compare`      -- predictions of the derived dynamics vs measurement.
 * :mod:`~nmech.validation.report`       -- report.json, report.md, LaTeX tables and equations.
+* :mod:`~nmech.validation.equilibrium`  -- measured vs predicted rotational equilibrium.
 * :mod:`~nmech.validation.figures`      -- the paper-style figures (PNG).
 * :mod:`~nmech.validation.presets`      -- named run configurations.
 * :mod:`~nmech.validation.experiment`   -- one preset run end to end.

@@ -1,5 +1,6 @@
-"""nmech validate: train VGG-16 (with and without BatchNorm) under torch SGD, record every
-symmetry block per step, and compare with the derived dynamics (report, table, figures).
+"""nmech validate: train VGG-16 (with and without BatchNorm) under torch SGD (or, with
+``--optimizer adamw``, torch AdamW), record every symmetry block per step, and compare with the
+derived dynamics (report, table, figures).
 
 Presets: cpu-demo (width 1/8, 32x32 synthetic data, about a minute on 2 CPU cores),
 paper-vgg16-bn and paper-vgg16 (64x64, 200 classes, batch 256; Tiny ImageNet with --data-dir,
@@ -23,13 +24,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from nmech.errors import NmechError
-from nmech.validation.presets import Preset
+from nmech.validation.presets import OPTIMIZERS, Preset
 
 PRESET_NAMES = ("cpu-demo", "paper-vgg16-bn", "paper-vgg16")
 #: Options that fix the run's dynamics: a resumed run takes them from run.json.
 FIXED_ON_RESUME = ("preset", "data_dir", "device", "lr", "momentum", "wd", "nesterov",
                    "dampening", "batch_size", "seed", "width", "models", "flush_every", "out",
-                   "channels_last", "bf16", "compile")  # fmt: skip
+                   "channels_last", "bf16", "compile", "optimizer")  # fmt: skip
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +69,11 @@ def add_switch_options(parser: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech validate``."""
     parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
+    parser.add_argument(
+        "--optimizer",
+        help="sgd (default: torch.optim.SGD) or adamw (torch.optim.AdamW; lr 0.01 and --wd 0.5 "
+        "unless given; --momentum, --nesterov and --dampening do not apply)",
+    )
     parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     add_training_options(parser)
@@ -112,6 +118,12 @@ def _check(args: argparse.Namespace) -> None:
             raise NmechError(f"--{name} must lie in [0, 1), got {value}")
     if args.wd is not None and args.wd < 0:
         raise NmechError(f"--wd must be non-negative, got {args.wd}")
+    if args.optimizer is not None and args.optimizer not in OPTIMIZERS:
+        raise NmechError(f"unknown optimizer {args.optimizer!r}; choose sgd or adamw")
+    if args.optimizer == "adamw":
+        given = [n for n in ("momentum", "nesterov", "dampening") if getattr(args, n) is not None]
+        if given:
+            raise NmechError(f"--{given[0]} applies to --optimizer sgd only")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise NmechError(f"data folder not found: {args.data_dir}")
 
@@ -120,7 +132,7 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
     """The run's preset, device name, data folder and output folder."""
     from nmech.validation.experiment import load_run
     from nmech.validation.models import MODEL_NAMES
-    from nmech.validation.presets import get_preset
+    from nmech.validation.presets import ADAMW_DEFAULTS, get_preset
 
     if args.resume is not None:
         out = Path(args.resume)
@@ -133,7 +145,10 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
             unknown = [m for m in models if m not in MODEL_NAMES] or ([] if models else [""])
             if unknown:
                 raise NmechError(f"unknown model {unknown[0]!r}; choose from vgg16_bn, vgg16")
-        preset = get_preset(args.preset or "cpu-demo").with_overrides(
+        preset = get_preset(args.preset or "cpu-demo")
+        if args.optimizer == "adamw":
+            preset = replace(preset, optimizer="adamw", **ADAMW_DEFAULTS)
+        preset = preset.with_overrides(
             lr=args.lr, momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov,
             dampening=args.dampening, batch_size=args.batch_size, seed=args.seed,
             width=args.width, models=models, flush_every=args.flush_every,

@@ -1,7 +1,7 @@
 """Predictions of the derived dynamics for every recorded block, and their errors.
 
 For each kind (scale, rescale, translation) the derivation engine gives the dynamics of Q under
-the run's torch SGD; ``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals
+the run's torch SGD or AdamW (AdamW: the recursion driven by the recorded update u_n); ``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals
 in two forms: ``exact`` (the discrete recursion, which should match to float32 round-off) and
 ``continuous`` (the paper's modified-flow solution).
 
@@ -25,25 +25,24 @@ from typing import Any
 
 import numpy as np
 
-from nmech.validation.channels import QUADRATIC
-from nmech.validation.optim import SGDSettings
+from nmech.validation.optim import Settings, settings_from_dict
 from nmech.validation.records import KindRecords, Records
 
 FORMS: tuple[str, ...] = ("exact", "continuous")
 FLOOR = 1e-2
 
 #: predictor(kind, form, q0, signals, steps, settings) -> [N+1, blocks]
-Predictor = Callable[[str, str, np.ndarray, dict[str, np.ndarray], int, SGDSettings], np.ndarray]
+Predictor = Callable[[str, str, np.ndarray, dict[str, np.ndarray], int, Settings], np.ndarray]
 
 
 class EnginePredictor:
     """Predictions from the derivation engine, deriving each kind's dynamics once per rule."""
 
     def __init__(self) -> None:
-        self._dynamics: dict[tuple[str, SGDSettings], Any] = {}
+        self._dynamics: dict[tuple[str, Settings], Any] = {}
 
-    def dynamics(self, kind: str, settings: SGDSettings) -> Any:
-        """``nmech.derive.dynamics.derive(rule, symmetry.<kind>())`` for the run's SGD."""
+    def dynamics(self, kind: str, settings: Settings) -> Any:
+        """``nmech.derive.dynamics.derive(rule, symmetry.<kind>())`` for the run's optimizer."""
         key = (kind, settings)
         if key not in self._dynamics:
             from nmech.derive import dynamics, symmetry
@@ -58,15 +57,14 @@ class EnginePredictor:
         q0: np.ndarray,
         signals: dict[str, np.ndarray],
         steps: int,
-        settings: SGDSettings,
+        settings: Settings,
     ) -> np.ndarray:
         from nmech.numerics import predict
 
         dyn = self.dynamics(kind, settings)
         vals = settings.engine_values()
-        if kind in QUADRATIC:
-            return np.asarray(predict(dyn, q0, signals, form=form, **vals), dtype=np.float64)
-        return np.asarray(predict(dyn, q0, {}, steps=steps, form=form, **vals), dtype=np.float64)
+        pred = predict(dyn, q0, signals, steps=steps, form=form, **vals)
+        return np.asarray(pred, dtype=np.float64)
 
 
 @dataclass
@@ -116,7 +114,7 @@ def channel_errors(
 def compare(records: Records, predictor: Predictor | None = None) -> dict[str, KindComparison]:
     """Every form's prediction and errors for every kind in ``records``."""
     predictor = predictor or EnginePredictor()
-    settings = SGDSettings(**records.optimizer)
+    settings = settings_from_dict(records.optimizer)
     out: dict[str, KindComparison] = {}
     for kind, kr in records.kinds.items():
         comp = KindComparison(kind, kr)

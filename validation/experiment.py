@@ -2,7 +2,9 @@
 
 For each model of the preset: seed torch with ``preset.seed``, build the model on the device,
 discover and check its symmetry blocks on the first batch, then train with
-``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` while a Recorder writes
+``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` (or, with
+``preset.optimizer == "adamw"``, the unmodified ``torch.optim.AdamW(lr, betas, eps,
+weight_decay)``) while a Recorder writes
 ``records-<model>.h5`` (and ``discovery-<model>.json`` lists the blocks and failures).
 
 ``run.json`` keeps the preset (after overrides), device and data folder, so ``--resume DIR``
@@ -82,12 +84,26 @@ def load_run(out_dir: Path) -> tuple[Preset, str, str | None]:
     try:
         payload = json.loads(path.read_text())
         fields = payload["preset"]
-        preset = Preset(**{**fields, "models": tuple(fields["models"])})
+        extra = {"betas": tuple(fields["betas"])} if "betas" in fields else {}
+        preset = Preset(**{**fields, "models": tuple(fields["models"]), **extra})
         return preset, str(payload["device"]), payload["data_dir"]
     except FileNotFoundError:
         raise NmechError(f"nothing to resume: no {RUN_FILE} in {out_dir}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise NmechError(f"{path} is not a run description of this nmech: {exc}") from exc
+
+
+def build_optimizer(preset: Preset, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` or ``torch.optim.AdamW`` with the preset's settings."""
+    if preset.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=preset.lr, betas=tuple(preset.betas), eps=preset.eps,
+            weight_decay=preset.weight_decay,
+        )  # fmt: skip
+    return torch.optim.SGD(
+        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
+        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
+    )  # fmt: skip
 
 
 def _write_discovery(path: Path, found: Discovery) -> None:
@@ -120,10 +136,7 @@ def run_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_discovery(out_dir / f"discovery-{name}.json", found)
     forward = prepare_model(model, preset.channels_last, preset.compile)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
-        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
-    )  # fmt: skip
+    opt = build_optimizer(preset, model)
     steps = total_steps(preset, batches)
     ckpt = checkpoint_path(out_dir, name)
     start = 0

@@ -5,6 +5,9 @@
   (modified-flow) prediction dotted grey.
 * ``per_parameter.png`` (after Figure 1): single weights of one channel wander with no law
   (left), while that channel's Q follows the predicted dynamics (right).
+* ``equilibrium.png`` (after Kosson et al. 2024, Figure 1): per scale channel, the measured norm
+  at the end of the run against the predicted equilibrium norm (left), and the angular update
+  per step across channels against the predicted equilibrium angular update (right).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nmech.validation.compare import KindComparison  # noqa: E402
+from nmech.validation.equilibrium import EquilibriumCheck  # noqa: E402
 from nmech.validation.records import Records  # noqa: E402
 
 TITLES = {
@@ -93,6 +97,36 @@ def per_parameter_figure(records: Records, comp: KindComparison, path: Path) -> 
     left.set_xlabel("step")
     _plot_channels(right, comp, np.asarray([col]))
     right.set_title(f"per channel: Q of {block} ({comp.kind})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def equilibrium_figure(eq: EquilibriumCheck, label: str, path: Path) -> Path:
+    """Measured vs predicted rotational equilibrium of the scale channels of one run."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.2, 3.8))
+    norm = eq.norm[eq.tail].mean(axis=0)
+    left.scatter(eq.norm_predicted, norm, s=6, alpha=0.6, label="channels (tail mean)")
+    left.scatter(eq.norm_predicted, eq.norm[0], s=4, alpha=0.3, color="0.6", label="at step 0")
+    lo = min(norm.min(), eq.norm_predicted.min(), eq.norm[0].min())
+    hi = max(norm.max(), eq.norm_predicted.max(), eq.norm[0].max())
+    left.plot([lo, hi], [lo, hi], "k--", lw=1.0, label="measured = predicted")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel(r"predicted equilibrium $\|\theta\|$")
+    left.set_ylabel(r"measured $\|\theta\|$")
+    left.set_title(f"scale channels: norm ({label})", fontsize=9)
+    left.legend(fontsize=7, loc="best")
+    steps = np.arange(eq.angle.shape[0])
+    lo_q, med, hi_q = np.percentile(eq.angle, [10, 50, 90], axis=1)
+    right.fill_between(steps, lo_q, hi_q, alpha=0.3, label="channels, 10-90%")
+    right.plot(steps, med, lw=1.2, label="median over channels")
+    right.axhline(eq.angle_predicted, color="k", ls="--", lw=1.0, label="predicted equilibrium")
+    right.set_xlabel("step")
+    right.set_ylabel("angular update (rad)")
+    right.set_title(f"scale channels: angular update ({label})", fontsize=9)
+    right.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

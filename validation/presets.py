@@ -7,6 +7,12 @@
   width 1, batch 256, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs -- on Tiny ImageNet
   when ``--data-dir`` is given, else on synthetic data of the same shape.
 
+Every preset trains with ``torch.optim.SGD`` (``optimizer="sgd"``); ``optimizer="adamw"``
+(``nmech validate --optimizer adamw``) trains with ``torch.optim.AdamW`` instead, with
+``betas``, ``eps`` and, unless given, lr 0.01 and weight decay 0.5 (:data:`ADAMW_DEFAULTS`:
+eta*lam = 5e-3, so scale-invariant channels approach their rotational equilibrium within the
+cpu-demo's 300 steps, time constant 1/(2 eta lam) = 100 steps).
+
 Every preset has the GPU path switches ``channels_last``, ``bf16`` and ``compile`` off
 (``nmech validate --channels-last --bf16 --compile`` turn them on; see
 :mod:`nmech.validation.train`).
@@ -42,6 +48,9 @@ class Preset:
     channels_last: bool = False
     bf16: bool = False
     compile: bool = False
+    optimizer: str = "sgd"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -67,6 +76,11 @@ PRESETS: dict[str, Preset] = {
         batch_size=256, steps=None, epochs=100, per_class=100, flush_every=500,
     ),
 }  # fmt: skip
+
+
+#: lr and weight decay of ``--optimizer adamw`` where the command line gives none.
+ADAMW_DEFAULTS = {"lr": 0.01, "weight_decay": 0.5}
+OPTIMIZERS = ("sgd", "adamw")
 
 
 def get_preset(name: str) -> Preset:

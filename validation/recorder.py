@@ -1,6 +1,6 @@
 """Per-step measurement of every symmetry block, as hooks for any training loop.
 
-Usage (any loop, any model; only the SGD object is required to be ``torch.optim.SGD``)::
+Usage (any loop, any model; the optimizer must be ``torch.optim.SGD`` or ``torch.optim.AdamW``)::
 
     from nmech.validation.discovery import discover
     from nmech.validation.recorder import Recorder
@@ -32,6 +32,21 @@ side of a rescale block, the quadratic reductions are
 
 and for translation blocks Q_n = sum_{i in A} theta_i, Q_abs_n = sum_{i in A} |theta_i|.
 
+Under ``torch.optim.AdamW`` (theta_{n+1} = a theta_n - eta u_n, a = 1 - eta*lam) the recorder
+also writes, per step,
+
+    theta_u_n = sum_{i in A} s_i theta_i u_i      u_sq_n = sum_{i in A} s_i u_i^2
+    c_u_n     = sum_{i in A} u_i                  (translation blocks)
+
+with u_n = (m / (1 - beta1^n)) / (sqrt(v) / sqrt(1 - beta2^n) + eps) computed in float64 from
+the optimizer's state after the step (exp_avg m, exp_avg_sq v, step n), torch's own formula.
+u_n is taken from the state rather than from (a theta_n - theta_{n+1}) / eta so that the
+recursion is a real check: from the parameter difference it would hold by construction,
+whereas from the state it holds only if torch's step is exactly a theta - eta u. The step
+count is read from the state: a CPU tensor there (torch's default) is read on the host with no
+device sync; a device tensor (``capturable``/``fused``) enters the bias corrections as a device
+tensor, again without a sync.
+
 g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient without weight decay
 (torch's SGD adds the decay internally). It is copied in ``before_step`` because SGD's foreach
 path with Nesterov and no weight decay updates ``p.grad`` in place.
@@ -55,6 +70,7 @@ steps and new rows follow them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +80,14 @@ from torch import nn
 
 from nmech.errors import NmechError
 from nmech.validation.channels import KINDS, QUADRATIC, Group, channel_matrix
-from nmech.validation.optim import read_sgd
-from nmech.validation.records import SIGNALS, RecordsWriter, is_state_dataset
+from nmech.validation.optim import AdamWSettings, read_optimizer
+from nmech.validation.records import (
+    ADAPTIVE_SIGNALS,
+    LINEAR_SIGNALS,
+    SIGNALS,
+    RecordsWriter,
+    is_state_dataset,
+)
 from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
 
 TRACE_PARAMS = 8
@@ -138,7 +160,8 @@ class Recorder:
     ) -> None:
         if flush_every < 1:
             raise NmechError(f"flush_every must be positive, got {flush_every}")
-        self.settings = read_sgd(optimizer)
+        self.settings = read_optimizer(optimizer)
+        self.adaptive = isinstance(self.settings, AdamWSettings)
         self.optimizer = optimizer
         named = dict(model.named_parameters())
         names = sorted({p.param for g in groups for p in g.parts})
@@ -163,6 +186,8 @@ class Recorder:
         self.bufs: dict[str, torch.Tensor] = {}
         for kind, lay in self.layouts.items():
             sigs = ("Q", "Q_abs", *SIGNALS) if kind in QUADRATIC else ("Q", "Q_abs")
+            if self.adaptive:
+                sigs += ADAPTIVE_SIGNALS if kind in QUADRATIC else LINEAR_SIGNALS
             for s in sigs:
                 self.bufs[f"{kind}/{s}"] = torch.zeros(
                     self.K, lay.width, dtype=torch.float64, device=device
@@ -229,11 +254,47 @@ class Recorder:
         self.lin_abs = (
             blocks(lin, unsigned=True) if any(_signed(self.layouts[k]) for k in lin) else self.lin
         )
+        if self.adaptive:  # AdamW's moments and the update direction u_n, flat float64
+            self.u = torch.zeros_like(self.theta)
+            self.moments = torch.zeros(2, numel, dtype=torch.float64, device=device)
+            self.moment_views = _flat_views(self.moments[0], plist) + _flat_views(
+                self.moments[1], plist
+            )
 
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
         torch._foreach_copy_(self.theta_views, self.plist)
         self.versions = [p._version for p in self.plist]
+
+    def _bias_corrections(self, states: list[dict]) -> tuple[Any, Any]:
+        """(1 - beta1^n, sqrt(1 - beta2^n)) at the optimizer's step count n (floats, or device
+        tensors when the state keeps n on the device)."""
+        b1, b2 = self.settings.beta1, self.settings.beta2
+        steps = [st["step"] for st in states]
+        if isinstance(steps[0], torch.Tensor) and steps[0].device.type != "cpu":
+            n = steps[0].to(torch.float64)
+            return 1 - b1**n, (1 - b2**n).sqrt()
+        counts = {float(n) for n in steps}
+        if len(counts) != 1:
+            raise NmechError(f"recorded parameters are at different AdamW steps {sorted(counts)}")
+        n = counts.pop()
+        return 1 - b1**n, math.sqrt(1 - b2**n)
+
+    def _record_update(self, row: int) -> None:
+        """u_n from AdamW's state (module docstring) and its signals at theta_n."""
+        states = [self.optimizer.state[p] for p in self.plist]
+        sources = [st["exp_avg"] for st in states] + [st["exp_avg_sq"] for st in states]
+        torch._foreach_copy_(self.moment_views, sources)
+        bc1, bc2_sqrt = self._bias_corrections(states)
+        u = self.u
+        torch.sqrt(self.moments[1], out=u)
+        u.div_(bc2_sqrt).add_(self.settings.eps).mul_(bc1)
+        torch.div(self.moments[0], u, out=u)
+        if self.quad is not None:
+            self.quad.write(self.theta * u, self.bufs, "theta_u", row)
+            self.quad.write(u.square(), self.bufs, "u_sq", row)
+        if self.lin is not None:
+            self.lin.write(u, self.bufs, "c_u", row)
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group."""
@@ -249,6 +310,15 @@ class Recorder:
         self._trace_block = f"{g.name}[{g.kept[0]}]"
         return part.param, torch.arange(base, base + n, device=self.device)
 
+    def _block_size(self, group: Group) -> int:
+        """Elements in one block of ``group`` (every channel of a group has the same size)."""
+        total = 0
+        for part in group.parts:
+            shape = self.params[part.param].shape
+            n = math.prod(shape)
+            total += n if part.dim is None else n // shape[part.dim] * part.fan
+        return total
+
     def _describe(self) -> None:
         for name, buf in self.bufs.items():
             self.writer.create(name, buf.shape[1] if buf.ndim == 2 else None)
@@ -256,7 +326,8 @@ class Recorder:
             names = [b for g in lay.groups for b in g.block_names()]
             gidx = np.concatenate([np.full(len(g.kept), i) for i, g in enumerate(lay.groups)])
             chan = np.concatenate([np.asarray(g.kept) for g in lay.groups])
-            self.writer.describe_kind(kind, names, [g.name for g in lay.groups], gidx, chan)
+            size = np.concatenate([np.full(len(g.kept), self._block_size(g)) for g in lay.groups])
+            self.writer.describe_kind(kind, names, [g.name for g in lay.groups], gidx, chan, size)
         if self.trace_param is not None:
             self.writer.set_attrs(
                 "trace", param=self.trace_param, flat_index=self.trace_index.cpu().numpy(),
@@ -316,6 +387,8 @@ class Recorder:
             delta = self.theta_next - self.theta
             self.quad.write(delta.square(), self.bufs, "step_sq", self.row)
             self.quad.write(delta * self.grad, self.bufs, "step_grad", self.row)
+        if self.adaptive:
+            self._record_update(self.row)
         self.theta, self.theta_next = self.theta_next, self.theta
         self.theta_views, self.next_views = self.next_views, self.theta_views
         self.versions = [p._version for p in self.plist]

@@ -2,7 +2,8 @@
 
 Layout (``FORMAT_VERSION`` = 2)::
 
-    /                      attrs: format_version, model, optimizer (JSON of SGDSettings),
+    /                      attrs: format_version, model, optimizer (JSON of SGDSettings or
+                                  AdamWSettings, the latter with optimizer = "adamw"),
                                   run (JSON: batch size, seed, device, ...); once the writer
                                   stops cleanly also status (complete | interrupted |
                                   diverged | aborted) and stop_reason
@@ -14,6 +15,11 @@ Layout (``FORMAT_VERSION`` = 2)::
     /<kind>/grad_sq        float64 [N, blocks]     <g_n, J g_n>      (scale, rescale only)
     /<kind>/step_sq        float64 [N, blocks]     <D_n, J D_n>,  D_n = theta_{n+1} - theta_n
     /<kind>/step_grad      float64 [N, blocks]     <D_n, J g_n>
+    /<kind>/theta_u        float64 [N, blocks]     <J theta_n, u_n>   (AdamW runs; u_n the update
+    /<kind>/u_sq           float64 [N, blocks]     <u_n, J u_n>        direction, theta_{n+1} =
+    /<kind>/c_u            float64 [N, blocks]     <1_A, u_n>          a theta_n - eta u_n; c_u:
+                                                                        translation only)
+    /<kind>/size           int64 [blocks]          elements per block (absent in older files)
     /<kind>/block_names, group_names   fixed-length UTF-8 [blocks], [groups]
     /<kind>/group_index, channel       int64 [blocks]
     /train/loss, /train/accuracy   float64 [N]   mini-batch loss and accuracy at step n
@@ -49,6 +55,9 @@ from nmech.errors import NmechError
 
 FORMAT_VERSION = 2
 SIGNALS: tuple[str, ...] = ("grad_sq", "step_sq", "step_grad")
+#: Signals of the adaptive (AdamW) recursion: quadratic kinds, and translation's c_u.
+ADAPTIVE_SIGNALS: tuple[str, ...] = ("theta_u", "u_sq")
+LINEAR_SIGNALS: tuple[str, ...] = ("c_u",)
 KIND_NAMES: tuple[str, ...] = ("scale", "rescale", "translation")
 #: Datasets holding one row per state theta_0 .. theta_N (the others hold one row per step).
 STATE_ROWS: tuple[str, ...] = ("Q", "Q_abs", "values")
@@ -116,8 +125,11 @@ class RecordsWriter:
         )  # fmt: skip
 
     def describe_kind(self, kind: str, block_names: list[str], group_names: list[str],
-                      group_index: np.ndarray, channel: np.ndarray) -> None:  # fmt: skip
-        """Block metadata of one symmetry kind."""
+                      group_index: np.ndarray, channel: np.ndarray,
+                      size: np.ndarray | None = None) -> None:  # fmt: skip
+        """Block metadata of one symmetry kind (``size``: elements per block)."""
+        if size is not None:
+            self._fixed(f"{kind}/size", np.asarray(size, dtype=np.int64))
         for name, strings in (("block_names", block_names), ("group_names", group_names)):
             encoded = [s.encode() for s in strings]
             width = max((len(s) for s in encoded), default=1) or 1
@@ -242,6 +254,7 @@ class KindRecords:
     group_names: list[str]
     group_index: np.ndarray
     channel: np.ndarray
+    size: np.ndarray | None = None
 
 
 @dataclass
@@ -257,7 +270,7 @@ class Records:
 
     @property
     def optimizer(self) -> dict[str, Any]:
-        """The SGD settings the run used."""
+        """The optimizer settings the run used (``optimizer`` = "adamw" for AdamW)."""
         return json.loads(self.attrs["optimizer"])
 
     @property
@@ -289,10 +302,12 @@ def _read(f: h5py.File, path: Path) -> Records:
         if kind not in f or "Q" not in f[kind]:
             continue
         g = f[kind]
-        signals = {s: g[s][:n] for s in SIGNALS if s in g}
+        names = SIGNALS + ADAPTIVE_SIGNALS + LINEAR_SIGNALS
+        signals = {s: g[s][:n] for s in names if s in g}
         kinds[kind] = KindRecords(
             g["Q"][: n + 1], g["Q_abs"][: n + 1], signals, _strings(g["block_names"][:]),
             _strings(g["group_names"][:]), g["group_index"][:], g["channel"][:],
+            g["size"][:] if "size" in g else None,
         )  # fmt: skip
     for rows in [k.Q for k in kinds.values()]:
         if len(rows) != n + 1:

@@ -1,5 +1,10 @@
 """The validation report of a run folder: report.json, report.md, errors.tex, equations.tex, PNGs.
 
+``equilibrium`` (runs with a scale kind whose optimizer has a derived rotational equilibrium:
+AdamW, torch SGD with momentum and weight decay) compares the measured per-channel norms and
+angular updates with the prediction (:mod:`nmech.validation.equilibrium`, figure
+``equilibrium.png``).
+
 ``errors[kind][form]`` pools the per-channel errors (see :mod:`nmech.validation.compare`) of
 every records file in the folder that has that kind, with ``max``, ``median`` and ``end`` (the
 largest error at the last step); ``runs[model]`` holds the same per records file, with the
@@ -18,8 +23,9 @@ import numpy as np
 from nmech.errors import NmechError
 from nmech.validation.compare import FLOOR, FORMS, EnginePredictor, KindComparison, Predictor
 from nmech.validation.compare import compare as compare_records
-from nmech.validation.figures import per_parameter_figure, symmetry_figure
-from nmech.validation.optim import SGDSettings
+from nmech.validation.equilibrium import check as equilibrium_check
+from nmech.validation.figures import equilibrium_figure, per_parameter_figure, symmetry_figure
+from nmech.validation.optim import Settings, settings_from_dict
 from nmech.validation.records import Records, load_records
 
 KIND_ORDER = ("scale", "rescale", "translation")
@@ -60,10 +66,15 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.2e}"
 
 
-def _equations(settings: SGDSettings, kinds: list[str], predictor: Predictor) -> str:
+def _optimizer_name(settings: dict[str, Any]) -> str:
+    return "AdamW" if settings.get("optimizer") == "adamw" else "SGD"
+
+
+def _equations(settings: Settings, kinds: list[str], predictor: Predictor) -> str:
     """LaTeX of each kind's derived dynamics (``SymmetryDynamics.latex()``)."""
     engine = predictor if isinstance(predictor, EnginePredictor) else EnginePredictor()
-    parts = [f"% torch.optim.SGD {json.dumps(settings.as_dict())}"]
+    name = _optimizer_name(settings.as_dict())
+    parts = [f"% torch.optim.{name} {json.dumps(settings.as_dict())}"]
     for kind in kinds:
         try:
             body = engine.dynamics(kind, settings).latex()
@@ -93,7 +104,8 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
     lines = ["# nmech validation report", ""]
     for model, run in report["runs"].items():
         lines.append(
-            f"- **{model}**: {run['steps']} steps, SGD {run['optimizer']}, final mini-batch loss "
+            f"- **{model}**: {run['steps']} steps, {_optimizer_name(run['optimizer'])} "
+            f"{run['optimizer']}, final mini-batch loss "
             f"{run['final_loss']:.3f}, lr constant: {run['lr_constant']}, GPU path switches: "
             f"{', '.join(run['switches']) or 'none'}"
         )
@@ -107,7 +119,19 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
             lines.append(row + f"| {_fmt(e['end'])} |")
             if e.get("problem"):
                 lines.append(f"|  | {form} unavailable: {e['problem']} | | | | |")
-    lines += ["", f"Normalisation: {report['normalisation']}", "", "## Figures", ""]
+    lines += ["", f"Normalisation: {report['normalisation']}", ""]
+    for model, eq in report.get("equilibrium", {}).items():
+        lines += [
+            f"## Rotational equilibrium ({model}, scale channels, last {eq['tail_steps']} steps)",
+            "",
+            f"- angular update: predicted {eq['angular_update_predicted']:.3e} rad/step, "
+            f"measured median {eq['angular_update_measured_median']:.3e}",
+            f"- norm / predicted equilibrium norm: median {eq['norm_ratio_median']:.3f} "
+            f"(10-90%: {eq['norm_ratio_p10']:.3f}-{eq['norm_ratio_p90']:.3f}), "
+            f"{eq['channels']} channels",
+            "",
+        ]
+    lines += ["## Figures", ""]
     lines += [f"![{f}]({f})" for f in figures]
     lines += ["", "Derived equations: `equations.tex`; table: `errors.tex`.", ""]
     return "\n".join(lines)
@@ -126,6 +150,24 @@ def _run_summary(rec: Records) -> dict[str, Any]:
         "final_loss": float(loss[-1]) if len(loss) else float("nan"),
         "first_loss": float(loss[0]) if len(loss) else float("nan"),
     }  # fmt: skip
+
+
+def _equilibria(
+    loaded: list[tuple[Records, dict[str, KindComparison]]], predictor: Predictor
+) -> dict[str, Any]:
+    """Measured vs predicted equilibrium of every run with scale channels and a derived
+    equilibrium for its optimizer."""
+    engine = predictor if isinstance(predictor, EnginePredictor) else EnginePredictor()
+    out = {}
+    for rec, comps in loaded:
+        if "scale" not in comps:
+            continue
+        settings = settings_from_dict(rec.optimizer)
+        eq = engine.dynamics("scale", settings).equilibrium
+        found = None if eq is None else equilibrium_check(comps["scale"].measured, settings, eq)
+        if found is not None:
+            out[str(rec.attrs.get("model", rec.path.stem))] = found
+    return out
 
 
 def build_report(folder: str | Path, predictor: Predictor | None = None) -> dict[str, Any]:
@@ -172,11 +214,16 @@ def build_report(folder: str | Path, predictor: Predictor | None = None) -> dict
     quad = next((comps0[k] for k in ("scale", "rescale") if k in comps0), None)
     if quad is not None:
         figures.append(per_parameter_figure(rec0, quad, figs_dir / "per_parameter.png"))
+    equilibria = _equilibria(loaded, predictor)
+    if equilibria:
+        report["equilibrium"] = {model: eq.summary() for model, eq in equilibria.items()}
+        model, eq = next(iter(equilibria.items()))
+        figures.append(equilibrium_figure(eq, model, figs_dir / "equilibrium.png"))
     names = [str(f.relative_to(folder)) for f in figures if f is not None]
     report["figures"] = names
     (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (folder / "report.md").write_text(_markdown(report, names))
     (folder / "errors.tex").write_text(_latex_table(errors))
-    settings = SGDSettings(**rec0.optimizer)
+    settings = settings_from_dict(rec0.optimizer)
     (folder / "equations.tex").write_text(_equations(settings, kinds, predictor))
     return report
