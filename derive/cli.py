@@ -24,7 +24,7 @@ from .minibatch import (
 from .minibatch_sde import minibatch_sde
 from .modified_equation import modified_equation
 
-RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd")
+RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd", "rmsprop", "adam", "adamw")
 MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 
@@ -77,23 +77,28 @@ def load_rule(args: argparse.Namespace) -> rules.Rule:
 
 def render(rule: rules.Rule, order: int, fmt: str) -> str:
     me = modified_equation(rule, order)
-    loss = me.modified_loss()
+    try:
+        loss = me.modified_loss()
+    except NmechError as exc:  # e.g. an entry-wise preconditioned leading term
+        loss, verdict = None, str(exc)
+    else:
+        verdict = (
+            f"no modified loss at order {loss.obstruction} (the eta^{loss.obstruction} term is not a gradient)"
+            if loss.obstruction is not None
+            else f"a modified loss exists through order {order}"
+        )
     if fmt == "json":
         doc = me.to_json()
         doc["modified_loss"] = {
-            "latex": loss.latex(),
-            "exists_through_order": loss.exists_through,
-            "obstruction_order": loss.obstruction,
+            "latex": loss.latex() if loss else None,
+            "exists_through_order": loss.exists_through if loss else -1,
+            "obstruction_order": loss.obstruction if loss else 0,
+            "verdict": verdict,
         }
         return json.dumps(doc, indent=2, ensure_ascii=False)
-    verdict = (
-        f"no modified loss at order {loss.obstruction} (the eta^{loss.obstruction} term is not a gradient)"
-        if loss.obstruction is not None
-        else f"a modified loss exists through order {order}"
-    )
     if fmt == "text":
         return f"{rule.name}: {me.text()}\n  {verdict}"
-    return f"% {rule.name}\n{me.latex()}\n{loss.latex()}\n% {verdict}"
+    return f"% {rule.name}\n{me.latex()}\n" + (f"{loss.latex()}\n" if loss else "") + f"% {verdict}"
 
 
 def _minibatch(args: argparse.Namespace) -> MinibatchEquation:

@@ -14,11 +14,9 @@ from . import symmetry
 from .cli import RULE_NAMES, load_rule
 from .dynamics import derive
 
-ADAPTIVE_RULES = ("rmsprop", "adam", "adamw")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rule", choices=RULE_NAMES + ADAPTIVE_RULES, help="a built-in rule")
+    parser.add_argument("--rule", choices=RULE_NAMES, help="a built-in rule")
     parser.add_argument("--rule-file", help="a rule written in the rule language")
     parser.add_argument("--symmetry", choices=sorted(symmetry.BUILTINS), required=True)
     parser.add_argument(

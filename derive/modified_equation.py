@@ -116,14 +116,16 @@ class ModifiedEquation:
         terms = []
         for k, f in enumerate(self.terms):
             for t in sorted(f, key=lambda t: (T.size(t), t)):
+                scalar, shown = notation.split_scalar(t)
+                c = sp.factor(scalar * f[t])
                 terms.append(
                     {
                         "order": k,
-                        "coefficient": sp.sstr(sp.factor(f[t])),
-                        "coefficient_latex": sp.latex(sp.factor(f[t])),
-                        "differential": notation.tree(t, latex=False),
-                        "differential_latex": notation.tree(t),
-                        "tree": tree_json(t),
+                        "coefficient": sp.sstr(c),
+                        "coefficient_latex": sp.latex(c),
+                        "differential": notation.tree(shown, latex=False),
+                        "differential_latex": notation.tree(shown),
+                        "tree": tree_json(shown),
                     }
                 )
         return {
@@ -161,7 +163,14 @@ class ModifiedEquation:
         """L̃ with f̃ = −s∇L̃, order by order while a potential exists (exact curl test)."""
         scale = -self.terms[0].get(T.GRAD, 0)
         if scale == 0:
-            raise NmechError("the leading term has no -grad L component: no modified loss")
+            raise NmechError(
+                "no modified loss: the leading term has no -grad L component"
+                + (
+                    " (it is preconditioned entry-wise)"
+                    if any(map(T.is_elementwise, self.terms[0]))
+                    else ""
+                )
+            )
         phis: list[dict] = []
         obstruction = None
         for k, f in enumerate(self.terms):
