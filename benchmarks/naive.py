@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from math import factorial
 
 import sympy as sp
+from sympy.solvers.solveset import NonlinearError
 
 from nmech.derive.rules import NEXT, PARAMETER, Rule
 from nmech.derive.symbols import eta, grad
@@ -25,36 +26,60 @@ def _jacobian_apply(G: sp.Matrix, coords: Sequence[sp.Symbol], f: sp.Matrix) -> 
     return G.jacobian(list(coords)) * f
 
 
-def _coefficient(expr: sp.Matrix, n: int) -> sp.Matrix:
-    return expr.applyfunc(lambda e: sp.expand(sp.diff(e, eta, n).subs(eta, 0) / factorial(n)))
+def _coefficient(expr: sp.Matrix, n: int, expand: bool = True) -> sp.Matrix:
+    tidy = sp.expand if expand else (lambda e: e)
+    return expr.applyfunc(lambda e: tidy(sp.diff(e, eta, n).subs(eta, 0) / factorial(n)))
 
 
 def _evaluate(
     expr: sp.Expr, env: dict[str, sp.Matrix], loss_grad: sp.Matrix, coords: Sequence[sp.Symbol]
 ) -> sp.Matrix:
-    """Substitute vector names by matrices and grad(p) by ∇L(p)."""
-    dim = len(coords)
-    if expr.is_Symbol and str(expr) in env:
-        return env[str(expr)]
-    if isinstance(expr, grad):
-        p = _evaluate(expr.args[0], env, loss_grad, coords)
-        return loss_grad.xreplace(dict(zip(coords, p)))
-    if expr.is_Add:
-        out = sp.zeros(dim, 1)
-        for a in expr.args:
-            out += _evaluate(a, env, loss_grad, coords)
-        return out
-    if expr.is_Mul:
-        vec = [a for a in expr.args if a.has(grad) or {str(s) for s in a.free_symbols} & set(env)]
-        scalar = sp.Mul(*[a for a in expr.args if a not in vec])
-        return scalar * _evaluate(vec[0], env, loss_grad, coords)
-    raise ValueError(f"cannot evaluate {expr}")
+    """Substitute vector names by matrices and grad(p) by ∇L(p), entry by entry (products,
+    quotients, powers and functions of vectors act entry-wise; scalars broadcast)."""
+    values = {}
+    for g in expr.atoms(grad):
+        p = _evaluate(g.args[0], env, loss_grad, coords)
+        values[g] = loss_grad.xreplace(dict(zip(coords, p)))
+    values.update({s: env[str(s)] for s in expr.free_symbols if str(s) in env})
+    entries = [expr.xreplace({k: v[i] for k, v in values.items()}) for i in range(len(coords))]
+    return sp.Matrix(entries)
+
+
+def _is_linear(equation: sp.Expr, unknowns: list[sp.Symbol]) -> bool:
+    try:
+        sp.linear_eq_to_matrix([equation], unknowns)
+    except NonlinearError:
+        return False
+    return True
+
+
+def _solve_triangular(equations: list[sp.Expr], unknowns: list[sp.Symbol]) -> dict:
+    """Each level's equations are linear in its unknowns once the states they depend on are
+    known (an adaptive rule's buffer b⁺ = βb + g/(√v⁺ + ε) needs v's first): solve the linear
+    block, substitute, repeat."""
+    solution: dict = {}
+    pending, remaining = list(equations), list(unknowns)
+    while remaining:
+        linear = [
+            e for e in pending if e.free_symbols & set(remaining) and _is_linear(e, remaining)
+        ]
+        names = [u for u in remaining if any(e.has(u) for e in linear)]
+        if not linear or len(linear) != len(names):
+            raise ValueError("the level's equations are not triangular-linear in the unknowns")
+        A, b = sp.linear_eq_to_matrix(linear, names)
+        solved = dict(zip(names, A.LUsolve(b)))
+        solution = {k: v.xreplace(solved) for k, v in solution.items()} | solved
+        pending = [e.xreplace(solved) for e in pending if e not in linear]
+        remaining = [u for u in remaining if u not in solved]
+    return solution
 
 
 def naive_modified_field(
-    rule: Rule, order: int, loss: sp.Expr, coords: Sequence[sp.Symbol]
+    rule: Rule, order: int, loss: sp.Expr, coords: Sequence[sp.Symbol], simplify: bool = True
 ) -> list[sp.Matrix]:
-    """F_0..F_order of the modified field for a concrete loss, by the coordinate route."""
+    """F_0..F_order of the modified field for a concrete loss, by the coordinate route.
+    ``simplify=False`` skips expanding and simplifying the entries (the |·| and √ of adaptive
+    rules make sympy's simplification very slow); compare such results numerically."""
     dim = len(coords)
     theta = sp.Matrix(coords)
     loss_grad = sp.Matrix([sp.diff(loss, x) for x in coords])
@@ -82,13 +107,14 @@ def naive_modified_field(
             env[a.target] = _evaluate(a.expr, env, loss_grad, coords)
         equations = []
         if n > 0:
-            equations += list(_coefficient(env[PARAMETER + NEXT] - flowed(theta), n))
+            equations += list(_coefficient(env[PARAMETER + NEXT] - flowed(theta), n, simplify))
         for s in U:
-            equations += list(_coefficient(env[s + NEXT] - flowed(env[s]), n))
+            equations += list(_coefficient(env[s + NEXT] - flowed(env[s]), n, simplify))
         unknowns = ([*unknown_f] if n > 0 else []) + [x for s in U for x in unknown_u[s]]
-        (solution,) = sp.solve(equations, unknowns, dict=True) if unknowns else [{}]
+        solution = _solve_triangular(equations, unknowns)
+        tidy = sp.simplify if simplify else (lambda e: e)
         if n > 0:
-            F.append(unknown_f.xreplace(solution).applyfunc(sp.simplify))
+            F.append(unknown_f.xreplace(solution).applyfunc(tidy))
         for s in U:
-            U[s].append(unknown_u[s].xreplace(solution).applyfunc(sp.simplify))
+            U[s].append(unknown_u[s].xreplace(solution).applyfunc(tidy))
     return F[: order + 1]

@@ -181,3 +181,27 @@ def test_step_outside_an_exponent_is_refused():
     with pytest.raises(NmechError, match="only as an exponent") as info:
         modified_equation(rule, 1)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "rule", [rules.rmsprop(momentum=True), rules.adamw()], ids=["rmsprop-momentum", "adamw"]
+)
+def test_coordinate_route_agrees(rule):
+    """The independent coordinate route (benchmarks.naive: concrete sympy vectors, Jacobians,
+    no trees) gives the same F₀, F₁. One coordinate and rational parameters keep sympy's
+    expressions small enough; the 2-D entry-wise structure is checked by the slopes above."""
+    from nmech.benchmarks.naive import naive_modified_field
+    from nmech.derive.modified_equation import ConcreteEvaluator
+    from nmech.derive.recursion import substitute_rule
+
+    R = sp.Rational
+    values = {alpha: R(1, 2), beta1: R(1, 2), beta2: R(3, 5), eps: R(1, 10), lam: R(3, 10)}
+    values[beta] = R(3, 10)
+    rule = substitute_rule(rule.after_transient(), values)
+    loss = 3 * x + sp.sin(x) / 2 + x**2 / 5
+    naive = naive_modified_field(rule, 1, loss, [x], simplify=False)
+    me = modified_equation(rule, 1)
+    for k in (0, 1):
+        ours = complex(sp.N(ConcreteEvaluator(loss, [x]).vec(me.terms[k])[0].xreplace(POINT)))
+        theirs = complex(sp.N(naive[k][0].xreplace(POINT)))
+        assert abs(ours - theirs) < 1e-12 * abs(theirs) and abs(theirs) > 1e-3
