@@ -37,11 +37,13 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 path with Nesterov and no weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
-one ``_foreach_copy_`` each; every signal of every block of every layer is then one elementwise
-product over the flat vector and one sparse product with a fixed per-block sign matrix (see
-:func:`~nmech.validation.channels.channel_matrix`). theta_{n+1} copied in ``after_step`` is
-reused as the next step's theta_n unless a parameter was written in between (its version
-counter moved), and Q_abs is not computed for kinds without negative signs (it equals Q).
+one ``_foreach_copy_`` each; the elementwise products are written into one [2, numel] work
+buffer (theta^2 and g^2 in ``before_step``, D^2 and D*g in ``after_step``), and both rows are
+reduced together: one reshape-sum per run of equal-length channel rows and one per
+column-indexed part, then one small sparse product with the parts' signs (see
+:class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of theta^2).
+theta_{n+1} copied in ``after_step`` is reused as the next step's theta_n unless a parameter
+was written in between (its version counter moved).
 Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
 to the HDF5 records file every ``flush_every`` steps.
 
@@ -63,7 +65,7 @@ import torch
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.channels import KINDS, QUADRATIC, Group, channel_matrix
+from nmech.validation.channels import KINDS, QUADRATIC, ChannelSums, Group, flat_order
 from nmech.validation.optim import read_sgd
 from nmech.validation.records import SIGNALS, RecordsWriter, is_state_dataset
 from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
@@ -80,10 +82,12 @@ class _KindLayout:
 
 
 class _Blocks:
-    """The blocks of some kinds as one sparse sign matrix over the flat parameters.
+    """The blocks of some kinds: part sums of flat vectors and their signed per-block sums.
 
     ``write(v, ...)`` computes M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds
-    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers.
+    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers; ``reduce``
+    and ``put`` split it so that k stacked vectors share one pass and one part-sum result can
+    feed both the signed and the unsigned sums.
     """
 
     def __init__(
@@ -92,28 +96,46 @@ class _Blocks:
         kinds: list[str],
         offsets: dict[str, int],
         shapes: dict[str, torch.Size],
-        numel: int,
         device: torch.device,
-        unsigned: bool = False,
     ) -> None:
         groups = [g for k in kinds for g in layouts[k].groups]
-        self.matrix = channel_matrix(groups, offsets, shapes, numel, device, unsigned)
+        self.sums = ChannelSums(groups, offsets, shapes, device)
+        params = dict.fromkeys(p.param for g in groups for p in g.parts)
+        self.regions = [slice(offsets[n], offsets[n] + shapes[n].numel()) for n in params]
         self.slices: dict[str, slice] = {}
         start = 0
         for k in kinds:
             self.slices[k] = slice(start, start + layouts[k].width)
             start += layouts[k].width
 
-    def write(self, v: torch.Tensor, bufs: dict[str, torch.Tensor], signal: str, row: int) -> None:
-        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
-        out = self.matrix @ v
+    def reduce(self, v: torch.Tensor) -> torch.Tensor:
+        """Part sums of v ([numel] or k stacked [k, numel]) as [width, k]."""
+        return self.sums.sums(v)
+
+    def put(
+        self,
+        s: torch.Tensor,
+        bufs: dict[str, torch.Tensor],
+        signals: tuple[str, ...],
+        row: int,
+        unsigned: bool = False,
+    ) -> None:
+        """``bufs[f"{kind}/{signals[j]}"][row] = (M s)[:, j]`` restricted to each kind's blocks."""
+        out = self.sums.blocks(s, unsigned)
         for kind, cols in self.slices.items():
-            bufs[f"{kind}/{signal}"][row] = out[cols]
+            for j, signal in enumerate(signals):
+                bufs[f"{kind}/{signal}"][row] = out[cols, j]
 
-
-def _signed(layout: _KindLayout) -> bool:
-    """True when some block of the kind has a part with a negative sign (then Q_abs != Q)."""
-    return any(p.sign < 0 for g in layout.groups for p in g.parts)
+    def write(
+        self,
+        v: torch.Tensor,
+        bufs: dict[str, torch.Tensor],
+        signal: str,
+        row: int,
+        unsigned: bool = False,
+    ) -> None:
+        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
+        self.put(self.reduce(v), bufs, (signal,), row, unsigned)
 
 
 def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -149,6 +171,8 @@ class Recorder:
         absent = [n for n in names if id(named[n]) not in in_opt]
         if absent:
             raise NmechError(f"parameters not handed to the optimizer: {', '.join(absent)}")
+        shapes = {n: named[n].shape for n in names}
+        names = flat_order(groups, shapes)
         self.params = {n: named[n] for n in names}
         self.quad_names = sorted({p.param for g in groups if g.kind in QUADRATIC for p in g.parts})
         device = next(iter(self.params.values())).device if names else torch.device("cpu")
@@ -196,7 +220,8 @@ class Recorder:
         self.lr_changed = self.writer.lr_changed
 
     def _init_flat(self, names: list[str], device: torch.device) -> None:
-        """Flat float64 copies of theta_n, theta_{n+1}, g_n and the blocks' sign matrices."""
+        """Flat float64 copies of theta_n, theta_{n+1}, g_n, a [2, numel] work buffer for
+        products, and the blocks' reductions (parameters laid out in ``names`` order)."""
         plist = [self.params[n] for n in names]
         self.plist = plist
         self.offsets: dict[str, int] = {}
@@ -213,22 +238,13 @@ class Recorder:
         self.grad = torch.zeros_like(self.theta)
         grad_views = _flat_views(self.grad, plist)
         self.grad_views = [grad_views[names.index(n)] for n in self.quad_names]
-        quad = [k for k in self.layouts if k in QUADRATIC]
-        signed = [k for k in quad if _signed(self.layouts[k])]
-        self.q_is_q_abs = [k for k in quad if k not in signed]
+        self.work = torch.zeros(2, numel, dtype=torch.float64, device=device)
 
-        def blocks(kinds: list[str], unsigned: bool = False) -> _Blocks | None:
-            if not kinds:
-                return None
-            return _Blocks(self.layouts, kinds, self.offsets, shapes, numel, device, unsigned)
+        def blocks(kinds: list[str]) -> _Blocks | None:
+            return _Blocks(self.layouts, kinds, self.offsets, shapes, device) if kinds else None
 
-        self.quad = blocks(quad)
-        self.quad_abs = blocks(signed, unsigned=True)
-        lin = [k for k in self.layouts if k not in QUADRATIC]
-        self.lin = blocks(lin)
-        self.lin_abs = (
-            blocks(lin, unsigned=True) if any(_signed(self.layouts[k]) for k in lin) else self.lin
-        )
+        self.quad = blocks([k for k in self.layouts if k in QUADRATIC])
+        self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
 
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
@@ -263,22 +279,26 @@ class Recorder:
                 block=self._trace_block,
             )  # fmt: skip
 
-    def _record_state(self, row: int) -> None:
-        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
+    def _record_state(self, row: int, grad: bool = False) -> None:
+        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``), and
+        with ``grad`` also grad_sq of g_n (``self.grad``).
 
         Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2 (= Q without negative
-        signs); translation: Q = M @ theta, Q_abs = |M| @ |theta|.
+        signs), grad_sq = M @ g^2 from the same pass; translation: Q = M @ theta,
+        Q_abs = |M| @ |theta|.
         """
         if self.quad is not None:
-            squares = self.theta.square()
-            self.quad.write(squares, self.bufs, "Q", row)
-            for kind in self.q_is_q_abs:
-                self.bufs[f"{kind}/Q_abs"][row] = self.bufs[f"{kind}/Q"][row]
-            if self.quad_abs is not None:
-                self.quad_abs.write(squares, self.bufs, "Q_abs", row)
-        if self.lin is not None and self.lin_abs is not None:
+            torch.square(self.theta, out=self.work[0])
+            if grad:
+                torch.square(self.grad, out=self.work[1])
+            sums = self.quad.reduce(self.work if grad else self.work[0])
+            self.quad.put(sums, self.bufs, ("Q", "grad_sq") if grad else ("Q",), row)
+            self.quad.put(sums, self.bufs, ("Q_abs",), row, unsigned=True)
+        if self.lin is not None:
             self.lin.write(self.theta, self.bufs, "Q", row)
-            self.lin_abs.write(self.theta.abs(), self.bufs, "Q_abs", row)
+            for r in self.lin.regions:  # |theta| where the translation blocks are
+                torch.abs(self.theta[r], out=self.work[0, r])
+            self.lin.write(self.work[0], self.bufs, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -295,10 +315,9 @@ class Recorder:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
         if self.versions != [p._version for p in self.plist]:
             self._load_theta()
-        self._record_state(self.row)
         if self.quad is not None:
             torch._foreach_copy_(self.grad_views, grads)
-            self.quad.write(self.grad.square(), self.bufs, "grad_sq", self.row)
+        self._record_state(self.row, grad=self.quad is not None)
         if loss is not None:
             self.loss_given = True
             self.bufs["train/loss"][self.row] = loss.detach().double()
@@ -312,10 +331,12 @@ class Recorder:
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         torch._foreach_copy_(self.next_views, self.plist)
-        if self.quad is not None:
-            delta = self.theta_next - self.theta
-            self.quad.write(delta.square(), self.bufs, "step_sq", self.row)
-            self.quad.write(delta * self.grad, self.bufs, "step_grad", self.row)
+        if self.quad is not None:  # work = [D^2, D*g], D = theta_{n+1} - theta_n
+            delta = torch.sub(self.theta_next, self.theta, out=self.work[0])
+            torch.mul(delta, self.grad, out=self.work[1])
+            delta.square_()
+            sums = self.quad.reduce(self.work)
+            self.quad.put(sums, self.bufs, ("step_sq", "step_grad"), self.row)
         self.theta, self.theta_next = self.theta_next, self.theta
         self.theta_views, self.next_views = self.next_views, self.theta_views
         self.versions = [p._version for p in self.plist]
