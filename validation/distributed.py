@@ -190,25 +190,23 @@ class RankRecorder:
 
     def after_step(self) -> None:
         """The rank-0 recorder's after_step; at a flush, every rank learns whether it diverged."""
-        diverged = None
-        if self.recorder is not None:
-            try:
-                self.recorder.after_step()
-            except Diverged as exc:
-                diverged = exc
+        diverged = self._on_rank0("after_step")
         self.steps += 1
         if self.steps % self.flush_every == 0:
             self._agree(diverged)
 
     def close(self) -> None:
         """Rank 0 closes its recorder (the last flush); every rank learns whether it diverged."""
-        diverged = None
+        self._agree(self._on_rank0("close"))
+
+    def _on_rank0(self, hook: str) -> Diverged | None:
+        """Call the rank-0 recorder's ``hook``; the :class:`Diverged` it raised, if any."""
         if self.recorder is not None:
             try:
-                self.recorder.close()
+                getattr(self.recorder, hook)()
             except Diverged as exc:
-                diverged = exc
-        self._agree(diverged)
+                return exc
+        return None
 
     def _agree(self, diverged: Diverged | None) -> None:
         """Broadcast rank 0's verdict on the flush just done; raise on every rank if it diverged."""
