@@ -76,18 +76,18 @@ def flat_order(groups: list[Group], shapes: dict[str, torch.Size]) -> list[str]:
 
     A part along dim 0 owns rows of ``fan * numel / shape[0]`` consecutive elements of its
     parameter, a whole-tensor part one row of ``numel``. Parameters are sorted by the length of
-    the rows of their first such part (then by name; column-only parameters last), so that rows
-    of equal length of different parameters lie back to back in the flat vector.
+    the rows of their first such part (column-only parameters last), then by shape and name, so
+    that rows of equal length, and parameters of equal shape, lie back to back.
     """
     length: dict[str, float] = {}
     for group in groups:
         for part in group.parts:
             if part.dim in (None, 0):
-                length.setdefault(part.param, _row_length(shapes[part.param], part.dim, part.fan))
+                length.setdefault(part.param, _layout(shapes[part.param], part)[2])
     for group in groups:
         for part in group.parts:
             length.setdefault(part.param, math.inf)
-    return sorted(length, key=lambda name: (length[name], name))
+    return sorted(length, key=lambda name: (length[name], tuple(shapes[name]), name))
 
 
 class ChannelSums:
@@ -100,11 +100,15 @@ class ChannelSums:
         (M s)_A      = sum_{parts p} sign_p s_{p,c(A)}                   (block sums)
 
     so that with v = a*b elementwise (M s)_A = <a, J b>_A, and with v = a and all signs 1 it is
-    <1_A, a>_A. Rows of one length lying back to back in v (dim-0 and whole-tensor parts, see
-    :func:`flat_order`) are summed by one ``view(k, rows, length).sum(2)``; a part along a later
-    dim by one sum over its other dims. M is a sparse CSR [recorded channels, part channels]
-    matrix holding sign_p (or 1, for ``unsigned``) at (row of block A, index of s_{p,c(A)}); row r
-    is the r-th recorded channel of ``groups`` (groups in order, ``kept`` channels in order).
+    <1_A, a>_A. A part along dim d views its parameter as [pre, inner] (pre = the sizes before
+    d, inner = the rest); channel c is then, in every one of the ``pre`` rows, the ``chunk`` =
+    fan * (sizes after d) consecutive entries from c * chunk. So s_p = the sum over pre (a sum
+    across contiguous rows, which vectorises; none for dim 0) followed by a sum over each chunk
+    (a whole-tensor part: pre = 1, chunk = numel). Parts lying back to back in v with pre = 1
+    and one chunk length, or with one (pre, inner, chunk), share these two reductions (see
+    :func:`flat_order`). M is a sparse CSR [recorded channels, part channels] matrix holding
+    sign_p (or 1, for ``unsigned``) at (row of block A, index of s_{p,c(A)}); row r is the r-th
+    recorded channel of ``groups`` (groups in order, ``kept`` channels in order).
     """
 
     def __init__(
@@ -114,30 +118,30 @@ class ChannelSums:
         shapes: dict[str, torch.Size],
         device: torch.device,
     ) -> None:
-        parts = list(dict.fromkeys((p.param, p.dim, p.fan) for g in groups for p in g.parts))
-        rows = sorted(
-            (offsets[name], _row_length(shapes[name], dim, fan), name, dim, fan)
-            for name, dim, fan in parts
-            if dim in (None, 0)
-        )
-        self.runs: list[list[int]] = []  # [start, rows, length] of back-to-back rows
-        self.columns: list[tuple[int, torch.Size, int, int]] = []  # offset, shape, dim, fan
+        parts = {(p.param, p.dim, p.fan): p for g in groups for p in g.parts}
+        specs = []  # candidates for sharing a reduction next to each other, in memory order
+        for key, part in parts.items():
+            pre, inner, chunk = _layout(shapes[key[0]], part)
+            specs.append(((pre, chunk, 0 if pre == 1 else inner, offsets[key[0]]), inner, key))
+        self.runs: list[list[int]] = []  # [start, blocks, pre, inner, chunk]
         first: dict[tuple[str, int | None, int], int] = {}  # index of s_{p,0} in s
         width = 0
-        for start, length, name, dim, fan in rows:
-            count = math.prod(shapes[name]) // length
+        for (pre, chunk, _, start), inner, key in sorted(specs):
             last = self.runs[-1] if self.runs else None
-            if last is not None and last[2] == length and last[0] + last[1] * length == start:
-                last[1] += count
+            if (
+                last is not None
+                and last[0] + last[1] * last[2] * last[3] == start
+                and (last[2], last[4]) == (pre, chunk)
+                and (pre == 1 or last[3] == inner)
+            ):
+                if pre == 1:
+                    last[3] += inner
+                else:
+                    last[1] += 1
             else:
-                self.runs.append([start, count, length])
-            first[(name, dim, fan)] = width
-            width += count
-        for name, dim, fan in parts:
-            if dim not in (None, 0):
-                self.columns.append((offsets[name], shapes[name], dim, fan))
-                first[(name, dim, fan)] = width
-                width += shapes[name][dim] // fan
+                self.runs.append([start, 1, pre, inner, chunk])
+            first[key] = width
+            width += inner // chunk
         self.width = width
         self.signed = _combine(groups, first, width, device, unsigned=False)
         self.unsigned = _combine(groups, first, width, device, unsigned=True)
@@ -146,11 +150,13 @@ class ChannelSums:
         """The part sums s of v ([numel] or [k, numel]) as a [width, k] tensor."""
         v = v.reshape(-1, v.shape[-1])
         k = v.shape[0]
-        out = [v[:, a : a + n * m].view(k, n, m).sum(2) for a, n, m in self.runs]
-        for offset, shape, dim, fan in self.columns:
-            t = v[:, offset : offset + math.prod(shape)].view(k, *shape)
-            per_index = t.sum([d + 1 for d in range(len(shape)) if d != dim])
-            out.append(per_index.view(k, -1, fan).sum(2) if fan > 1 else per_index)
+        out = []
+        for start, blocks, pre, inner, chunk in self.runs:
+            t = v[:, start : start + blocks * pre * inner]
+            if pre > 1:
+                t = t.view(k, blocks, pre, inner).sum(2)
+            t = t.reshape(k, -1, chunk)
+            out.append(t.sum(2) if chunk > 1 else t.reshape(k, -1))
         return torch.cat(out, 1).T.contiguous()
 
     def blocks(self, s: torch.Tensor, unsigned: bool = False) -> torch.Tensor:
@@ -158,11 +164,17 @@ class ChannelSums:
         return (self.unsigned if unsigned else self.signed) @ s
 
 
-def _row_length(shape: torch.Size, dim: int | None, fan: int) -> int:
-    """Consecutive elements of a parameter of ``shape`` that one channel of a part owns (dim 0 or
-    the whole tensor)."""
+def _layout(shape: torch.Size, part: Part) -> tuple[int, int, int]:
+    """(pre, inner, chunk) of a part: its parameter viewed as [pre, inner] around the channel
+    dim, channel c owning entries c*chunk .. (c+1)*chunk - 1 of every one of the pre rows."""
     numel = math.prod(shape)
-    return numel if dim is None else fan * numel // shape[0]
+    if part.dim is None:
+        return 1, numel, numel
+    return (
+        math.prod(shape[: part.dim]),
+        math.prod(shape[part.dim :]),
+        part.fan * math.prod(shape[part.dim + 1 :]),
+    )
 
 
 def _combine(

@@ -116,28 +116,36 @@ def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn):
 
 
 def test_channel_sums_match_per_part_reference():
-    """Runs of equal-length rows merged across parameters, column parts with fan > 1, a parameter
-    with both a row and a column part, a whole-tensor part and kept subsets: the dense part
-    sums and their signed combination equal sum_parts s * reduce_part, stacked or not."""
+    """Rows of one length merged across parameters, conv columns (rest 3x3) merged across two
+    parameters of one shape, a column part with fan > 1, parameters with both a row and a
+    column part, a whole-tensor part and kept subsets: the dense part sums and their signed
+    combination equal sum_parts s * reduce_part, stacked or not."""
     shapes = {
         "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "e.w": torch.Size([2, 4, 3, 3]),
-        "b.w": torch.Size([5, 6, 3, 3]), "b.b": torch.Size([5]), "c.w": torch.Size([7, 20]),
-        "c.b": torch.Size([7]), "d.w": torch.Size([3, 7]), "d.b": torch.Size([3]),
+        "b.w": torch.Size([5, 6, 3, 3]), "b.b": torch.Size([5]), "f.w": torch.Size([5, 6, 3, 3]),
+        "c.w": torch.Size([7, 20]), "c.b": torch.Size([7]), "d.w": torch.Size([3, 7]),
+        "d.b": torch.Size([3]),
     }  # fmt: skip
+    a_own = (Part("a.w", 0), Part("a.b", 0))
     groups = [
-        Group("scale", "a", (Part("a.w", 0), Part("a.b", 0)), 6, keep=(0, 2, 5)),
+        Group("scale", "a", a_own, 6, keep=(0, 2, 5)),
         Group("scale", "e", (Part("e.w", 0),), 2),
+        Group("scale", "f", (Part("f.w", 0),), 5),
+        Group("rescale", "a->b", (*a_own, Part("b.w", 1, 1, -1.0)), 6, keep=(1, 4)),
+        Group("rescale", "a->f", (*a_own, Part("f.w", 1, 1, -1.0)), 6),
         Group("rescale", "b->c", (Part("b.w", 0), Part("b.b", 0), Part("c.w", 1, 4, -1.0)), 5),
         Group("rescale", "c->d", (Part("c.w", 0), Part("c.b", 0), Part("d.w", 1, 1, -1.0)), 7),
         Group("translation", "d.b", (Part("d.b", None),), 1),
     ]
     order = flat_order(groups, shapes)
-    assert order.index("e.w") == order.index("a.w") + 1  # rows of 36 back to back
+    assert abs(order.index("e.w") - order.index("a.w")) == 1  # rows of 36 back to back
+    assert abs(order.index("f.w") - order.index("b.w")) == 1  # one shape back to back
     offsets = dict(zip(order, np.cumsum([0] + [shapes[n].numel() for n in order]).tolist()))
     numel = sum(s.numel() for s in shapes.values())
     sums = ChannelSums(groups, offsets, shapes, torch.device("cpu"))
-    row_parts = {(p.param, p.dim) for g in groups for p in g.parts if p.dim in (None, 0)}
-    assert len(sums.runs) < len(row_parts)
+    parts = {(p.param, p.dim) for g in groups for p in g.parts}
+    assert len(sums.runs) < len(parts) - 3
+    assert any(blocks == 2 and pre == 5 for _, blocks, pre, _, _ in sums.runs)  # b.w, f.w cols
     v = torch.randn(2, numel, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     per_param = [{n: v[j, offsets[n] : offsets[n] + shapes[n].numel()].view(shapes[n])
                   for n in shapes} for j in range(2)]  # fmt: skip
