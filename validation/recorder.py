@@ -37,12 +37,14 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 path with Nesterov and no weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
-one ``_foreach_copy_`` each; the elementwise products are written into one [2, numel] work
-buffer (theta^2 and g^2 in ``before_step``, D^2 and D*g in ``after_step``), and both rows are
-reduced together: one reshape-sum per run of equal-length channel rows and one per
-column-indexed part, then one small sparse product with the parts' signs (see
-:class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of theta^2).
-theta_{n+1} copied in ``after_step`` is reused as the next step's theta_n unless a parameter
+one ``_foreach_copy_`` each, into two [2, numel] buffers A = [theta_n; g_n] and B = [theta_{n+1};
+scratch]. ``before_step`` squares A into B; ``after_step`` copies theta_{n+1} into B[0] and turns
+A in place into [D^2; D*g] (D = B[0] - A[0]), so that the only writes to memory the training
+step has evicted from the caches are the two copies and the squares (the hooks are bound by
+memory traffic, not arithmetic). Each time both rows are reduced together: one reshape-sum per
+run of back-to-back channel rows or columns, then one small sparse product with the parts'
+signs (see :class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of
+theta^2). A and B then swap roles: theta_{n+1} is the next step's theta_n unless a parameter
 was written in between (its version counter moved).
 Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
 to the HDF5 records file every ``flush_every`` steps.
@@ -220,8 +222,8 @@ class Recorder:
         self.lr_changed = self.writer.lr_changed
 
     def _init_flat(self, names: list[str], device: torch.device) -> None:
-        """Flat float64 copies of theta_n, theta_{n+1}, g_n, a [2, numel] work buffer for
-        products, and the blocks' reductions (parameters laid out in ``names`` order)."""
+        """The flat float64 buffers A, B (see the module docstring) and the blocks' reductions;
+        parameters laid out in ``names`` order."""
         plist = [self.params[n] for n in names]
         self.plist = plist
         self.offsets: dict[str, int] = {}
@@ -230,21 +232,30 @@ class Recorder:
             self.offsets[n] = numel
             numel += p.numel()
         shapes = {n: p.shape for n, p in self.params.items()}
-        self.theta = torch.zeros(numel, dtype=torch.float64, device=device)
-        self.theta_next = torch.zeros_like(self.theta)
-        self.theta_views = _flat_views(self.theta, plist)
-        self.next_views = _flat_views(self.theta_next, plist)
+        self.pair = torch.zeros(2, 2, numel, dtype=torch.float64, device=device)
+        quad = [names.index(n) for n in self.quad_names]
+        self._views = [
+            (_flat_views(buf[0], plist), [_flat_views(buf[1], plist)[i] for i in quad])
+            for buf in self.pair
+        ]
         self.versions: list[int] | None = None  # parameter versions when theta was copied
-        self.grad = torch.zeros_like(self.theta)
-        grad_views = _flat_views(self.grad, plist)
-        self.grad_views = [grad_views[names.index(n)] for n in self.quad_names]
-        self.work = torch.zeros(2, numel, dtype=torch.float64, device=device)
+        self._bind(0)
 
         def blocks(kinds: list[str]) -> _Blocks | None:
             return _Blocks(self.layouts, kinds, self.offsets, shapes, device) if kinds else None
 
         self.quad = blocks([k for k in self.layouts if k in QUADRATIC])
         self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
+
+    def _bind(self, cur: int) -> None:
+        """A = ``pair[cur]`` holds theta_n (``theta``) and g_n (``grad``), B the other one
+        theta_{n+1} (``theta_next``) and scratch rows (``scratch``)."""
+        self.cur = cur
+        self.theta, self.grad = self.pair[cur]
+        self.scratch = self.pair[1 - cur]
+        self.theta_next = self.scratch[0]
+        self.theta_views, self.grad_views = self._views[cur]
+        self.next_views = self._views[1 - cur][0]
 
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
@@ -287,18 +298,17 @@ class Recorder:
         signs), grad_sq = M @ g^2 from the same pass; translation: Q = M @ theta,
         Q_abs = |M| @ |theta|.
         """
-        if self.quad is not None:
-            torch.square(self.theta, out=self.work[0])
-            if grad:
-                torch.square(self.grad, out=self.work[1])
-            sums = self.quad.reduce(self.work if grad else self.work[0])
+        if self.quad is not None:  # B is free until after_step copies theta_{n+1} into it
+            squares = self.scratch if grad else self.scratch[0]
+            torch.square(self.pair[self.cur] if grad else self.theta, out=squares)
+            sums = self.quad.reduce(squares)
             self.quad.put(sums, self.bufs, ("Q", "grad_sq") if grad else ("Q",), row)
             self.quad.put(sums, self.bufs, ("Q_abs",), row, unsigned=True)
         if self.lin is not None:
             self.lin.write(self.theta, self.bufs, "Q", row)
             for r in self.lin.regions:  # |theta| where the translation blocks are
-                torch.abs(self.theta[r], out=self.work[0, r])
-            self.lin.write(self.work[0], self.bufs, "Q_abs", row, unsigned=True)
+                torch.abs(self.theta[r], out=self.scratch[0, r])
+            self.lin.write(self.scratch[0], self.bufs, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -331,14 +341,13 @@ class Recorder:
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         torch._foreach_copy_(self.next_views, self.plist)
-        if self.quad is not None:  # work = [D^2, D*g], D = theta_{n+1} - theta_n
-            delta = torch.sub(self.theta_next, self.theta, out=self.work[0])
-            torch.mul(delta, self.grad, out=self.work[1])
+        if self.quad is not None:  # A = [theta_n; g_n] becomes [D^2; D*g] in place
+            delta = torch.sub(self.theta_next, self.theta, out=self.theta)
+            self.grad.mul_(delta)
             delta.square_()
-            sums = self.quad.reduce(self.work)
+            sums = self.quad.reduce(self.pair[self.cur])
             self.quad.put(sums, self.bufs, ("step_sq", "step_grad"), self.row)
-        self.theta, self.theta_next = self.theta_next, self.theta
-        self.theta_views, self.next_views = self.next_views, self.theta_views
+        self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
             self.lr_changed = True
