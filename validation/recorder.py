@@ -37,15 +37,16 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 path with Nesterov and no weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
-one ``_foreach_copy_`` each, into two [2, numel] buffers A = [theta_n; g_n] and B = [theta_{n+1};
-scratch]. ``before_step`` squares A into B; ``after_step`` copies theta_{n+1} into B[0] and turns
-A in place into [D^2; D*g] (D = B[0] - A[0]), so that the only writes to memory the training
-step has evicted from the caches are the two copies and the squares (the hooks are bound by
-memory traffic, not arithmetic). Each time both rows are reduced together: one reshape-sum per
-run of back-to-back channel rows or columns, then one small sparse product with the parts'
-signs (see :class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of
-theta^2). A and B then swap roles: theta_{n+1} is the next step's theta_n unless a parameter
-was written in between (its version counter moved).
+one ``_foreach_copy_`` each, into two [4, numel] buffers: A = [theta_n; g_n; .; .] and B, whose
+row 0 receives theta_{n+1}. ``before_step`` only copies g_n into A[1] (and takes Q_n from the
+previous ``after_step``); ``after_step`` copies theta_{n+1} into B[0] and fills A in place with
+[D^2; D*g; g^2; theta_{n+1}^2] (D = B[0] - A[0]), reduced together: one reshape-sum per run of
+back-to-back channel rows or columns, then one small sparse product with the parts' signs (see
+:class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of theta^2). The
+hooks are bound by memory traffic, and this way the only writes to memory that the training
+step has evicted from the caches are the two copies. A and B then swap roles: theta_{n+1} and
+its part sums serve as the next step's theta_n unless a parameter was written in between (its
+version counter moved; theta_n and Q_n are then read afresh).
 Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
 to the HDF5 records file every ``flush_every`` steps.
 
@@ -232,13 +233,14 @@ class Recorder:
             self.offsets[n] = numel
             numel += p.numel()
         shapes = {n: p.shape for n, p in self.params.items()}
-        self.pair = torch.zeros(2, 2, numel, dtype=torch.float64, device=device)
+        self.pair = torch.zeros(2, 4, numel, dtype=torch.float64, device=device)
         quad = [names.index(n) for n in self.quad_names]
         self._views = [
             (_flat_views(buf[0], plist), [_flat_views(buf[1], plist)[i] for i in quad])
             for buf in self.pair
         ]
         self.versions: list[int] | None = None  # parameter versions when theta was copied
+        self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
         self._bind(0)
 
         def blocks(kinds: list[str]) -> _Blocks | None:
@@ -248,12 +250,11 @@ class Recorder:
         self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
 
     def _bind(self, cur: int) -> None:
-        """A = ``pair[cur]`` holds theta_n (``theta``) and g_n (``grad``), B the other one
-        theta_{n+1} (``theta_next``) and scratch rows (``scratch``)."""
+        """A = ``pair[cur]`` holds theta_n (``theta``), g_n (``grad``) and scratch rows
+        (``scratch``); row 0 of the other one is theta_{n+1} (``theta_next``)."""
         self.cur = cur
-        self.theta, self.grad = self.pair[cur]
-        self.scratch = self.pair[1 - cur]
-        self.theta_next = self.scratch[0]
+        self.theta, self.grad, *_ = self.scratch = self.pair[cur]
+        self.theta_next = self.pair[1 - cur][0]
         self.theta_views, self.grad_views = self._views[cur]
         self.next_views = self._views[1 - cur][0]
 
@@ -261,6 +262,7 @@ class Recorder:
         """Copy the current parameters into the flat theta_n (float64)."""
         torch._foreach_copy_(self.theta_views, self.plist)
         self.versions = [p._version for p in self.plist]
+        self.q_sums = None
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group."""
@@ -290,25 +292,23 @@ class Recorder:
                 block=self._trace_block,
             )  # fmt: skip
 
-    def _record_state(self, row: int, grad: bool = False) -> None:
-        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``), and
-        with ``grad`` also grad_sq of g_n (``self.grad``).
+    def _record_state(self, row: int) -> None:
+        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
 
         Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2 (= Q without negative
-        signs), grad_sq = M @ g^2 from the same pass; translation: Q = M @ theta,
-        Q_abs = |M| @ |theta|.
+        signs), from the part sums of theta^2 that ``after_step`` left unless theta_n was read
+        afresh; translation: Q = M @ theta, Q_abs = |M| @ |theta|.
         """
-        if self.quad is not None:  # B is free until after_step copies theta_{n+1} into it
-            squares = self.scratch if grad else self.scratch[0]
-            torch.square(self.pair[self.cur] if grad else self.theta, out=squares)
-            sums = self.quad.reduce(squares)
-            self.quad.put(sums, self.bufs, ("Q", "grad_sq") if grad else ("Q",), row)
-            self.quad.put(sums, self.bufs, ("Q_abs",), row, unsigned=True)
+        if self.quad is not None:
+            if self.q_sums is None:
+                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.scratch[3]))
+            self.quad.put(self.q_sums, self.bufs, ("Q",), row)
+            self.quad.put(self.q_sums, self.bufs, ("Q_abs",), row, unsigned=True)
         if self.lin is not None:
             self.lin.write(self.theta, self.bufs, "Q", row)
             for r in self.lin.regions:  # |theta| where the translation blocks are
-                torch.abs(self.theta[r], out=self.scratch[0, r])
-            self.lin.write(self.scratch[0], self.bufs, "Q_abs", row, unsigned=True)
+                torch.abs(self.theta[r], out=self.scratch[2, r])
+            self.lin.write(self.scratch[2], self.bufs, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -316,7 +316,8 @@ class Recorder:
     def before_step(
         self, loss: torch.Tensor | None = None, accuracy: torch.Tensor | None = None
     ) -> None:
-        """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, g_n."""
+        """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, keeps
+        g_n (its grad_sq is reduced in ``after_step``, with the step signals)."""
         if self.in_step:
             raise NmechError("Recorder.before_step called twice without after_step")
         grads = [self.params[n].grad for n in self.quad_names]
@@ -327,7 +328,7 @@ class Recorder:
             self._load_theta()
         if self.quad is not None:
             torch._foreach_copy_(self.grad_views, grads)
-        self._record_state(self.row, grad=self.quad is not None)
+        self._record_state(self.row)
         if loss is not None:
             self.loss_given = True
             self.bufs["train/loss"][self.row] = loss.detach().double()
@@ -337,16 +338,20 @@ class Recorder:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Call right after ``optimizer.step()``: records the step signals of D_n."""
+        """Call right after ``optimizer.step()``: records grad_sq and the step signals of D_n,
+        and reduces theta_{n+1}^2 for the next step's Q."""
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         torch._foreach_copy_(self.next_views, self.plist)
-        if self.quad is not None:  # A = [theta_n; g_n] becomes [D^2; D*g] in place
+        if self.quad is not None:  # A = [theta_n; g_n; .; .] -> [D^2; D*g; g^2; theta_{n+1}^2]
+            torch.square(self.grad, out=self.scratch[2])
             delta = torch.sub(self.theta_next, self.theta, out=self.theta)
             self.grad.mul_(delta)
             delta.square_()
-            sums = self.quad.reduce(self.pair[self.cur])
-            self.quad.put(sums, self.bufs, ("step_sq", "step_grad"), self.row)
+            torch.square(self.theta_next, out=self.scratch[3])
+            sums = self.quad.reduce(self.scratch)
+            self.quad.put(sums, self.bufs, ("step_sq", "step_grad", "grad_sq"), self.row)
+            self.q_sums = sums[:, 3:].contiguous()
         self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
