@@ -250,10 +250,11 @@ class Recorder:
         self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
 
     def _bind(self, cur: int) -> None:
-        """A = ``pair[cur]`` holds theta_n (``theta``), g_n (``grad``) and scratch rows
-        (``scratch``); row 0 of the other one is theta_{n+1} (``theta_next``)."""
+        """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``) and two scratch
+        rows; row 0 of the other one is theta_{n+1} (``theta_next``)."""
         self.cur = cur
-        self.theta, self.grad, *_ = self.scratch = self.pair[cur]
+        self.block = self.pair[cur]
+        self.theta, self.grad = self.block[0], self.block[1]
         self.theta_next = self.pair[1 - cur][0]
         self.theta_views, self.grad_views = self._views[cur]
         self.next_views = self._views[1 - cur][0]
@@ -301,14 +302,14 @@ class Recorder:
         """
         if self.quad is not None:
             if self.q_sums is None:
-                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.scratch[3]))
+                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.block[3]))
             self.quad.put(self.q_sums, self.bufs, ("Q",), row)
             self.quad.put(self.q_sums, self.bufs, ("Q_abs",), row, unsigned=True)
         if self.lin is not None:
             self.lin.write(self.theta, self.bufs, "Q", row)
             for r in self.lin.regions:  # |theta| where the translation blocks are
-                torch.abs(self.theta[r], out=self.scratch[2, r])
-            self.lin.write(self.scratch[2], self.bufs, "Q_abs", row, unsigned=True)
+                torch.abs(self.theta[r], out=self.block[2, r])
+            self.lin.write(self.block[2], self.bufs, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -344,12 +345,12 @@ class Recorder:
             raise NmechError("Recorder.after_step called without before_step")
         torch._foreach_copy_(self.next_views, self.plist)
         if self.quad is not None:  # A = [theta_n; g_n; .; .] -> [D^2; D*g; g^2; theta_{n+1}^2]
-            torch.square(self.grad, out=self.scratch[2])
+            torch.square(self.grad, out=self.block[2])
             delta = torch.sub(self.theta_next, self.theta, out=self.theta)
             self.grad.mul_(delta)
             delta.square_()
-            torch.square(self.theta_next, out=self.scratch[3])
-            sums = self.quad.reduce(self.scratch)
+            torch.square(self.theta_next, out=self.block[3])
+            sums = self.quad.reduce(self.block)
             self.quad.put(sums, self.bufs, ("step_sq", "step_grad", "grad_sq"), self.row)
             self.q_sums = sums[:, 3:].contiguous()
         self._bind(1 - self.cur)
