@@ -9,9 +9,9 @@ sign of that part in the generator J. For a block A of channel c, with J = sum_p
     linear kind (translation):         <1_A, a>_c = sum_{i in A_c} a_i
 
 :func:`reduce_part` sums one part over its non-channel dims (float64, all channels of the layer
-at once). :func:`channel_matrix` fuses every group of a list into one sparse matrix M over the
-concatenated flat parameters, M[r, i] = sign of element i in the block of row r, so that one
-sparse product M @ v gives the per-block sums of v for all blocks together.
+at once). :class:`ChannelSums` does it for every group of a list over the concatenated flat
+parameters (laid out by :func:`flat_order`): a few dense reshape-sums give every part's channel
+sums, and one small sparse product with the parts' signs gives the per-block sums.
 """
 
 from __future__ import annotations
@@ -71,52 +71,137 @@ def reduce_part(part: Part, t: torch.Tensor) -> torch.Tensor:
     return per_index
 
 
-def channel_matrix(
-    groups: list[Group],
-    offsets: dict[str, int],
-    shapes: dict[str, torch.Size],
-    numel: int,
-    device: torch.device,
-    unsigned: bool = False,
-) -> torch.Tensor:
-    """Sparse CSR float64 matrix M [recorded channels of ``groups``, ``numel``] of the blocks.
+def flat_order(groups: list[Group], shapes: dict[str, torch.Size]) -> list[str]:
+    """The parameters of ``groups`` in the order of a flat layout that suits :class:`ChannelSums`.
+
+    A part along dim 0 owns rows of ``fan * numel / shape[0]`` consecutive elements of its
+    parameter, a whole-tensor part one row of ``numel``. Parameters are sorted by the length of
+    the rows of their first such part (column-only parameters last), then by shape and name, so
+    that rows of equal length, and parameters of equal shape, lie back to back.
+    """
+    length: dict[str, float] = {}
+    for group in groups:
+        for part in group.parts:
+            if part.dim in (None, 0):
+                length.setdefault(part.param, _layout(shapes[part.param], part)[2])
+    for group in groups:
+        for part in group.parts:
+            length.setdefault(part.param, math.inf)
+    return sorted(length, key=lambda name: (length[name], tuple(shapes[name]), name))
+
+
+class ChannelSums:
+    """Per-block signed sums of flat float64 vectors, as dense reductions plus one small product.
 
     Parameters are flattened and concatenated, ``offsets[name]`` being where parameter ``name``
-    starts. Row r is the r-th recorded channel (groups in order, ``kept`` channels in order);
-    M[r, i] = s_i, the sign of the part that owns element i in that block (1 with ``unsigned``),
-    and 0 outside the block. Hence for a flat float64 vector v, (M @ v)_A = sum_{i in A} s_i v_i:
-    with v = a*b elementwise this is <a, J b>_A; with v = a and s = 1 it is <1_A, a>_A.
+    starts. For v, a vector over that layout (or k of them stacked as [k, numel]):
+
+        s_{p,c}      = sum_{i in part p, channel c} v_i                  (part sums)
+        (M s)_A      = sum_{parts p} sign_p s_{p,c(A)}                   (block sums)
+
+    so that with v = a*b elementwise (M s)_A = <a, J b>_A, and with v = a and all signs 1 it is
+    <1_A, a>_A. A part along dim d views its parameter as [pre, inner] (pre = the sizes before
+    d, inner = the rest); channel c is then, in every one of the ``pre`` rows, the ``chunk`` =
+    fan * (sizes after d) consecutive entries from c * chunk. So s_p = the sum over pre (a sum
+    across contiguous rows, which vectorises; none for dim 0) followed by a sum over each chunk
+    (a whole-tensor part: pre = 1, chunk = numel). Parts lying back to back in v with pre = 1
+    and one chunk length, or with one (pre, inner, chunk), share these two reductions (see
+    :func:`flat_order`). M is a sparse CSR [recorded channels, part channels] matrix holding
+    sign_p (or 1, for ``unsigned``) at (row of block A, index of s_{p,c(A)}); row r is the r-th
+    recorded channel of ``groups`` (groups in order, ``kept`` channels in order).
     """
-    rows: list[torch.Tensor] = []
-    cols: list[torch.Tensor] = []
-    vals: list[torch.Tensor] = []
-    base = 0
-    for group in groups:
-        row_of = torch.full((group.channels,), -1, dtype=torch.int64)
-        row_of[list(group.kept)] = torch.arange(base, base + len(group.kept))
-        for part in group.parts:
-            shape = shapes[part.param]
-            n = math.prod(shape)
-            if part.dim is None:
-                channel = torch.zeros(n, dtype=torch.int64)
+
+    def __init__(
+        self,
+        groups: list[Group],
+        offsets: dict[str, int],
+        shapes: dict[str, torch.Size],
+        device: torch.device,
+    ) -> None:
+        parts = {(p.param, p.dim, p.fan): p for g in groups for p in g.parts}
+        specs = []  # candidates for sharing a reduction next to each other, in memory order
+        for key, part in parts.items():
+            pre, inner, chunk = _layout(shapes[key[0]], part)
+            specs.append(((pre, chunk, 0 if pre == 1 else inner, offsets[key[0]]), inner, key))
+        self.runs: list[list[int]] = []  # [start, blocks, pre, inner, chunk]
+        first: dict[tuple[str, int | None, int], int] = {}  # index of s_{p,0} in s
+        width = 0
+        for (pre, chunk, _, start), inner, key in sorted(specs):
+            last = self.runs[-1] if self.runs else None
+            if (
+                last is not None
+                and last[0] + last[1] * last[2] * last[3] == start
+                and (last[2], last[4]) == (pre, chunk)
+                and (pre == 1 or last[3] == inner)
+            ):
+                if pre == 1:
+                    last[3] += inner
+                else:
+                    last[1] += 1
             else:
-                along = torch.arange(shape[part.dim]) // part.fan
-                view = [-1 if d == part.dim else 1 for d in range(len(shape))]
-                channel = along.view(view).expand(shape).reshape(-1)
-            row = row_of[channel]
-            inside = row >= 0
-            rows.append(row[inside])
-            cols.append(torch.arange(n)[inside] + offsets[part.param])
-            vals.append(torch.full((int(inside.sum()),), 1.0 if unsigned else part.sign))
-        base += len(group.kept)
-    row = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.int64)
-    col = torch.cat(cols) if cols else torch.zeros(0, dtype=torch.int64)
-    val = torch.cat(vals) if vals else torch.zeros(0)
-    row, order = torch.sort(row, stable=True)
-    crow = torch.zeros(base + 1, dtype=torch.int64)
-    crow[1:] = torch.bincount(row, minlength=base).cumsum(0)
+                self.runs.append([start, 1, pre, inner, chunk])
+            first[key] = width
+            width += inner // chunk
+        self.width = width
+        self.signed = _combine(groups, first, width, device, unsigned=False)
+        self.unsigned = _combine(groups, first, width, device, unsigned=True)
+
+    def sums(self, v: torch.Tensor) -> torch.Tensor:
+        """The part sums s of v ([numel] or [k, numel]) as a [width, k] tensor."""
+        v = v.reshape(-1, v.shape[-1])
+        k = v.shape[0]
+        out = []
+        for start, blocks, pre, inner, chunk in self.runs:
+            t = v[:, start : start + blocks * pre * inner]
+            if pre > 1:
+                t = t.view(k, blocks, pre, inner).sum(2)
+            t = t.reshape(k, -1, chunk)
+            out.append(t.sum(2) if chunk > 1 else t.reshape(k, -1))
+        return torch.cat(out, 1).T.contiguous()
+
+    def blocks(self, s: torch.Tensor, unsigned: bool = False) -> torch.Tensor:
+        """The block sums M s ([recorded channels, k]) of part sums s ([width, k])."""
+        return (self.unsigned if unsigned else self.signed) @ s
+
+
+def _layout(shape: torch.Size, part: Part) -> tuple[int, int, int]:
+    """(pre, inner, chunk) of a part: its parameter viewed as [pre, inner] around the channel
+    dim, channel c owning entries c*chunk .. (c+1)*chunk - 1 of every one of the pre rows."""
+    numel = math.prod(shape)
+    if part.dim is None:
+        return 1, numel, numel
+    return (
+        math.prod(shape[: part.dim]),
+        math.prod(shape[part.dim :]),
+        part.fan * math.prod(shape[part.dim + 1 :]),
+    )
+
+
+def _combine(
+    groups: list[Group],
+    first: dict[tuple[str, int | None, int], int],
+    width: int,
+    device: torch.device,
+    unsigned: bool,
+) -> torch.Tensor:
+    """Sparse CSR M [recorded channels, width]: M[r, first[part] + c] = sign of the part (or 1)
+    for the block of row r, channel c of its group (c = 0 for a whole-tensor part, as
+    :func:`reduce_part` broadcasts it); parts in group order within a row."""
+    crow = [0]
+    cols: list[int] = []
+    vals: list[float] = []
+    for group in groups:
+        for c in group.kept:
+            for p in group.parts:
+                cols.append(first[(p.param, p.dim, p.fan)] + (0 if p.dim is None else c))
+                vals.append(1.0 if unsigned else p.sign)
+            crow.append(len(cols))
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            crow, col[order], val[order].double(), (base, numel), device=device
+            torch.tensor(crow, dtype=torch.int64),
+            torch.tensor(cols, dtype=torch.int64),
+            torch.tensor(vals, dtype=torch.float64),
+            (len(crow) - 1, width),
+            device=device,
         )

@@ -3,7 +3,7 @@
     torchrun --nproc_per_node=2 -m nmech.validation.distributed --preset cpu-demo --out DIR \\
         [--steps N | --epochs E] [--batch-size B] [--width W] [--models vgg16_bn ...] \\
         [--sync-bn] [--backend gloo|nccl] [--device auto|cpu|cuda] [--no-report] \\
-        [--channels-last] [--bf16] [--compile]
+        [--flush-every K] [--channels-last] [--bf16] [--compile]
 
 (``python -m torch.distributed.run`` is the same launcher as ``torchrun``; without a launcher
 the module runs as a world of one.)
@@ -29,7 +29,10 @@ symmetry holds as in a single-process run:
   apply after discovery and the SyncBatchNorm conversion; ``--compile`` compiles the DDP module.
 
 The records' ``train/loss`` and ``train/accuracy`` are the means over ranks (one all-reduce of
-two scalars per step). At the end the ranks all-reduce a float64 checksum of every parameter
+two scalars per step). Divergence is found by rank 0's recorder when it flushes (every
+``flush_every`` steps and at the end); at each flush rank 0 broadcasts its verdict (one int64),
+so that when it raises :class:`~nmech.validation.stops.Diverged` every rank stops at the same
+step with a one-line error instead of waiting in the next all-reduce. At the end the ranks all-reduce a float64 checksum of every parameter
 tensor (sum and sum of squares) with MIN and MAX and the run fails unless they agree exactly:
 parameters identical on every rank. Rank 0 writes ``records-<model>.h5``,
 ``discovery-<model>.json``, ``distributed.json`` (world size, backend, steps/s, checksum spread)
@@ -56,6 +59,7 @@ from nmech.validation.cli import add_switch_options, add_training_options
 from nmech.validation.data import DeviceBatches
 from nmech.validation.models import MODEL_NAMES
 from nmech.validation.presets import PRESETS, Preset, get_preset
+from nmech.validation.stops import Diverged
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="gloo or nccl (default: nccl on CUDA, else gloo)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-report", action="store_true", help="records only, no report")
+    p.add_argument("--flush-every", type=int, help="steps between records flushes")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -83,14 +88,14 @@ def _preset(args: argparse.Namespace) -> Preset:
         batch_size=args.batch_size, width=args.width, per_class=args.per_class, lr=args.lr,
         momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov, seed=args.seed,
         dampening=args.dampening, channels_last=args.channels_last, bf16=args.bf16,
-        compile=args.compile,
+        compile=args.compile, flush_every=args.flush_every,
         models=tuple(args.models) if args.models else None,
     )  # fmt: skip
     if args.steps is not None:
         preset = replace(preset, steps=args.steps, epochs=None)
     elif args.epochs is not None:
         preset = replace(preset, steps=None, epochs=args.epochs)
-    for name in ("steps", "batch_size", "per_class"):
+    for name in ("steps", "batch_size", "per_class", "flush_every"):
         value = getattr(preset, name)
         if value is not None and value <= 0:
             raise NmechError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -154,11 +159,21 @@ class ShardedBatches:
 
 class RankRecorder:
     """The Recorder's step hooks on every rank: loss and accuracy are averaged over ranks (one
-    all-reduce), and only rank 0 holds a real :class:`Recorder` and writes."""
+    all-reduce), and only rank 0 holds a real :class:`Recorder` and writes.
 
-    def __init__(self, recorder: Any | None, world: int) -> None:
+    Every ``flush_every`` steps (when rank 0's recorder flushes) and at ``close`` rank 0
+    broadcasts the step at which its recorder found the run diverged (-1: it did not); then
+    every rank raises :class:`Diverged` together.
+    """
+
+    def __init__(
+        self, recorder: Any | None, world: int, flush_every: int, device: torch.device
+    ) -> None:
         self.recorder = recorder
         self.world = world
+        self.flush_every = flush_every
+        self.device = device
+        self.steps = 0
 
     @torch.no_grad()
     def before_step(
@@ -174,9 +189,37 @@ class RankRecorder:
             self.recorder.before_step(loss, accuracy)
 
     def after_step(self) -> None:
-        """The rank-0 recorder's after_step."""
+        """The rank-0 recorder's after_step; at a flush, every rank learns whether it diverged."""
+        diverged = self._on_rank0("after_step")
+        self.steps += 1
+        if self.steps % self.flush_every == 0:
+            self._agree(diverged)
+
+    def close(self) -> None:
+        """Rank 0 closes its recorder (the last flush); every rank learns whether it diverged."""
+        self._agree(self._on_rank0("close"))
+
+    def _on_rank0(self, hook: str) -> Diverged | None:
+        """Call the rank-0 recorder's ``hook``; the :class:`Diverged` it raised, if any."""
         if self.recorder is not None:
-            self.recorder.after_step()
+            try:
+                getattr(self.recorder, hook)()
+            except Diverged as exc:
+                return exc
+        return None
+
+    def _agree(self, diverged: Diverged | None) -> None:
+        """Broadcast rank 0's verdict on the flush just done; raise on every rank if it diverged."""
+        step = -1 if diverged is None or self.recorder is None else self.recorder.steps
+        verdict = torch.tensor([step], dtype=torch.int64, device=self.device)
+        dist.broadcast(verdict, src=0)
+        if diverged is not None:
+            raise diverged
+        if int(verdict.item()) >= 0:
+            raise Diverged(
+                f"training diverged at step {int(verdict.item())} (found by rank 0, whose "
+                "records and message say where); every rank stopped"
+            )
 
     def __getattr__(self, name: str) -> Any:  # any other hook the loop may call: rank 0 only
         inner = self.__dict__.get("recorder")
@@ -252,7 +295,7 @@ def run_model(
         }  # fmt: skip
         path = out / f"records-{name}.h5"
         rec = Recorder(model, found.groups, path, opt, preset.flush_every, info, name)
-    hooks = RankRecorder(rec, world)
+    hooks = RankRecorder(rec, world, preset.flush_every, device)
     try:
         result = train(
             ddp, opt, shards, steps, recorder=hooks,  # type: ignore[arg-type]
@@ -264,8 +307,7 @@ def run_model(
         if rec is not None:
             rec.abort()
         raise
-    if rec is not None:
-        rec.close()
+    hooks.close()
     spread = parameter_spread(model)
     if spread != 0.0:
         raise NmechError(f"{name}: parameters differ across ranks after training ({spread:.3e})")

@@ -52,11 +52,16 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 path with Nesterov and no weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
-one ``_foreach_copy_`` each; every signal of every block of every layer is then one elementwise
-product over the flat vector and one sparse product with a fixed per-block sign matrix (see
-:func:`~nmech.validation.channels.channel_matrix`). theta_{n+1} copied in ``after_step`` is
-reused as the next step's theta_n unless a parameter was written in between (its version
-counter moved), and Q_abs is not computed for kinds without negative signs (it equals Q).
+one ``_foreach_copy_`` each, into two [4, numel] buffers: A = [theta_n; g_n; .; .] and B, whose
+row 0 receives theta_{n+1}. ``before_step`` only copies g_n into A[1] (and takes Q_n from the
+previous ``after_step``); ``after_step`` copies theta_{n+1} into B[0] and fills A in place with
+[D^2; D*g; g^2; theta_{n+1}^2] (D = B[0] - A[0]), reduced together: one reshape-sum per run of
+back-to-back channel rows or columns, then one small sparse product with the parts' signs (see
+:class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of theta^2). The
+hooks are bound by memory traffic, and this way the only writes to memory that the training
+step has evicted from the caches are the two copies. A and B then swap roles: theta_{n+1} and
+its part sums serve as the next step's theta_n unless a parameter was written in between (its
+version counter moved; theta_n and Q_n are then read afresh).
 Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
 to the HDF5 records file every ``flush_every`` steps.
 
@@ -79,7 +84,7 @@ import torch
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.channels import KINDS, QUADRATIC, Group, channel_matrix
+from nmech.validation.channels import KINDS, QUADRATIC, ChannelSums, Group, flat_order
 from nmech.validation.optim import AdamWSettings, read_optimizer
 from nmech.validation.records import (
     ADAPTIVE_SIGNALS,
@@ -102,10 +107,12 @@ class _KindLayout:
 
 
 class _Blocks:
-    """The blocks of some kinds as one sparse sign matrix over the flat parameters.
+    """The blocks of some kinds: part sums of flat vectors and their signed per-block sums.
 
     ``write(v, ...)`` computes M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds
-    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers.
+    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers; ``reduce``
+    and ``put`` split it so that k stacked vectors share one pass and one part-sum result can
+    feed both the signed and the unsigned sums.
     """
 
     def __init__(
@@ -114,28 +121,46 @@ class _Blocks:
         kinds: list[str],
         offsets: dict[str, int],
         shapes: dict[str, torch.Size],
-        numel: int,
         device: torch.device,
-        unsigned: bool = False,
     ) -> None:
         groups = [g for k in kinds for g in layouts[k].groups]
-        self.matrix = channel_matrix(groups, offsets, shapes, numel, device, unsigned)
+        self.sums = ChannelSums(groups, offsets, shapes, device)
+        params = dict.fromkeys(p.param for g in groups for p in g.parts)
+        self.regions = [slice(offsets[n], offsets[n] + shapes[n].numel()) for n in params]
         self.slices: dict[str, slice] = {}
         start = 0
         for k in kinds:
             self.slices[k] = slice(start, start + layouts[k].width)
             start += layouts[k].width
 
-    def write(self, v: torch.Tensor, bufs: dict[str, torch.Tensor], signal: str, row: int) -> None:
-        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
-        out = self.matrix @ v
+    def reduce(self, v: torch.Tensor) -> torch.Tensor:
+        """Part sums of v ([numel] or k stacked [k, numel]) as [width, k]."""
+        return self.sums.sums(v)
+
+    def put(
+        self,
+        s: torch.Tensor,
+        bufs: dict[str, torch.Tensor],
+        signals: tuple[str, ...],
+        row: int,
+        unsigned: bool = False,
+    ) -> None:
+        """``bufs[f"{kind}/{signals[j]}"][row] = (M s)[:, j]`` restricted to each kind's blocks."""
+        out = self.sums.blocks(s, unsigned)
         for kind, cols in self.slices.items():
-            bufs[f"{kind}/{signal}"][row] = out[cols]
+            for j, signal in enumerate(signals):
+                bufs[f"{kind}/{signal}"][row] = out[cols, j]
 
-
-def _signed(layout: _KindLayout) -> bool:
-    """True when some block of the kind has a part with a negative sign (then Q_abs != Q)."""
-    return any(p.sign < 0 for g in layout.groups for p in g.parts)
+    def write(
+        self,
+        v: torch.Tensor,
+        bufs: dict[str, torch.Tensor],
+        signal: str,
+        row: int,
+        unsigned: bool = False,
+    ) -> None:
+        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
+        self.put(self.reduce(v), bufs, (signal,), row, unsigned)
 
 
 def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -172,6 +197,8 @@ class Recorder:
         absent = [n for n in names if id(named[n]) not in in_opt]
         if absent:
             raise NmechError(f"parameters not handed to the optimizer: {', '.join(absent)}")
+        shapes = {n: named[n].shape for n in names}
+        names = flat_order(groups, shapes)
         self.params = {n: named[n] for n in names}
         self.quad_names = sorted({p.param for g in groups if g.kind in QUADRATIC for p in g.parts})
         device = next(iter(self.params.values())).device if names else torch.device("cpu")
@@ -221,7 +248,8 @@ class Recorder:
         self.lr_changed = self.writer.lr_changed
 
     def _init_flat(self, names: list[str], device: torch.device) -> None:
-        """Flat float64 copies of theta_n, theta_{n+1}, g_n and the blocks' sign matrices."""
+        """The flat float64 buffers A, B (see the module docstring) and the blocks' reductions;
+        parameters laid out in ``names`` order."""
         plist = [self.params[n] for n in names]
         self.plist = plist
         self.offsets: dict[str, int] = {}
@@ -230,41 +258,43 @@ class Recorder:
             self.offsets[n] = numel
             numel += p.numel()
         shapes = {n: p.shape for n, p in self.params.items()}
-        self.theta = torch.zeros(numel, dtype=torch.float64, device=device)
-        self.theta_next = torch.zeros_like(self.theta)
-        self.theta_views = _flat_views(self.theta, plist)
-        self.next_views = _flat_views(self.theta_next, plist)
+        self.pair = torch.zeros(2, 4, numel, dtype=torch.float64, device=device)
+        quad = [names.index(n) for n in self.quad_names]
+        self._views = [
+            (_flat_views(buf[0], plist), [_flat_views(buf[1], plist)[i] for i in quad])
+            for buf in self.pair
+        ]
         self.versions: list[int] | None = None  # parameter versions when theta was copied
-        self.grad = torch.zeros_like(self.theta)
-        grad_views = _flat_views(self.grad, plist)
-        self.grad_views = [grad_views[names.index(n)] for n in self.quad_names]
-        quad = [k for k in self.layouts if k in QUADRATIC]
-        signed = [k for k in quad if _signed(self.layouts[k])]
-        self.q_is_q_abs = [k for k in quad if k not in signed]
+        self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
+        self._bind(0)
 
-        def blocks(kinds: list[str], unsigned: bool = False) -> _Blocks | None:
-            if not kinds:
-                return None
-            return _Blocks(self.layouts, kinds, self.offsets, shapes, numel, device, unsigned)
+        def blocks(kinds: list[str]) -> _Blocks | None:
+            return _Blocks(self.layouts, kinds, self.offsets, shapes, device) if kinds else None
 
-        self.quad = blocks(quad)
-        self.quad_abs = blocks(signed, unsigned=True)
-        lin = [k for k in self.layouts if k not in QUADRATIC]
-        self.lin = blocks(lin)
-        self.lin_abs = (
-            blocks(lin, unsigned=True) if any(_signed(self.layouts[k]) for k in lin) else self.lin
-        )
+        self.quad = blocks([k for k in self.layouts if k in QUADRATIC])
+        self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
         if self.adaptive:  # AdamW's moments and the update direction u_n, flat float64
-            self.u = torch.zeros_like(self.theta)
+            self.u = torch.zeros(numel, dtype=torch.float64, device=device)
             self.moments = torch.zeros(2, numel, dtype=torch.float64, device=device)
             self.moment_views = _flat_views(self.moments[0], plist) + _flat_views(
                 self.moments[1], plist
             )
 
+    def _bind(self, cur: int) -> None:
+        """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``) and two scratch
+        rows; row 0 of the other one is theta_{n+1} (``theta_next``)."""
+        self.cur = cur
+        self.block = self.pair[cur]
+        self.theta, self.grad = self.block[0], self.block[1]
+        self.theta_next = self.pair[1 - cur][0]
+        self.theta_views, self.grad_views = self._views[cur]
+        self.next_views = self._views[1 - cur][0]
+
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
         torch._foreach_copy_(self.theta_views, self.plist)
         self.versions = [p._version for p in self.plist]
+        self.q_sums = None
 
     def _bias_corrections(self, states: list[dict]) -> tuple[Any, Any]:
         """(1 - beta1^n, sqrt(1 - beta2^n)) at the optimizer's step count n (floats, or device
@@ -338,18 +368,19 @@ class Recorder:
         """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
 
         Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2 (= Q without negative
-        signs); translation: Q = M @ theta, Q_abs = |M| @ |theta|.
+        signs), from the part sums of theta^2 that ``after_step`` left unless theta_n was read
+        afresh; translation: Q = M @ theta, Q_abs = |M| @ |theta|.
         """
         if self.quad is not None:
-            squares = self.theta.square()
-            self.quad.write(squares, self.bufs, "Q", row)
-            for kind in self.q_is_q_abs:
-                self.bufs[f"{kind}/Q_abs"][row] = self.bufs[f"{kind}/Q"][row]
-            if self.quad_abs is not None:
-                self.quad_abs.write(squares, self.bufs, "Q_abs", row)
-        if self.lin is not None and self.lin_abs is not None:
+            if self.q_sums is None:
+                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.block[3]))
+            self.quad.put(self.q_sums, self.bufs, ("Q",), row)
+            self.quad.put(self.q_sums, self.bufs, ("Q_abs",), row, unsigned=True)
+        if self.lin is not None:
             self.lin.write(self.theta, self.bufs, "Q", row)
-            self.lin_abs.write(self.theta.abs(), self.bufs, "Q_abs", row)
+            for r in self.lin.regions:  # |theta| where the translation blocks are
+                torch.abs(self.theta[r], out=self.block[2, r])
+            self.lin.write(self.block[2], self.bufs, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -357,7 +388,8 @@ class Recorder:
     def before_step(
         self, loss: torch.Tensor | None = None, accuracy: torch.Tensor | None = None
     ) -> None:
-        """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, g_n."""
+        """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, keeps
+        g_n (its grad_sq is reduced in ``after_step``, with the step signals)."""
         if self.in_step:
             raise NmechError("Recorder.before_step called twice without after_step")
         grads = [self.params[n].grad for n in self.quad_names]
@@ -366,10 +398,9 @@ class Recorder:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
         if self.versions != [p._version for p in self.plist]:
             self._load_theta()
-        self._record_state(self.row)
         if self.quad is not None:
             torch._foreach_copy_(self.grad_views, grads)
-            self.quad.write(self.grad.square(), self.bufs, "grad_sq", self.row)
+        self._record_state(self.row)
         if loss is not None:
             self.loss_given = True
             self.bufs["train/loss"][self.row] = loss.detach().double()
@@ -379,18 +410,23 @@ class Recorder:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Call right after ``optimizer.step()``: records the step signals of D_n."""
+        """Call right after ``optimizer.step()``: records grad_sq and the step signals of D_n,
+        and reduces theta_{n+1}^2 for the next step's Q."""
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         torch._foreach_copy_(self.next_views, self.plist)
-        if self.quad is not None:
-            delta = self.theta_next - self.theta
-            self.quad.write(delta.square(), self.bufs, "step_sq", self.row)
-            self.quad.write(delta * self.grad, self.bufs, "step_grad", self.row)
-        if self.adaptive:
+        if self.adaptive:  # needs theta_n, overwritten below
             self._record_update(self.row)
-        self.theta, self.theta_next = self.theta_next, self.theta
-        self.theta_views, self.next_views = self.next_views, self.theta_views
+        if self.quad is not None:  # A = [theta_n; g_n; .; .] -> [D^2; D*g; g^2; theta_{n+1}^2]
+            torch.square(self.grad, out=self.block[2])
+            delta = torch.sub(self.theta_next, self.theta, out=self.theta)
+            self.grad.mul_(delta)
+            delta.square_()
+            torch.square(self.theta_next, out=self.block[3])
+            sums = self.quad.reduce(self.block)
+            self.quad.put(sums, self.bufs, ("step_sq", "step_grad", "grad_sq"), self.row)
+            self.q_sums = sums[:, 3:].contiguous()
+        self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
             self.lr_changed = True

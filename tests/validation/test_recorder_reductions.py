@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmech.validation.channels import QUADRATIC, Group, reduce_part
+from nmech.validation.channels import (
+    QUADRATIC,
+    ChannelSums,
+    Group,
+    Part,
+    flat_order,
+    reduce_part,
+)
 from nmech.validation.data import DeviceBatches, synthetic
 from nmech.validation.discovery import discover
 from nmech.validation.recorder import Recorder
@@ -106,3 +113,47 @@ def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn):
         # relative to sum_A |s_i v_i|: a signed sum (rescale Q) may cancel far below its terms
         err = np.abs(got - want) / np.maximum(scale, 1e-300)
         assert err.max() < 1e-12, (name, err.max())
+
+
+def test_channel_sums_match_per_part_reference():
+    """Rows of one length merged across parameters, conv columns (rest 3x3) merged across two
+    parameters of one shape, a column part with fan > 1, parameters with both a row and a
+    column part, a whole-tensor part and kept subsets: the dense part sums and their signed
+    combination equal sum_parts s * reduce_part, stacked or not."""
+    shapes = {
+        "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "e.w": torch.Size([2, 4, 3, 3]),
+        "b.w": torch.Size([5, 6, 3, 3]), "b.b": torch.Size([5]), "f.w": torch.Size([5, 6, 3, 3]),
+        "c.w": torch.Size([7, 20]), "c.b": torch.Size([7]), "d.w": torch.Size([3, 7]),
+        "d.b": torch.Size([3]),
+    }  # fmt: skip
+    a_own = (Part("a.w", 0), Part("a.b", 0))
+    groups = [
+        Group("scale", "a", a_own, 6, keep=(0, 2, 5)),
+        Group("scale", "e", (Part("e.w", 0),), 2),
+        Group("scale", "f", (Part("f.w", 0),), 5),
+        Group("rescale", "a->b", (*a_own, Part("b.w", 1, 1, -1.0)), 6, keep=(1, 4)),
+        Group("rescale", "a->f", (*a_own, Part("f.w", 1, 1, -1.0)), 6),
+        Group("rescale", "b->c", (Part("b.w", 0), Part("b.b", 0), Part("c.w", 1, 4, -1.0)), 5),
+        Group("rescale", "c->d", (Part("c.w", 0), Part("c.b", 0), Part("d.w", 1, 1, -1.0)), 7),
+        Group("translation", "d.b", (Part("d.b", None),), 1),
+    ]
+    order = flat_order(groups, shapes)
+    assert abs(order.index("e.w") - order.index("a.w")) == 1  # rows of 36 back to back
+    assert abs(order.index("f.w") - order.index("b.w")) == 1  # one shape back to back
+    offsets = dict(zip(order, np.cumsum([0] + [shapes[n].numel() for n in order]).tolist()))
+    numel = sum(s.numel() for s in shapes.values())
+    sums = ChannelSums(groups, offsets, shapes, torch.device("cpu"))
+    parts = {(p.param, p.dim) for g in groups for p in g.parts}
+    assert len(sums.runs) < len(parts) - 3
+    assert any(blocks == 2 and pre == 5 for _, blocks, pre, _, _ in sums.runs)  # b.w, f.w cols
+    v = torch.randn(2, numel, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    per_param = [{n: v[j, offsets[n] : offsets[n] + shapes[n].numel()].view(shapes[n])
+                  for n in shapes} for j in range(2)]  # fmt: skip
+    for unsigned in (False, True):
+        want = np.stack(
+            [np.concatenate([_reference(g, p, unsigned) for g in groups]) for p in per_param], 1
+        )
+        for got in (sums.blocks(sums.sums(v), unsigned), sums.blocks(sums.sums(v[1]), unsigned)):
+            k = got.shape[1]
+            np.testing.assert_allclose(got.numpy(), want[:, 2 - k :], rtol=0, atol=1e-12)
+    assert sums.signed.shape[0] == sum(len(g.kept) for g in groups)
