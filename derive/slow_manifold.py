@@ -185,6 +185,11 @@ class _Solver:
             )
 
 
+def _merged(v: T.Vec) -> T.Vec:
+    """The element-wise nodes of a field on the same arguments merged into one."""
+    return T.merge_elementwise(v) if any(map(T.is_elementwise, v)) else v
+
+
 def solve(rule: Rule, order: int) -> SlowManifold:
     """F_0..F_order and the slow manifold of every state through η^{order+1}."""
     if not isinstance(order, int) or isinstance(order, bool):
@@ -196,6 +201,6 @@ def solve(rule: Rule, order: int) -> SlowManifold:
         solver.level(n)
     return SlowManifold(
         rule=rule,
-        F=[solver.to_sympy(f) for f in solver.F],
+        F=[_merged(solver.to_sympy(f)) for f in solver.F],
         U={s: [solver.to_sympy(u) for u in us] for s, us in solver.U.items()},
     )

@@ -117,10 +117,31 @@ def simplify(v: Mapping[Tree, Coeff]) -> Vec:
 
 
 def is_zero(v: Mapping[Tree, Coeff]) -> bool:
-    """Whether v vanishes; element-wise nodes on the same arguments are merged first."""
-    if any(is_elementwise(t) for t in v):
-        v = merge_elementwise(v)
-    return all((sp.cancel(c) if isinstance(c, sp.Basic) else c) == 0 for c in v.values())
+    """Whether v vanishes; element-wise nodes on the same arguments are merged first (after a
+    cheap numeric test that most non-zero combinations already fail)."""
+    plain = {t: c for t, c in v.items() if not is_elementwise(t)}
+    if not all((sp.cancel(c) if isinstance(c, sp.Basic) else c) == 0 for c in plain.values()):
+        return False
+    rest = {t: c for t, c in v.items() if is_elementwise(t)}
+    if not rest or _numerically_nonzero(rest):
+        return not rest
+    return all(sp.cancel(c) == 0 for c in merge_elementwise(rest).values())
+
+
+def _numerically_nonzero(v: Mapping[Tree, Coeff]) -> bool:
+    """Whether some group of element-wise nodes on the same arguments is visibly non-zero at a
+    fixed generic point (all symbols set to distinct irrational-looking values)."""
+    groups: dict[tuple[Tree, ...], sp.Expr] = {}
+    for t, c in v.items():
+        groups[t[3]] = groups.get(t[3], sp.Integer(0)) + as_expr(c) * t[2]
+    for total in groups.values():
+        point = {
+            s: sp.Float(0.3 + 0.1731 * i) for i, s in enumerate(sorted(total.free_symbols, key=str))
+        }
+        value = complex(total.xreplace(point).evalf(30))
+        if abs(value) > 1e-12:
+            return True
+    return False
 
 
 # ---------------------------------------------------------------- structure
@@ -215,6 +236,11 @@ def as_expr(c: Any) -> sp.Expr:
     return sp.Rational(int(c.numerator), int(c.denominator))
 
 
+def _sign_squared_is_one(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
+    """An expanded polynomial in s reduced with s² = 1."""
+    return e.replace(lambda a: a.is_Pow and a.base == s, lambda a: s ** (int(a.exp) % 2))
+
+
 @lru_cache(maxsize=65536)
 def _canonical(f: sp.Expr) -> sp.Expr:
     """A canonical form of an element-wise function.
@@ -237,8 +263,7 @@ def _canonical(f: sp.Expr) -> sp.Expr:
         s_ = sgn[x]
         conjugate = den.xreplace({s_: -s_})
         num, den = sp.expand(num * conjugate), sp.expand(den * conjugate)
-        num = sp.rem(num, s_**2 - 1, s_) if num.has(s_) else num
-        den = sp.rem(den, s_**2 - 1, s_) if den.has(s_) else den
+        num, den = _sign_squared_is_one(num, s_), _sign_squared_is_one(den, s_)
     parts = []
     monomials = sp.Poly(num, *[sgn[x] for x in absolute]).terms()
     for powers, coeff in monomials:
