@@ -205,3 +205,12 @@ def test_coordinate_route_agrees(rule):
         ours = complex(sp.N(ConcreteEvaluator(loss, [x]).vec(me.terms[k])[0].xreplace(POINT)))
         theirs = complex(sp.N(naive[k][0].xreplace(POINT)))
         assert abs(ours - theirs) < 1e-12 * abs(theirs) and abs(theirs) > 1e-3
+
+
+def test_second_order_rmsprop_slope_is_three():
+    """Any order, not only the first: with F₂ kept the error over fixed time is O(η³)."""
+    me = modified_equation(rules.rmsprop(), 2)
+    slope, errors = convergence_slope(
+        me, LOSS, COORDS, np.array([0.3, -0.5]), {"alpha": 0.5, "eps": 0.1}, ETAS, horizon=0.5
+    )
+    assert abs(slope - 3) < 0.25 and errors[-1] > 1e-11, (slope, errors)
