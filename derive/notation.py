@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from . import trees as T
 
@@ -54,31 +57,58 @@ def elementwise(f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True) -> str
         vectors = {T.placeholder(j) for j in range(len(args))}
         names = {T.placeholder(j): tree(a) for j, a in enumerate(args)}
         names = {**SYMBOL_NAMES, **_DECAY_NAMES, **names}
-        shown = _opaque_scalars(_papers_signs(f), vectors, names)
-        return sp.latex(shown, symbol_names=names, mul_symbol="\\odot ")
+        shown = _entrywise_display(f, vectors, names)
+        return sp.latex(shown, symbol_names=names)
     names = {T.placeholder(j): sp.Symbol(tree(a, latex=False)) for j, a in enumerate(args)}
     return sp.sstr(f.xreplace(names))
 
 
-def _opaque_scalars(e: sp.Expr, vectors: set, names: dict) -> sp.Expr:
-    """e with every scalar factor group replaced by one symbol printing as its LaTeX, so that
-    ⊙ is printed only between entry-wise factors (``names`` gains the new symbols)."""
+class _Hadamard(sp.Function):
+    """Display only: the entry-wise product of its (vector) arguments, printed with ⊙."""
+
+    def _latex(self, printer: Any) -> str:
+        return " \\odot ".join(printer.parenthesize(a, PRECEDENCE["Mul"]) for a in self.args)
+
+
+def _entrywise_display(e: sp.Expr, vectors: set, names: dict) -> sp.Expr:
+    """e rewritten for printing: terms of a sum collected by their vector part (each scalar
+    coefficient factored and shown as one symbol printing as its LaTeX, ``names`` gains them),
+    and products of two or more vector factors in a numerator as ⊙ products."""
     if not e.free_symbols & vectors:
         if e.is_Number or e.is_Symbol:
             return e
-        negative = e.could_extract_minus_sign()
+        c = sp.factor(_papers_signs(sp.factor(e)))
+        negative = c.could_extract_minus_sign()
+        number, rest = (-c if negative else c).as_coeff_Mul()
+        text = sp.latex(rest, symbol_names={**SYMBOL_NAMES, **_DECAY_NAMES, **names})
+        text = f"\\left({text}\\right)" if rest.is_Add else text
         symbol = sp.Dummy()
-        names[symbol] = sp.latex(-e if negative else e, symbol_names=names)
+        names[symbol] = text if number == 1 else f"{sp.latex(number)} {text}"
         return -symbol if negative else symbol
+    if e.is_Add:
+        groups: dict[sp.Expr, sp.Expr] = {}
+        for term in e.args:
+            c, v = term.as_independent(*vectors, as_Add=False)
+            groups[v] = groups.get(v, sp.Integer(0)) + c
+        return sp.Add(
+            *[
+                _entrywise_display(c, vectors, names) * _entrywise_display(v, vectors, names)
+                for v, c in groups.items()
+            ]
+        )
     if e.is_Mul:
         scalar = sp.Mul(*[a for a in e.args if not a.free_symbols & vectors])
-        rest = sp.Mul(
-            *[_opaque_scalars(a, vectors, names) for a in e.args if a.free_symbols & vectors]
-        )
-        return rest * (scalar if scalar in (1, -1) else _opaque_scalars(scalar, vectors, names))
+        shown = scalar if scalar in (1, -1) else _entrywise_display(scalar, vectors, names)
+        factors = [
+            _entrywise_display(a, vectors, names) for a in e.args if a.free_symbols & vectors
+        ]
+        upper = [a for a in factors if not (a.is_Pow and a.exp.is_negative)]
+        lower = [a for a in factors if a.is_Pow and a.exp.is_negative]
+        product = _Hadamard(*upper) if len(upper) > 1 else sp.Mul(*upper)
+        return shown * product * sp.Mul(*lower)
     if e.is_Atom:
         return e
-    return e.func(*[_opaque_scalars(a, vectors, names) for a in e.args])
+    return e.func(*[_entrywise_display(a, vectors, names) for a in e.args])
 
 
 def split_scalar(t: T.Tree) -> tuple[sp.Expr, T.Tree]:

@@ -214,3 +214,10 @@ def test_second_order_rmsprop_slope_is_three():
         me, LOSS, COORDS, np.array([0.3, -0.5]), {"alpha": 0.5, "eps": 0.1}, ETAS, horizon=0.5
     )
     assert abs(slope - 3) < 0.25 and errors[-1] > 1e-11, (slope, errors)
+
+
+def test_latex_writes_entrywise_products_and_papers_signs():
+    latex = modified_equation(rules.adam(), 1).latex()
+    assert "\\odot" in latex and "\\left|{\\nabla L}\\right|" in latex
+    assert "\\left(1 - \\beta_1\\right)" in latex and "beta1" not in latex
+    assert "\\beta_1 \\odot" not in latex and "\\epsilon \\odot" not in latex  # scalars: no ⊙
