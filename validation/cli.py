@@ -66,14 +66,35 @@ def add_switch_options(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile(model) for the forward pass")  # fmt: skip
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``nmech validate``."""
-    parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
+def add_optimizer_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--optimizer",
         help="sgd (default: torch.optim.SGD) or adamw (torch.optim.AdamW; lr 0.01 and --wd 0.5 "
         "unless given; --momentum, --nesterov and --dampening do not apply)",
     )
+
+
+def check_optimizer(args: argparse.Namespace) -> None:
+    """--optimizer names a known optimizer, and SGD-only options are not given with adamw."""
+    if args.optimizer is not None and args.optimizer not in OPTIMIZERS:
+        raise NmechError(f"unknown optimizer {args.optimizer!r}; choose sgd or adamw")
+    if args.optimizer == "adamw":
+        given = [n for n in ("momentum", "nesterov", "dampening") if getattr(args, n) is not None]
+        if given:
+            raise NmechError(f"--{given[0]} applies to --optimizer sgd only")
+
+
+def with_optimizer(preset: Preset, optimizer: str | None) -> Preset:
+    """The preset with AdamW and its defaults when ``optimizer`` is adamw."""
+    from nmech.validation.presets import ADAMW_DEFAULTS
+
+    return replace(preset, optimizer="adamw", **ADAMW_DEFAULTS) if optimizer == "adamw" else preset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech validate``."""
+    parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
+    add_optimizer_option(parser)
     parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     add_training_options(parser)
@@ -118,12 +139,7 @@ def _check(args: argparse.Namespace) -> None:
             raise NmechError(f"--{name} must lie in [0, 1), got {value}")
     if args.wd is not None and args.wd < 0:
         raise NmechError(f"--wd must be non-negative, got {args.wd}")
-    if args.optimizer is not None and args.optimizer not in OPTIMIZERS:
-        raise NmechError(f"unknown optimizer {args.optimizer!r}; choose sgd or adamw")
-    if args.optimizer == "adamw":
-        given = [n for n in ("momentum", "nesterov", "dampening") if getattr(args, n) is not None]
-        if given:
-            raise NmechError(f"--{given[0]} applies to --optimizer sgd only")
+    check_optimizer(args)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise NmechError(f"data folder not found: {args.data_dir}")
 
@@ -132,7 +148,7 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
     """The run's preset, device name, data folder and output folder."""
     from nmech.validation.experiment import load_run
     from nmech.validation.models import MODEL_NAMES
-    from nmech.validation.presets import ADAMW_DEFAULTS, get_preset
+    from nmech.validation.presets import get_preset
 
     if args.resume is not None:
         out = Path(args.resume)
@@ -145,9 +161,7 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
             unknown = [m for m in models if m not in MODEL_NAMES] or ([] if models else [""])
             if unknown:
                 raise NmechError(f"unknown model {unknown[0]!r}; choose from vgg16_bn, vgg16")
-        preset = get_preset(args.preset or "cpu-demo")
-        if args.optimizer == "adamw":
-            preset = replace(preset, optimizer="adamw", **ADAMW_DEFAULTS)
+        preset = with_optimizer(get_preset(args.preset or "cpu-demo"), args.optimizer)
         preset = preset.with_overrides(
             lr=args.lr, momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov,
             dampening=args.dampening, batch_size=args.batch_size, seed=args.seed,

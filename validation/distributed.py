@@ -14,7 +14,8 @@ of ``B`` images at every step and keeps shard ``rank`` of it (``B / world`` imag
 divide evenly). Each model is built from ``preset.seed`` and wrapped in
 ``torch.nn.parallel.DistributedDataParallel`` (gloo on CPU, NCCL on CUDA); DDP averages the
 shard gradients, so after ``backward()`` every rank holds the same g_n, the mean gradient of the
-global batch, and the optimizer (``torch.optim.SGD`` on every rank) applies it. The Recorder
+global batch, and the optimizer (``torch.optim.SGD``, or ``torch.optim.AdamW`` with
+``--optimizer adamw``, on every rank) applies it. The Recorder
 hooks the underlying module on rank 0 only and reads that g_n, so the exact recursion of every
 symmetry holds as in a single-process run:
 
@@ -55,7 +56,13 @@ import torch.distributed as dist
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.cli import add_switch_options, add_training_options
+from nmech.validation.cli import (
+    add_optimizer_option,
+    add_switch_options,
+    add_training_options,
+    check_optimizer,
+    with_optimizer,
+)
 from nmech.validation.data import DeviceBatches
 from nmech.validation.models import MODEL_NAMES
 from nmech.validation.presets import PRESETS, Preset, get_preset
@@ -70,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", default="cpu-demo", choices=tuple(PRESETS))
     p.add_argument("--out", required=True, help="output folder (written by rank 0)")
+    add_optimizer_option(p)
     add_training_options(p)
     add_switch_options(p)
     p.add_argument("--per-class", type=int, help="synthetic images per class")
@@ -84,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _preset(args: argparse.Namespace) -> Preset:
-    preset = get_preset(args.preset).with_overrides(
+    check_optimizer(args)
+    preset = with_optimizer(get_preset(args.preset), args.optimizer).with_overrides(
         batch_size=args.batch_size, width=args.width, per_class=args.per_class, lr=args.lr,
         momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov, seed=args.seed,
         dampening=args.dampening, channels_last=args.channels_last, bf16=args.bf16,
@@ -257,7 +266,7 @@ def run_model(
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from nmech.validation.discovery import discover
-    from nmech.validation.experiment import _write_discovery, total_steps
+    from nmech.validation.experiment import _write_discovery, build_optimizer, total_steps
     from nmech.validation.models import build_model
     from nmech.validation.recorder import Recorder
     from nmech.validation.train import prepare_model, train
@@ -275,10 +284,7 @@ def run_model(
     ids = [device.index] if device.type == "cuda" else None
     ddp = DDP(model, device_ids=ids)
     forward = prepare_model(ddp, compile=preset.compile)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
-        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
-    )  # fmt: skip
+    opt = build_optimizer(preset, model)
     shards = ShardedBatches(batches, rank, world)
     steps = total_steps(preset, batches)
     rec = None

@@ -109,3 +109,23 @@ def test_divergence_stops_every_rank(tmp_path):
     assert all("diverged at step" in line for line in errors), errors
     rec = load_records(out / "records-vgg16_bn.h5")
     assert rec.attrs["status"] == "diverged" and rec.steps < 8
+
+
+def test_ddp_adamw_meets_error_bar(tmp_path):
+    """--optimizer adamw on every rank: the recorded u_n closes the exact recursion as in the
+    single-process run, and the ranks' parameters stay identical."""
+    out = tmp_path / "run"
+    proc = _torchrun(out, "--steps", str(STEPS), "--optimizer", "adamw")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["runs"]["vgg16_bn"]["optimizer"]["optimizer"] == "adamw"
+    for kind, forms in report["errors"].items():
+        assert forms["exact"]["channels"] > 0 and forms["exact"]["max"] < 1e-4, (kind, forms)
+    summary = json.loads((out / "distributed.json").read_text())
+    assert summary["runs"][0]["parameter_spread"] == 0.0
+
+
+def test_ddp_refuses_sgd_options_with_adamw(tmp_path):
+    proc = _torchrun(tmp_path / "run", "--steps", "2", "--optimizer", "adamw", "--momentum", "0.5")
+    assert proc.returncode != 0
+    assert "--momentum applies to --optimizer sgd only" in proc.stderr
