@@ -2,15 +2,16 @@
 GPU path switch (JSON).
 
     python -m nmech.validation.device_check --out DIR [--steps 50] [--batch-size 256]
-        [--width 1.0] [--model vgg16_bn] [--device auto] [--per-class 20]
+        [--width 1.0] [--model vgg16_bn] [--optimizer sgd|adamw] [--device auto] [--per-class 20]
         [--switches base channels-last bf16 compile channels-last+bf16+compile]
 
 Paper shape on synthetic data (64x64, 200 classes, batch 256, torch SGD lr 0.1, momentum 0.9,
-weight decay 5e-4). A *switch spec* is ``base`` or switches joined by ``+``:
+weight decay 5e-4; or ``--optimizer adamw``: torch AdamW lr 0.01, weight decay 0.5, whose
+recorder also forms the update direction u_n). A *switch spec* is ``base`` or switches joined by ``+``:
 
 * ``channels-last``: model and every input batch in ``torch.channels_last`` memory format.
 * ``bf16``: forward and loss under ``torch.autocast(device, dtype=torch.bfloat16)``; parameters,
-  gradients and the SGD update stay float32, so the recorder measures what the optimizer does.
+  gradients and the optimizer's update stay float32, so the recorder measures what the optimizer does.
 * ``compile``: the forward runs through ``torch.compile(model)``; the recorder hooks the
   underlying module (same parameter objects). Compilation happens in the warm-up steps, whose
   wall time is reported as ``warmup_s``.
@@ -19,7 +20,7 @@ Per spec, from the same seed: build the model, discover its symmetry blocks on t
 (float32, before any switch), run ``WARMUP`` steps, time ``steps`` steps without the recorder
 (every phase is :func:`nmech.validation.train.train` with the spec's switches),
 then restore the initial parameters and buffers in place (a compiled forward keeps its graphs),
-a fresh SGD and the same data stream, and time ``steps`` steps with the recorder (records and
+a fresh optimizer and the same data stream, and time ``steps`` steps with the recorder (records and
 report in ``DIR/<spec>/``): the recorded trajectory starts where discovery checked the blocks. Reported per spec:
 images/s without and with recording, overhead = (images/s without) / (images/s with), the
 projected wall time of the paper's 100 epochs, ``PAPER_STEPS`` = 39,100 steps of batch 256,
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--model", default="vgg16_bn", choices=("vgg16_bn", "vgg16"))
+    p.add_argument(
+        "--optimizer", default="sgd", choices=("sgd", "adamw"),
+        help="torch SGD (lr 0.1, momentum 0.9, wd 5e-4) or AdamW (lr 0.01, wd 0.5)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument("--per-class", type=int, default=20, help="synthetic images per class")
     p.add_argument(
@@ -104,6 +109,7 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
     from nmech.validation.channels import KINDS
     from nmech.validation.data import DeviceBatches
     from nmech.validation.discovery import discover
+    from nmech.validation.experiment import build_optimizer
     from nmech.validation.models import build_model
     from nmech.validation.recorder import Recorder
     from nmech.validation.report import build_report
@@ -119,13 +125,7 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
     forward = prepare_model(model, channels_last, "compile" in switches)
     initial = copy.deepcopy(model.state_dict())
 
-    def sgd() -> torch.optim.SGD:
-        return torch.optim.SGD(
-            model.parameters(), lr=preset.lr, momentum=preset.momentum,
-            weight_decay=preset.weight_decay,
-        )  # fmt: skip
-
-    opt = sgd()
+    opt = build_optimizer(preset, model)
 
     def steps(n: int, rec: Recorder | None) -> float:
         _sync(device)
@@ -140,7 +140,7 @@ def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, devic
     # the recorded phase restarts from the initial state, where discovery checked the blocks
     # (in place: a compiled forward keeps its graphs), with a fresh optimizer and data stream
     model.load_state_dict(initial)
-    opt = sgd()
+    opt = build_optimizer(preset, model)
     batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
     batches.next()
     if device.type == "cuda":
@@ -181,6 +181,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     """Run every switch spec and return the JSON-ready result."""
     import torch
 
+    from nmech.validation.cli import with_optimizer
     from nmech.validation.experiment import load_data
     from nmech.validation.presets import get_preset
     from nmech.validation.train import resolve_device
@@ -191,7 +192,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     specs = args.switches or (DEFAULT_SPECS_CUDA if device.type == "cuda" else DEFAULT_SPECS_CPU)
     for spec in specs:
         parse_spec(spec)
-    preset = get_preset("paper-vgg16-bn").with_overrides(
+    preset = with_optimizer(get_preset("paper-vgg16-bn"), args.optimizer).with_overrides(
         models=(args.model,), batch_size=args.batch_size, width=args.width,
         per_class=args.per_class,
     )  # fmt: skip
@@ -202,6 +203,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "model": args.model, "width": args.width,
+        "optimizer": preset.optimizer,
         "batch_size": min(preset.batch_size, len(data.y)), "steps": args.steps,
         "paper_projection": f"{PAPER_STEPS} steps x batch {PAPER_BATCH} at the recorded rate",
         "steps_per_s_plain": first["steps_per_s_plain"],

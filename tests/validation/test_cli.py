@@ -61,3 +61,13 @@ def test_device_check_runs_on_cpu(tmp_path):
     result = json.loads((tmp_path / "device_check.json").read_text())
     assert result["steps"] == 3 and result["overhead_ratio"] > 0
     assert result["blocks"]["scale"] == 528 and "exact" in result["errors"]["scale"]
+
+
+def test_device_check_adamw_on_cpu(tmp_path):
+    from nmech.validation.device_check import main as device_main
+
+    argv = ["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--width", "0.0625"]
+    assert device_main([*argv, "--device", "cpu", "--per-class", "2", "--optimizer", "adamw"]) == 0
+    result = json.loads((tmp_path / "device_check.json").read_text())
+    assert result["optimizer"] == "adamw" and result["overhead_ratio"] > 0
+    assert all(f["exact"]["max"] < 1e-4 for f in result["errors"].values()), result["errors"]
