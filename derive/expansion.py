@@ -92,28 +92,21 @@ class Expander:
             return out
         if expr.is_Mul:
             vectors = [a for a in expr.args if self.is_vector(a)]
-            if len(vectors) != 1 or vectors[0].is_Pow:
-                return self._scaled(expr, sp.Mul(*vectors), order)
-            coeff = sp.Mul(*[a for a in expr.args if a is not vectors[0]])
-            cs = [self.convert(c) for c in scalar_series(coeff, order)]
-            inner = self.expand(vectors[0], order)
-            out = zero_series(order)
-            for i, c in enumerate(cs):
-                if c != 0:
-                    for k in range(order + 1 - i):
-                        T.add_to(out[i + k], inner[k], c)
-            return out
+            coeff = sp.Mul(*[a for a in expr.args if not self.is_vector(a)])
+            if len(vectors) != 1 or vectors[0].is_Pow:  # entry-wise in its vectors
+                inner = self._elementwise(sp.Mul(*vectors), order)
+            else:
+                inner = self.expand(vectors[0], order)
+            return self._scaled(coeff, inner, order)
         if isinstance(expr, grad):
             return self._grad(expr.args[0], order)
         if expr.is_Pow and self.is_vector(expr.base) and not self.is_vector(expr.exp):
             return self._elementwise(expr, order)
         raise NmechError(f"cannot expand '{expr}' as a vector")
 
-    def _scaled(self, expr: sp.Expr, vectors: sp.Expr, order: int) -> Series:
-        """c·h(vectors): the scalar factor c kept as a coefficient, h applied entry-wise."""
-        coeff = sp.cancel(expr / vectors)
+    def _scaled(self, coeff: sp.Expr, inner: Series, order: int) -> Series:
+        """The series of c(η)·v for a scalar c and the series ``inner`` of a vector v."""
         cs = [self.convert(c) for c in scalar_series(coeff, order)]
-        inner = self._elementwise(vectors, order)
         out = zero_series(order)
         for i, c in enumerate(cs):
             if c != 0:

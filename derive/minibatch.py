@@ -44,7 +44,7 @@ from . import batch_sums as B
 from . import notation, potential
 from . import trees as T
 from .expansion import Series, zero_series
-from .modified_equation import ConcreteEvaluator, tree_json
+from .modified_equation import ConcreteEvaluator, eta_power, flow_latex, flow_text, tree_json
 from .symbols import eta
 
 MAX_ORDER = 2
@@ -207,22 +207,10 @@ class MinibatchEquation:
         return f"mini-batch SGD, {size} batches ({how}), epoch time {self.steps}·eta"
 
     def latex(self) -> str:
-        parts = []
-        for k, f in enumerate(self.patterns):
-            if f:
-                body = notation.linear_combination(f, render=B.render_tree)
-                parts.append(body if k == 0 else f"{_eta_power(k)}\\left({body}\\right)")
-        rhs = " + ".join(parts) if parts else "0"
-        return f"\\dot\\theta = {rhs} + O(\\eta^{{{self.order + 1}}})"
+        return flow_latex(self.patterns, self.order, render=B.render_tree)
 
     def text(self) -> str:
-        parts = []
-        for k, f in enumerate(self.patterns):
-            if f:
-                prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
-                body = notation.linear_combination(f, latex=False, render=B.render_tree)
-                parts.append(f"{prefix}({body})")
-        return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{self.order + 1})"
+        return flow_text(self.patterns, self.order, render=B.render_tree)
 
     def loss_latex(self, latex: bool = True) -> str:
         return loss_text(self.modified_loss()[0], latex)
@@ -265,10 +253,6 @@ class MinibatchEquation:
         return total
 
 
-def _eta_power(k: int) -> str:
-    return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
-
-
 def _terms_json(patterns: Iterable[T.Vec]) -> list[dict[str, Any]]:
     out = []
     for k, f in enumerate(patterns):
@@ -302,7 +286,7 @@ def loss_body(phis: list[dict], latex: bool = True) -> str:
         if k == 0:
             parts.append(inner)
         elif latex:
-            parts.append(f"{_eta_power(k)}\\left({inner}\\right)")
+            parts.append(f"{eta_power(k)}\\left({inner}\\right)")
         else:
             parts.append(f"{'η' if k == 1 else f'η^{k}'}·({inner})")
     return " + ".join(parts).replace("+ -", "- ")

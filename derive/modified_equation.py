@@ -14,7 +14,7 @@ for multi-step and state rules). Known results it reproduces (see the tests):
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -47,13 +47,34 @@ class ModifiedLoss:
         for k, phi in enumerate(self.terms):
             if phi:
                 body = _scalar_sum(phi)
-                parts.append(body if k == 0 else f"{_eta_power(k)}\\left({body}\\right)")
+                parts.append(body if k == 0 else f"{eta_power(k)}\\left({body}\\right)")
         text = "\\tilde L = " + " + ".join(parts)
         return text.replace("+ -", "- ")
 
 
-def _eta_power(k: int) -> str:
+def eta_power(k: int) -> str:
     return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
+
+
+def flow_latex(terms: Sequence[T.Vec], order: int, render: Callable = notation.tree) -> str:
+    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree."""
+    parts = []
+    for k, f in enumerate(terms):
+        if f:
+            body = notation.linear_combination(f, render=render)
+            parts.append(body if k == 0 else f"{eta_power(k)}\\left({body}\\right)")
+    rhs = " + ".join(parts) if parts else "0"
+    return f"\\dot\\theta = {rhs} + O(\\eta^{{{order + 1}}})"
+
+
+def flow_text(terms: Sequence[T.Vec], order: int, render: Callable = notation.tree) -> str:
+    """The same as plain text."""
+    parts = []
+    for k, f in enumerate(terms):
+        if f:
+            prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
+            parts.append(f"{prefix}({notation.linear_combination(f, latex=False, render=render)})")
+    return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{order + 1})"
 
 
 def _scalar_sum(phi: dict) -> str:
@@ -81,25 +102,10 @@ class ModifiedEquation:
 
     # ------------------------------------------------------------ presentation
     def latex(self) -> str:
-        parts = []
-        for k, f in enumerate(self.terms):
-            if not f:
-                continue
-            body = notation.linear_combination(f)
-            if k == 0:
-                parts.append(body)
-            else:
-                parts.append(f"{_eta_power(k)}\\left({body}\\right)")
-        rhs = " + ".join(parts) if parts else "0"
-        return f"\\dot\\theta = {rhs} + O(\\eta^{{{self.order + 1}}})"
+        return flow_latex(self.terms, self.order)
 
     def text(self) -> str:
-        parts = []
-        for k, f in enumerate(self.terms):
-            if f:
-                prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
-                parts.append(f"{prefix}({notation.linear_combination(f, latex=False)})")
-        return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{self.order + 1})"
+        return flow_text(self.terms, self.order)
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``nmech.modified_equation/1``::

@@ -321,11 +321,6 @@ def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> 
     return out
 
 
-def elementwise_node(f: sp.Expr, args: tuple[Tree, ...]) -> Vec:
-    """f(args) with f written in the placeholders ``_e0..`` (one per argument, in order)."""
-    return apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)})
-
-
 @cache
 def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
     f, args = t[2], t[3]
