@@ -58,15 +58,15 @@ Tap = tuple  # (signal [N, blocks], offset o, numerator b): input x[n] = signal[
 Impulse = tuple  # (position n0, vector [blocks], numerator b): input v at n0 only
 
 
-def _filter(
-    den: np.ndarray, taps: list[Tap], impulses: list[Impulse], steps: int, blocks: int
-) -> np.ndarray:
-    """y[0..steps] with Σ_k den[k] y[n−k] = Σ_inputs Σ_k b_k x[n−k] (den[0] = 1), per block.
+def _filter(den: np.ndarray, taps: list[Tap], impulses: list[Impulse], y: np.ndarray) -> None:
+    """Fill y[0..N] ([N+1, blocks]) with Σ_k den[k] y[n−k] = Σ_inputs Σ_k b_k x[n−k] (den[0] = 1).
 
     Many blocks: one fused time loop vectorised over blocks, reading each signal row once in
-    the recorded [time, blocks] layout (no transposition, no full-size temporaries). Few blocks
-    and many steps: the inputs are combined and passed to scipy's lfilter along time.
+    the recorded [time, blocks] layout and writing straight into y (no transposition, no
+    full-size temporaries). Few blocks and many steps: the inputs are combined and passed to
+    scipy's lfilter along time.
     """
+    steps, blocks = y.shape[0] - 1, y.shape[1]
     den = np.asarray(den, dtype=np.float64) / den[0]
     extra = {}
     for n0, v, b in impulses:
@@ -82,8 +82,8 @@ def _filter(
                 lo = o + k
                 if bk != 0 and lo <= steps:
                     drive[:, lo:] += bk * sig[: steps + 1 - lo].T
-        return sps.lfilter([1.0], den, drive, axis=-1).T
-    y = np.empty((steps + 1, blocks))
+        y[:] = sps.lfilter([1.0], den, drive, axis=-1).T
+        return
     tmp = np.empty(blocks)
     terms = [(sig, o + k, bk) for sig, o, b in taps for k, bk in enumerate(b) if bk != 0]
     feedback = [(k, -ak) for k, ak in enumerate(den) if k > 0 and ak != 0]
@@ -98,7 +98,6 @@ def _filter(
             if n >= k:
                 np.multiply(y[n - k], ak, out=tmp)
                 row += tmp
-    return y
 
 
 def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None) -> tuple[int, int]:
@@ -116,6 +115,17 @@ def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None)
     return int(steps), q0.shape[0]
 
 
+def _output(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape != shape:
+        got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", None)
+        raise NmechError(f"out must be a float64 array of shape {shape}, got {got[0]} {got[1]}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise NmechError("out must be a writeable C-contiguous array")
+    return out
+
+
 def recursion_matrices(rec: Recursion) -> tuple[np.ndarray, ...]:
     """(A, B, a1, B1) of an exact recursion derived at numbers, as float64 arrays."""
     return tuple(
@@ -129,15 +139,14 @@ def _exact(
     q0: np.ndarray,
     signals: Mapping[str, np.ndarray],
     values: dict[str, float],
-    steps: int,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
     rec = dyn.recursion_at(values)
-    blocks = q0.shape[0]
+    steps, blocks = out.shape[0] - 1, out.shape[1]
     sig = _signals(rec.signals, signals, steps, blocks)
-    out = np.empty((steps + 1, blocks))
-    out[0] = q0
     if steps == 0:
-        return out
+        out[0] = q0
+        return
     A, B, a1, B1 = recursion_matrices(rec)
     dim = A.shape[0]
     h1 = a1[:, :1] * q0[None, :] + sum((B1[:, [j]] * s[0][None, :] for j, s in enumerate(sig)), 0)
@@ -152,8 +161,8 @@ def _exact(
     for j, sj in enumerate(sig):
         num, _ = sps.ss2tf(A, B[:, [j]], C, D)
         taps.append((sj[1:], 1, num[0]))  # σ_{m+1} at output index m + 1, m >= 0
-    out[1:] = _filter(den, taps, impulses, steps, blocks)[1:]
-    return out
+    _filter(den, taps, impulses, out)
+    out[0] = q0  # index 0 held h_0's first entry (m = −1) while filtering; Q_0 is q0
 
 
 def _continuous(
@@ -161,11 +170,11 @@ def _continuous(
     q0: np.ndarray,
     signals: Mapping[str, np.ndarray],
     values: dict[str, float],
-    steps: int,
-) -> np.ndarray:
+    out: np.ndarray,
+) -> None:
     c = dyn.continuous
     eta = values["eta"]
-    blocks = q0.shape[0]
+    steps, blocks = out.shape[0] - 1, out.shape[1]
     sig = _signals(c.signals, signals, steps, blocks)
     kern = numeric_kernels(c, values)
     K1, G1 = float(kern.K(eta)), float(kern.G(eta))
@@ -180,7 +189,7 @@ def _continuous(
         (sj, 0, [eta * evaluate(w, values) * g for g in gb])
         for w, sj in zip(c.forcing.values(), sig)
     ]
-    return _filter(np.asarray(a), taps, impulses, steps, blocks)
+    _filter(np.asarray(a), taps, impulses, out)
 
 
 def predict(
@@ -193,9 +202,14 @@ def predict(
     tau: float = 0.0,
     form: str = "exact",
     steps: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Q_0..Q_N per block, float64 [N+1, blocks]. ``signals``: name -> [N, blocks] arrays (extra
-    names ignored); ``steps=N`` when the dynamics needs no signal."""
+    names ignored); ``steps=N`` when the dynamics needs no signal.
+
+    ``out``: a C-contiguous float64 [N+1, blocks] array to write the prediction into (and
+    return), e.g. reused across calls; at the paper run's size a fresh one is 1.3 GB, and
+    first-touching that much memory can cost more than the filter itself."""
     values = {"eta": eta, "beta": beta, "lam": lam, "tau": tau}
     _check_parameters(values)
     values = {k: float(v) for k, v in values.items()}
@@ -203,11 +217,14 @@ def predict(
     values = {k: v for k, v in values.items() if k in needed or k == "eta"}
     q0 = np.atleast_1d(np.asarray(q0, dtype=np.float64))
     signals = dict(signals or {})
-    n, _ = _shape(q0, signals, steps)
+    if form not in ("exact", "continuous"):
+        raise NmechError(f"form must be 'exact' or 'continuous', got '{form}'")
+    n, blocks = _shape(q0, signals, steps)
+    out = _output(out, (n + 1, blocks))
     if form == "exact":
-        return _exact(dynamics, q0, signals, values, n)
-    if form == "continuous":
-        return _continuous(
-            dynamics, q0, signals, {**{"beta": beta, "lam": lam, "tau": tau}, **values}, n
+        _exact(dynamics, q0, signals, values, out)
+    else:
+        _continuous(
+            dynamics, q0, signals, {**{"beta": beta, "lam": lam, "tau": tau}, **values}, out
         )
-    raise NmechError(f"form must be 'exact' or 'continuous', got '{form}'")
+    return out

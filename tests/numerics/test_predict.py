@@ -194,6 +194,25 @@ def test_bad_input_is_a_one_line_error():
         dynamics.derive(extragradient, symmetry.scale()).recursion_at({"eta": 0.1})
 
 
+@pytest.mark.parametrize("form", ["exact", "continuous"])
+def test_prediction_into_a_given_buffer(form):
+    """``out=`` is filled in place (stale contents overwritten, the same array returned) with
+    the values of a fresh prediction, in both filter paths (many blocks, few blocks)."""
+    dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
+    params = {"eta": 0.1, "beta": 0.9, "lam": 1e-2, "form": form}
+    for steps, blocks in [(50, 7), (2_000, 3)]:
+        s = np.abs(RNG.normal(size=(steps, blocks))) * 1e-3
+        q0 = RNG.uniform(0.5, 2.0, blocks)
+        fresh = predict(dyn, q0, {"step_sq": s}, **params)
+        buf = np.full((steps + 1, blocks), np.nan)
+        got = predict(dyn, q0, {"step_sq": s}, out=buf, **params)
+        assert got is buf and np.array_equal(buf, fresh)
+    for bad, word in [(np.empty((steps, blocks)), "shape"), (np.empty((blocks, steps + 1)).T, "C")]:
+        with pytest.raises(NmechError, match=word) as info:
+            predict(dyn, q0, {"step_sq": s}, out=bad, **params)
+        assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("name", ["heavy_ball", "nesterov", "torch_sgd_nesterov"])
 def test_continuous_momentum_form_converges(name):
     """The second-order (paper) form's error falls as η → 0 (about O(η) for Nesterov; slower
