@@ -143,8 +143,9 @@ class ChannelSums:
             first[key] = width
             width += inner // chunk
         self.width = width
-        self.signed = _combine(groups, first, width, device, unsigned=False)
-        self.unsigned = _combine(groups, first, width, device, unsigned=True)
+        self.signed = _combine(groups, first, width, device, (False,))
+        self.unsigned = _combine(groups, first, width, device, (True,))
+        self.stacked = _combine(groups, first, width, device, (False, True))
 
     def sums(self, v: torch.Tensor) -> torch.Tensor:
         """The part sums s of v ([numel] or [k, numel]) as a [width, k] tensor."""
@@ -162,6 +163,11 @@ class ChannelSums:
     def blocks(self, s: torch.Tensor, unsigned: bool = False) -> torch.Tensor:
         """The block sums M s ([recorded channels, k]) of part sums s ([width, k])."""
         return (self.unsigned if unsigned else self.signed) @ s
+
+    def both(self, s: torch.Tensor) -> torch.Tensor:
+        """[M s, |M| s] ([recorded channels, 2k]) from one product with M and |M| stacked."""
+        out = self.stacked @ s  # [2 * recorded, k]
+        return out.view(2, -1, s.shape[1]).transpose(0, 1).reshape(out.shape[0] // 2, -1)
 
 
 def _layout(shape: torch.Size, part: Part) -> tuple[int, int, int]:
@@ -182,20 +188,22 @@ def _combine(
     first: dict[tuple[str, int | None, int], int],
     width: int,
     device: torch.device,
-    unsigned: bool,
+    unsigned: tuple[bool, ...],
 ) -> torch.Tensor:
     """Sparse CSR M [recorded channels, width]: M[r, first[part] + c] = sign of the part (or 1)
     for the block of row r, channel c of its group (c = 0 for a whole-tensor part, as
-    :func:`reduce_part` broadcasts it); parts in group order within a row."""
+    :func:`reduce_part` broadcasts it); parts in group order within a row. One such matrix per
+    entry of ``unsigned`` (signs, or all 1 when True), stacked along the rows."""
     crow = [0]
     cols: list[int] = []
     vals: list[float] = []
-    for group in groups:
-        for c in group.kept:
-            for p in group.parts:
-                cols.append(first[(p.param, p.dim, p.fan)] + (0 if p.dim is None else c))
-                vals.append(1.0 if unsigned else p.sign)
-            crow.append(len(cols))
+    for all_ones in unsigned:
+        for group in groups:
+            for c in group.kept:
+                for p in group.parts:
+                    cols.append(first[(p.param, p.dim, p.fan)] + (0 if p.dim is None else c))
+                    vals.append(1.0 if all_ones else p.sign)
+                crow.append(len(cols))
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(

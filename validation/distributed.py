@@ -363,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{kind}: {line}")
         dist.barrier()
     except NmechError as exc:
-        print(f"distributed (rank {rank}): error: {exc}", file=sys.stderr)
+        # one write per line: the ranks share stderr, and print() writes the text and its
+        # newline separately, so two ranks' lines could run together
+        sys.stderr.write(f"distributed (rank {rank}): error: {exc}\n")
+        sys.stderr.flush()
         return 2
     finally:
         dist.destroy_process_group()

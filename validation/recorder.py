@@ -96,6 +96,10 @@ from nmech.validation.records import (
 from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
 
 TRACE_PARAMS = 8
+STATE = ("Q", "Q_abs")
+#: The step signals in the order of the rows ``after_step`` reduces: [D^2; D*g; g^2].
+STEP_SIGNALS = ("step_sq", "step_grad", "grad_sq")
+assert sorted(STEP_SIGNALS) == sorted(SIGNALS)
 
 
 class _KindLayout:
@@ -107,18 +111,22 @@ class _KindLayout:
 
 
 class _Blocks:
-    """The blocks of some kinds: part sums of flat vectors and their signed per-block sums.
+    """The blocks of some kinds: part sums of flat vectors, their signed per-block sums, and the
+    rows of the kinds' signals that those sums fill.
 
-    ``write(v, ...)`` computes M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds
-    at once (s_i = 1 when ``unsigned``), and scatters it into the kinds' row buffers; ``reduce``
-    and ``put`` split it so that k stacked vectors share one pass and one part-sum result can
-    feed both the signed and the unsigned sums.
+    ``rows`` is one [K, blocks, signals] buffer for all these kinds; ``views()`` names its
+    [K, blocks of a kind] slices ``"<kind>/<signal>"``. ``write(v, signal, row)`` computes
+    M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds at once (s_i = 1 when
+    ``unsigned``), into ``rows[row, :, signal]``; ``reduce`` and ``put`` split it so that k
+    stacked vectors share one pass and one copy into consecutive signal columns.
     """
 
     def __init__(
         self,
         layouts: dict[str, _KindLayout],
         kinds: list[str],
+        signals: tuple[str, ...],
+        rows: int,
         offsets: dict[str, int],
         shapes: dict[str, torch.Size],
         device: torch.device,
@@ -132,35 +140,37 @@ class _Blocks:
         for k in kinds:
             self.slices[k] = slice(start, start + layouts[k].width)
             start += layouts[k].width
+        self.column = {signal: j for j, signal in enumerate(signals)}
+        self.rows = torch.zeros(rows, start, len(signals), dtype=torch.float64, device=device)
+
+    def views(self) -> dict[str, torch.Tensor]:
+        """``"<kind>/<signal>"`` -> the [K, blocks of the kind] slice of ``rows``."""
+        return {
+            f"{kind}/{signal}": self.rows[:, cols, j]
+            for kind, cols in self.slices.items()
+            for signal, j in self.column.items()
+        }
 
     def reduce(self, v: torch.Tensor) -> torch.Tensor:
         """Part sums of v ([numel] or k stacked [k, numel]) as [width, k]."""
         return self.sums.sums(v)
 
     def put(
-        self,
-        s: torch.Tensor,
-        bufs: dict[str, torch.Tensor],
-        signals: tuple[str, ...],
-        row: int,
-        unsigned: bool = False,
+        self, s: torch.Tensor, signals: tuple[str, ...], row: int, unsigned: bool = False
     ) -> None:
-        """``bufs[f"{kind}/{signals[j]}"][row] = (M s)[:, j]`` restricted to each kind's blocks."""
-        out = self.sums.blocks(s, unsigned)
-        for kind, cols in self.slices.items():
-            for j, signal in enumerate(signals):
-                bufs[f"{kind}/{signal}"][row] = out[cols, j]
+        """``rows[row, :, signals[j]] = (M s)[:, j]``; ``signals`` are consecutive columns."""
+        j = self.column[signals[0]]
+        self.rows[row, :, j : j + len(signals)] = self.sums.blocks(s, unsigned)
 
-    def write(
-        self,
-        v: torch.Tensor,
-        bufs: dict[str, torch.Tensor],
-        signal: str,
-        row: int,
-        unsigned: bool = False,
-    ) -> None:
-        """``bufs[f"{kind}/{signal}"][row] = (M @ v)`` restricted to each kind's blocks."""
-        self.put(self.reduce(v), bufs, (signal,), row, unsigned)
+    def put_both(self, s: torch.Tensor, signals: tuple[str, str], row: int) -> None:
+        """``rows[row, :, signals] = [M s, |M| s]`` (s: [width, 1]; consecutive columns), from
+        one product."""
+        j = self.column[signals[0]]
+        self.rows[row, :, j : j + 2] = self.sums.both(s)
+
+    def write(self, v: torch.Tensor, signal: str, row: int, unsigned: bool = False) -> None:
+        """``rows[row, :, signal] = M @ v``."""
+        self.put(self.reduce(v), (signal,), row, unsigned)
 
 
 def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -208,17 +218,12 @@ class Recorder:
             for k in KINDS
             if any(g.kind == k for g in groups)
         }
-        self._init_flat(names, device)
         self.K = flush_every
+        self._init_flat(names, device)
         self.bufs: dict[str, torch.Tensor] = {}
-        for kind, lay in self.layouts.items():
-            sigs = ("Q", "Q_abs", *SIGNALS) if kind in QUADRATIC else ("Q", "Q_abs")
-            if self.adaptive:
-                sigs += ADAPTIVE_SIGNALS if kind in QUADRATIC else LINEAR_SIGNALS
-            for s in sigs:
-                self.bufs[f"{kind}/{s}"] = torch.zeros(
-                    self.K, lay.width, dtype=torch.float64, device=device
-                )
+        for blocks in (self.quad, self.lin):
+            if blocks is not None:
+                self.bufs.update(blocks.views())
         self.bufs["train/loss"] = torch.full(
             (self.K,), float("nan"), dtype=torch.float64, device=device
         )
@@ -268,11 +273,20 @@ class Recorder:
         self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
         self._bind(0)
 
-        def blocks(kinds: list[str]) -> _Blocks | None:
-            return _Blocks(self.layouts, kinds, self.offsets, shapes, device) if kinds else None
+        def blocks(kinds: list[str], signals: tuple[str, ...]) -> _Blocks | None:
+            if not kinds:
+                return None
+            return _Blocks(self.layouts, kinds, signals, self.K, self.offsets, shapes, device)
 
-        self.quad = blocks([k for k in self.layouts if k in QUADRATIC])
-        self.lin = blocks([k for k in self.layouts if k not in QUADRATIC])
+        adaptive = self.adaptive
+        self.quad = blocks(
+            [k for k in self.layouts if k in QUADRATIC],
+            STATE + STEP_SIGNALS + (ADAPTIVE_SIGNALS if adaptive else ()),
+        )
+        self.lin = blocks(
+            [k for k in self.layouts if k not in QUADRATIC],
+            STATE + (LINEAR_SIGNALS if adaptive else ()),
+        )
         if self.adaptive:  # AdamW's moments and the update direction u_n, flat float64
             self.u = torch.zeros(numel, dtype=torch.float64, device=device)
             self.moments = torch.zeros(2, numel, dtype=torch.float64, device=device)
@@ -321,10 +335,10 @@ class Recorder:
         u.div_(bc2_sqrt).add_(self.settings.eps).mul_(bc1)
         torch.div(self.moments[0], u, out=u)
         if self.quad is not None:
-            self.quad.write(self.theta * u, self.bufs, "theta_u", row)
-            self.quad.write(u.square(), self.bufs, "u_sq", row)
+            self.quad.write(self.theta * u, "theta_u", row)
+            self.quad.write(u.square(), "u_sq", row)
         if self.lin is not None:
-            self.lin.write(u, self.bufs, "c_u", row)
+            self.lin.write(u, "c_u", row)
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group."""
@@ -374,13 +388,12 @@ class Recorder:
         if self.quad is not None:
             if self.q_sums is None:
                 self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.block[3]))
-            self.quad.put(self.q_sums, self.bufs, ("Q",), row)
-            self.quad.put(self.q_sums, self.bufs, ("Q_abs",), row, unsigned=True)
+            self.quad.put_both(self.q_sums, STATE, row)
         if self.lin is not None:
-            self.lin.write(self.theta, self.bufs, "Q", row)
+            self.lin.write(self.theta, "Q", row)
             for r in self.lin.regions:  # |theta| where the translation blocks are
                 torch.abs(self.theta[r], out=self.block[2, r])
-            self.lin.write(self.block[2], self.bufs, "Q_abs", row, unsigned=True)
+            self.lin.write(self.block[2], "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -424,7 +437,7 @@ class Recorder:
             delta.square_()
             torch.square(self.theta_next, out=self.block[3])
             sums = self.quad.reduce(self.block)
-            self.quad.put(sums, self.bufs, ("step_sq", "step_grad", "grad_sq"), self.row)
+            self.quad.put(sums[:, :3], STEP_SIGNALS, self.row)
             self.q_sums = sums[:, 3:].contiguous()
         self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
