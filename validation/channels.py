@@ -143,6 +143,7 @@ class ChannelSums:
             first[key] = width
             width += inner // chunk
         self.width = width
+        self.first = first
         self.signed = _combine(groups, first, width, device, (False,))
         self.unsigned = _combine(groups, first, width, device, (True,))
         self.stacked = _combine(groups, first, width, device, (False, True))

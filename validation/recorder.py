@@ -53,15 +53,19 @@ path with Nesterov and no weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
 one ``_foreach_copy_`` each, into two [4, numel] buffers: A = [theta_n; g_n; .; .] and B, whose
-row 0 receives theta_{n+1}. ``before_step`` only copies g_n into A[1] (and takes Q_n from the
-previous ``after_step``); ``after_step`` copies theta_{n+1} into B[0] and fills A in place with
-[D^2; D*g; g^2; theta_{n+1}^2] (D = B[0] - A[0]), reduced together: one reshape-sum per run of
-back-to-back channel rows or columns, then one small sparse product with the parts' signs (see
-:class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the part sums of theta^2). The
-hooks are bound by memory traffic, and this way the only writes to memory that the training
-step has evicted from the caches are the two copies. A and B then swap roles: theta_{n+1} and
-its part sums serve as the next step's theta_n unless a parameter was written in between (its
-version counter moved; theta_n and Q_n are then read afresh).
+row 0 receives theta_{n+1}. ``before_step`` only copies g_n (and takes Q_n from the previous
+``after_step``); ``after_step`` copies theta_{n+1} into B[0] and forms the part sums of
+[D^2; D*g; g^2; theta_{n+1}^2] (D = B[0] - A[0]), then the block sums by one small sparse product
+with the parts' signs (see :class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the
+part sums of theta^2). The hooks are bound by memory traffic. On the CPU (``fused=True``, the
+default) g_n is copied in the parameters' own float type (exact) into a flat buffer of its own,
+and one compiled pass (:mod:`nmech.validation.fused`) reads theta_n, g_n and theta_{n+1} once,
+keeping the four products in registers; the sparse products are compiled too and write straight
+into the row buffers. Elsewhere (GPU) A is filled in place with the four products, which are
+reduced together by one reshape-sum per run of back-to-back channel rows or columns. A and B
+then swap roles: theta_{n+1} and its part sums serve as the next step's theta_n unless a
+parameter was written in between (its version counter moved; theta_n and Q_n are then read
+afresh).
 Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
 to the HDF5 records file every ``flush_every`` steps.
 
@@ -74,6 +78,7 @@ steps and new rows follow them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -85,6 +90,7 @@ from torch import nn
 
 from nmech.errors import NmechError
 from nmech.validation.channels import KINDS, QUADRATIC, ChannelSums, Group, flat_order
+from nmech.validation.fused import CsrMatrix, FusedStepSums
 from nmech.validation.optim import AdamWSettings, read_optimizer
 from nmech.validation.records import (
     ADAPTIVE_SIGNALS,
@@ -140,6 +146,32 @@ class _Blocks:
             start += layouts[k].width
         self.column = {signal: j for j, signal in enumerate(signals)}
         self.rows = torch.zeros(rows, start, len(signals), dtype=torch.float64, device=device)
+        self.fused: FusedStepSums | None = None
+
+    def fuse(self, offsets: dict[str, int], shapes: dict[str, torch.Size]) -> None:
+        """Take :meth:`step_sums` and the block sums through the compiled CPU kernels of
+        :mod:`nmech.validation.fused` from now on (CPU tensors only)."""
+        self.fused = FusedStepSums(self.sums, offsets, shapes)
+        self.csr = {False: CsrMatrix(self.sums.signed), True: CsrMatrix(self.sums.unsigned)}
+        self.rows_np = self.rows.numpy()
+
+    def step_sums(
+        self, block: torch.Tensor, theta_next: torch.Tensor, grad: torch.Tensor
+    ) -> torch.Tensor:
+        """Part sums [width, 4] of [D^2; D*g; g^2; theta_next^2], D = theta_next - theta, for
+        ``block`` = [theta; g; scratch; scratch] (flat float64) and g_n = ``grad``. Fused: one
+        compiled pass reads theta, ``grad`` (its own flat buffer) and theta_next once.
+        Otherwise ``grad`` is ``block[1]``: the products are written into ``block`` (theta and
+        g overwritten) and reduced together by dense reshape-sums."""
+        theta = block[0]
+        if self.fused is not None:
+            return self.fused.sums(theta.numpy(), grad.numpy(), theta_next.numpy())
+        torch.square(grad, out=block[2])
+        delta = torch.sub(theta_next, theta, out=theta)
+        grad.mul_(delta)
+        delta.square_()
+        torch.square(theta_next, out=block[3])
+        return self.reduce(block)
 
     def views(self) -> dict[str, torch.Tensor]:
         """``"<kind>/<signal>"`` -> the [K, blocks of the kind] slice of ``rows``."""
@@ -158,11 +190,18 @@ class _Blocks:
     ) -> None:
         """``rows[row, :, signals[j]] = (M s)[:, j]``; ``signals`` are consecutive columns."""
         j = self.column[signals[0]]
-        self.rows[row, :, j : j + len(signals)] = self.sums.blocks(s, unsigned)
+        if self.fused is not None:
+            self.csr[unsigned].into(s.numpy(), self.rows_np[row, :, j : j + len(signals)])
+        else:
+            self.rows[row, :, j : j + len(signals)] = self.sums.blocks(s, unsigned)
 
     def put_both(self, s: torch.Tensor, signals: tuple[str, str], row: int) -> None:
-        """``rows[row, :, signals] = [M s, |M| s]`` (s: [width, 1]; consecutive columns), from
-        one product."""
+        """``rows[row, :, signals] = [M s, |M| s]`` (s: [width, 1]; consecutive columns); one
+        torch product with M and |M| stacked, or two compiled ones."""
+        if self.fused is not None:
+            self.put(s, signals[:1], row)
+            self.put(s, signals[1:], row, unsigned=True)
+            return
         j = self.column[signals[0]]
         self.rows[row, :, j : j + 2] = self.sums.both(s)
 
@@ -178,7 +217,10 @@ def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Te
 
 
 class Recorder:
-    """Measure Q and its signals for ``groups`` of ``model`` trained by ``optimizer``."""
+    """Measure Q and its signals for ``groups`` of ``model`` trained by ``optimizer``.
+
+    ``fused`` (CPU models): compute the step's part and block sums with the compiled kernels of
+    :mod:`nmech.validation.fused` (default); False takes the torch ops a GPU model takes."""
 
     def __init__(
         self,
@@ -190,6 +232,7 @@ class Recorder:
         run_info: dict[str, Any] | None = None,
         model_name: str | None = None,
         start_step: int = 0,
+        fused: bool = True,
     ) -> None:
         if flush_every < 1:
             raise NmechError(f"flush_every must be positive, got {flush_every}")
@@ -217,6 +260,7 @@ class Recorder:
             if any(g.kind == k for g in groups)
         }
         self.K = flush_every
+        self.fused = fused and device.type == "cpu"
         self._init_flat(names, device)
         self.bufs: dict[str, torch.Tensor] = {}
         for blocks in (self.quad, self.lin):
@@ -263,9 +307,15 @@ class Recorder:
         shapes = {n: p.shape for n, p in self.params.items()}
         self.pair = torch.zeros(2, 4, numel, dtype=torch.float64, device=device)
         quad = [names.index(n) for n in self.quad_names]
+        if self.fused:  # g_n only feeds the compiled pass: kept in the parameters' own type
+            dtype = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
+            self.flat_grad = torch.zeros(numel, dtype=dtype)
+            rows = [self.flat_grad, self.flat_grad]
+        else:
+            rows = [buf[1] for buf in self.pair]
         self._views = [
-            (_flat_views(buf[0], plist), [_flat_views(buf[1], plist)[i] for i in quad])
-            for buf in self.pair
+            (_flat_views(buf[0], plist), [_flat_views(g, plist)[i] for i in quad])
+            for buf, g in zip(self.pair, rows, strict=True)
         ]
         self.versions: list[int] | None = None  # parameter versions when theta was copied
         self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
@@ -285,6 +335,9 @@ class Recorder:
             [k for k in self.layouts if k not in QUADRATIC],
             STATE + (LINEAR_SIGNALS if adaptive else ()),
         )
+        for b in (self.quad, self.lin):
+            if b is not None and self.fused:
+                b.fuse(self.offsets, shapes)
         if self.adaptive:  # AdamW's moments and the update direction u_n, flat float64
             self.u = torch.zeros(numel, dtype=torch.float64, device=device)
             self.moments = torch.zeros(2, numel, dtype=torch.float64, device=device)
@@ -428,13 +481,9 @@ class Recorder:
         torch._foreach_copy_(self.next_views, self.plist)
         if self.adaptive:  # needs theta_n, overwritten below
             self._record_update(self.row)
-        if self.quad is not None:  # A = [theta_n; g_n; .; .] -> [D^2; D*g; g^2; theta_{n+1}^2]
-            torch.square(self.grad, out=self.block[2])
-            delta = torch.sub(self.theta_next, self.theta, out=self.theta)
-            self.grad.mul_(delta)
-            delta.square_()
-            torch.square(self.theta_next, out=self.block[3])
-            sums = self.quad.reduce(self.block)
+        if self.quad is not None:
+            grad = self.flat_grad if self.fused else self.grad
+            sums = self.quad.step_sums(self.block, self.theta_next, grad)
             self.quad.put(sums[:, :3], STEP_SIGNALS, self.row)
             self.q_sums = sums[:, 3:].contiguous()
         self._bind(1 - self.cur)

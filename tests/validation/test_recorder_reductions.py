@@ -69,8 +69,11 @@ def _expected(
     return {k: (np.stack([w for w, _ in v]), np.stack([a for _, a in v])) for k, v in rows.items()}
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["compiled-pass", "torch-ops"])
 @pytest.mark.parametrize("bn", [True, False])
-def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn):
+def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn, fused):
+    """Every recorded signal equals the group-by-group float64 reference, through the compiled
+    CPU pass (:mod:`nmech.validation.fused`) and through the torch ops the GPU takes."""
     model = small_vgg(bn)
     batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
     found = discover(model, batches.next())
@@ -80,7 +83,8 @@ def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn):
         for i, g in enumerate(found.groups)
     ]
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
-    rec = Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=2)
+    rec = Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=2, fused=fused)
+    assert (rec.quad.fused is not None) == fused
     named = dict(model.named_parameters())
     names = sorted({p.param for g in groups for p in g.parts})
     states: list[dict] = []
@@ -157,3 +161,45 @@ def test_channel_sums_match_per_part_reference():
             k = got.shape[1]
             np.testing.assert_allclose(got.numpy(), want[:, 2 - k :], rtol=0, atol=1e-12)
     assert sums.signed.shape[0] == sum(len(g.kept) for g in groups)
+
+
+@pytest.mark.parametrize("grad_dtype", [torch.float32, torch.float64])
+def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
+    """The compiled pass (nmech.validation.fused) gives ChannelSums.sums of the stacked
+    [D^2; D*g; g^2; theta'^2] for rows, columns with fan > 1, whole-tensor parts and parameters
+    with both; its sparse products equal torch's; a NaN gradient entry reaches its sums."""
+    from nmech.validation.fused import CsrMatrix, FusedStepSums
+
+    shapes = {
+        "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "b.w": torch.Size([5, 6, 3, 3]),
+        "b.b": torch.Size([5]), "c.w": torch.Size([7, 20]), "c.b": torch.Size([7]),
+        "d.w": torch.Size([3, 7]), "d.b": torch.Size([3]),
+    }  # fmt: skip
+    a_own = (Part("a.w", 0), Part("a.b", 0))
+    groups = [
+        Group("scale", "a", a_own, 6, keep=(0, 2, 5)),
+        Group("rescale", "a->b", (*a_own, Part("b.w", 1, 1, -1.0)), 6),
+        Group("rescale", "b->c", (Part("b.w", 0), Part("b.b", 0), Part("c.w", 1, 4, -1.0)), 5),
+        Group("rescale", "c->d", (Part("c.w", 0), Part("c.b", 0), Part("d.w", 1, 1, -1.0)), 7),
+        Group("scale", "d.b", (Part("d.b", None),), 1),
+    ]
+    order = flat_order(groups, shapes)
+    offsets = dict(zip(order, np.cumsum([0] + [shapes[n].numel() for n in order]).tolist()))
+    numel = sum(s.numel() for s in shapes.values())
+    sums = ChannelSums(groups, offsets, shapes, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(1)
+    theta = torch.randn(numel, dtype=torch.float64, generator=gen)
+    nxt = theta + 1e-3 * torch.randn(numel, dtype=torch.float64, generator=gen)
+    grad = torch.randn(numel, generator=gen).to(grad_dtype)
+    g = grad.double()
+    want = sums.sums(torch.stack([(nxt - theta) ** 2, (nxt - theta) * g, g * g, nxt * nxt]))
+    got = FusedStepSums(sums, offsets, shapes).sums(theta.numpy(), grad.numpy(), nxt.numpy())
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-13, atol=1e-13)
+    for unsigned in (False, True):
+        out = np.full((sums.signed.shape[0], 3), np.nan)
+        CsrMatrix(sums.unsigned if unsigned else sums.signed).into(got[:, :3].numpy(), out)
+        np.testing.assert_allclose(out, sums.blocks(want[:, :3], unsigned).numpy(), rtol=1e-13)
+    grad[offsets["b.w"] + 10] = float("nan")  # b.w row 0, column 1 (a->b block 1)
+    got = FusedStepSums(sums, offsets, shapes).sums(theta.numpy(), grad.numpy(), nxt.numpy())
+    bad = ~np.isfinite(got.numpy()).all(axis=1)
+    assert bad.sum() == 2 and np.isfinite(got[:, [0, 3]].numpy()).all()  # one row, one column
