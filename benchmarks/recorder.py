@@ -4,7 +4,8 @@ What is measured: seconds per optimizer step of the ``cpu-demo`` model (VGG-16-B
 32x32 synthetic images, batch 32, torch SGD lr 0.1, momentum 0.9, weight decay 5e-4) through
 the production loop :func:`nmech.validation.train.train`, once with ``recorder=None`` and once
 with a :class:`~nmech.validation.recorder.Recorder` on every block that discovery keeps
-(``flush_every`` as in the preset, 100). A step is the whole loop iteration: next batch
+(``flush_every`` as in the preset, 100; default ``fused=True``, i.e. on the CPU the compiled
+pass of :mod:`nmech.validation.fused`). A step is the whole loop iteration: next batch
 (augmentation on the device), forward, cross-entropy, backward, the recorder's
 ``before_step``, ``SGD.step``, ``after_step``.
 

@@ -143,7 +143,7 @@ class ChannelSums:
             first[key] = width
             width += inner // chunk
         self.width = width
-        self.first = first
+        self.first = first  # (param, dim, fan) -> index of s_{p,0}: part p's channels follow it
         self.signed = _combine(groups, first, width, device, (False,))
         self.unsigned = _combine(groups, first, width, device, (True,))
         self.stacked = _combine(groups, first, width, device, (False, True))

@@ -1,7 +1,7 @@
 """One fused pass for the recorder's per-step quadratic signals on the CPU (numba).
 
-For the flat float64 vectors theta_n, g_n and theta_{n+1} (laid out as in
-:class:`~nmech.validation.channels.ChannelSums`) and every part p of a quadratic block, channel c:
+For the flat vectors theta_n, g_n and theta_{n+1} (laid out as in
+:class:`~nmech.validation.channels.ChannelSums`; g_n float64 or the parameters' own float type) and every part p of a quadratic block, channel c:
 
     s_{p,c} = sum_{i in part p, channel c} [D_i^2, D_i g_i, g_i^2, theta_{n+1,i}^2],
     D = theta_{n+1} - theta_n,
@@ -11,7 +11,7 @@ theta_{n+1}^2], in the same order. The torch route writes those four products to
 reads them back (eager ops cannot fuse), so on the CPU its cost is memory traffic; here every
 element is read once and the products live in registers. Each parameter is viewed as
 [O, I, R] (O = shape[0], I = shape[1] or 1, R = the rest): a part along dim 0 with fan f sums
-rows o // f, one along dim 1 sums columns i // f (accumulated in an [I*R] scratch per row and
+rows o // f, one along dim 1 sums columns i // f (accumulated over the rows in an [I*R] scratch,
 folded by R at the end), a whole-tensor part everything. Accumulation is float64 throughout;
 LLVM may reassociate the sums (``reassoc``) to vectorise them, which changes round-off only
 (not NaN/inf propagation, so a diverging step still shows up non-finite).
@@ -32,7 +32,8 @@ ROWS, COLUMNS, WHOLE = 0, 1, 2
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, boundscheck=False)
-def _row(nxt, prev, g, acc):  # pragma: no cover - compiled
+def _row(nxt, prev, g, acc):
+    """acc = sums over one row of [d^2, d*g, g^2, x^2], x = nxt, d = nxt - prev."""
     s0 = s1 = s2 = s3 = 0.0
     for j in range(nxt.shape[0]):
         x, gj = nxt[j], np.float64(g[j])
@@ -45,7 +46,8 @@ def _row(nxt, prev, g, acc):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, boundscheck=False)
-def _row_and_columns(nxt, prev, g, acc, c0, c1, c2, c3):  # pragma: no cover - compiled
+def _row_and_columns(nxt, prev, g, acc, c0, c1, c2, c3):
+    """:func:`_row`, and each entry's four products added to the column scratch c0..c3."""
     s0 = s1 = s2 = s3 = 0.0
     for j in range(nxt.shape[0]):
         x, gj = nxt[j], np.float64(g[j])
@@ -63,7 +65,7 @@ def _row_and_columns(nxt, prev, g, acc, c0, c1, c2, c3):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, boundscheck=False)
-def _step_sums(nxt, prev, g, params, parts, s, columns):  # pragma: no cover - compiled
+def _step_sums(nxt, prev, g, params, parts, s, columns):
     """params[p] = (offset, O, I, R, first part, end part); parts[q] = (kind, fan, base)."""
     s[:] = 0.0
     acc = np.empty(4)
@@ -103,7 +105,7 @@ def _step_sums(nxt, prev, g, params, parts, s, columns):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, boundscheck=False)
-def _combine(crow, col, val, s, out):  # pragma: no cover - compiled
+def _combine(crow, col, val, s, out):
     """out[r, m] = sum_q val[q] s[col[q], m] over row r's entries of a CSR matrix."""
     for r in range(out.shape[0]):
         for m in range(out.shape[1]):
