@@ -60,8 +60,9 @@ with the parts' signs (see :class:`~nmech.validation.channels.ChannelSums`; Q_ab
 part sums of theta^2). The hooks are bound by memory traffic. On the CPU (``fused=True``, the
 default) g_n is copied in the parameters' own float type (exact) into a flat buffer of its own,
 and one compiled pass (:mod:`nmech.validation.fused`) reads theta_n, g_n and theta_{n+1} once,
-keeping the four products in registers; the sparse products are compiled too and write straight
-into the row buffers. Elsewhere (GPU) A is filled in place with the four products, which are
+keeping the four products in registers; under AdamW a second pass of the same kind forms u_n
+from the moments (copied in their own type) in registers; the sparse products are compiled too
+and write straight into the row buffers. Elsewhere (GPU) A is filled in place with the four products, which are
 reduced together by one reshape-sum per run of back-to-back channel rows or columns. A and B
 then swap roles: theta_{n+1} and its part sums serve as the next step's theta_n unless a
 parameter was written in between (its version counter moved; theta_n and Q_n are then read
@@ -90,7 +91,7 @@ from torch import nn
 
 from nmech.errors import NmechError
 from nmech.validation.channels import KINDS, QUADRATIC, ChannelSums, Group, flat_order
-from nmech.validation.fused import CsrMatrix, FusedStepSums
+from nmech.validation.fused import CsrMatrix, FusedPartSums
 from nmech.validation.optim import AdamWSettings, read_optimizer
 from nmech.validation.records import (
     ADAPTIVE_SIGNALS,
@@ -146,12 +147,12 @@ class _Blocks:
             start += layouts[k].width
         self.column = {signal: j for j, signal in enumerate(signals)}
         self.rows = torch.zeros(rows, start, len(signals), dtype=torch.float64, device=device)
-        self.fused: FusedStepSums | None = None
+        self.fused: FusedPartSums | None = None
 
     def fuse(self, offsets: dict[str, int], shapes: dict[str, torch.Size]) -> None:
         """Take :meth:`step_sums` and the block sums through the compiled CPU kernels of
         :mod:`nmech.validation.fused` from now on (CPU tensors only)."""
-        self.fused = FusedStepSums(self.sums, offsets, shapes)
+        self.fused = FusedPartSums(self.sums, offsets, shapes)
         self.csr = {False: CsrMatrix(self.sums.signed), True: CsrMatrix(self.sums.unsigned)}
         self.rows_np = self.rows.numpy()
 
@@ -165,7 +166,7 @@ class _Blocks:
         g overwritten) and reduced together by dense reshape-sums."""
         theta = block[0]
         if self.fused is not None:
-            return self.fused.sums(theta.numpy(), grad.numpy(), theta_next.numpy())
+            return self.fused.step(theta.numpy(), grad.numpy(), theta_next.numpy())
         torch.square(grad, out=block[2])
         delta = torch.sub(theta_next, theta, out=theta)
         grad.mul_(delta)
@@ -307,9 +308,11 @@ class Recorder:
         shapes = {n: p.shape for n, p in self.params.items()}
         self.pair = torch.zeros(2, 4, numel, dtype=torch.float64, device=device)
         quad = [names.index(n) for n in self.quad_names]
-        if self.fused:  # g_n only feeds the compiled pass: kept in the parameters' own type
-            dtype = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
-            self.flat_grad = torch.zeros(numel, dtype=dtype)
+        # g_n (and AdamW's moments) only feed the compiled passes when fused: they are kept in
+        # the parameters' own float type there (an exact copy), float64 otherwise
+        grad_dtype = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
+        if self.fused:
+            self.flat_grad = torch.zeros(numel, dtype=grad_dtype)
             rows = [self.flat_grad, self.flat_grad]
         else:
             rows = [buf[1] for buf in self.pair]
@@ -338,12 +341,14 @@ class Recorder:
         for b in (self.quad, self.lin):
             if b is not None and self.fused:
                 b.fuse(self.offsets, shapes)
-        if self.adaptive:  # AdamW's moments and the update direction u_n, flat float64
-            self.u = torch.zeros(numel, dtype=torch.float64, device=device)
-            self.moments = torch.zeros(2, numel, dtype=torch.float64, device=device)
+        if self.adaptive:  # AdamW's moments (own type when fused, else float64) and u_n
+            dtype = grad_dtype if self.fused else torch.float64
+            self.moments = torch.zeros(2, numel, dtype=dtype, device=device)
             self.moment_views = _flat_views(self.moments[0], plist) + _flat_views(
                 self.moments[1], plist
             )
+            if not self.fused:
+                self.u = torch.zeros(numel, dtype=torch.float64, device=device)
 
     def _bind(self, cur: int) -> None:
         """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``) and two scratch
@@ -381,6 +386,16 @@ class Recorder:
         sources = [st["exp_avg"] for st in states] + [st["exp_avg_sq"] for st in states]
         torch._foreach_copy_(self.moment_views, sources)
         bc1, bc2_sqrt = self._bias_corrections(states)
+        if self.fused:  # one compiled pass per reduction family, u_n formed in registers
+            m, v, theta = self.moments[0].numpy(), self.moments[1].numpy(), self.theta.numpy()
+            for blocks, cols, signals in (
+                (self.quad, 0, ADAPTIVE_SIGNALS),
+                (self.lin, 2, LINEAR_SIGNALS),
+            ):
+                if blocks is not None:
+                    sums = blocks.fused.update(theta, m, v, (bc1, bc2_sqrt), self.settings.eps)
+                    blocks.put(sums[:, cols : cols + len(signals)], signals, row)
+            return
         u = self.u
         torch.sqrt(self.moments[1], out=u)
         u.div_(bc2_sqrt).add_(self.settings.eps).mul_(bc1)

@@ -50,17 +50,21 @@ def test_settings_reader_refuses_other_rules(make, message):
     assert "\n" not in str(info.value)
 
 
+def _recorded_adamw_run(model, path, steps, fused=True):
+    """Records of ``steps`` AdamW steps (lr 0.01, weight decay 0.5) of ``model``."""
+    batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
+    found = discover(model, batches.next())
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
+    rec = Recorder(model, found.groups, path, opt, fused=fused)
+    train(model, opt, batches, steps, rec, progress=False)
+    rec.close()
+    return load_records(path)
+
+
 def test_exact_recursion_meets_error_bar_under_adamw(small_vgg, tmp_path, engine):
     worst = {}
     for bn in (True, False):
-        model = small_vgg(bn)
-        batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
-        found = discover(model, batches.next())
-        opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
-        rec = Recorder(model, found.groups, tmp_path / f"r{bn}.h5", opt)
-        train(model, opt, batches, 12, rec, progress=False)
-        rec.close()
-        records = load_records(tmp_path / f"r{bn}.h5")
+        records = _recorded_adamw_run(small_vgg(bn), tmp_path / f"r{bn}.h5", 12)
         assert set(records.kinds["translation"].signals) == {"c_u"}
         quad = records.kinds["scale" if bn else "rescale"]
         assert {"theta_u", "u_sq"} <= set(quad.signals) and quad.size is not None
@@ -70,6 +74,25 @@ def test_exact_recursion_meets_error_bar_under_adamw(small_vgg, tmp_path, engine
             assert moved > 1e-3 * np.abs(comp.measured.Q).max(), kind
     for key in ((True, "scale"), (False, "rescale"), (True, "translation"), (False, "translation")):
         assert worst[key] < 1e-4, (key, worst)
+
+
+@pytest.mark.parametrize("bn", [True, False])
+def test_adamw_signals_agree_between_compiled_and_torch_routes(small_vgg, tmp_path, bn):
+    """The recorder's compiled CPU passes (step signals, and theta_u, u_sq, c_u with u_n formed
+    in registers from the moments) record what its torch ops record, to round-off."""
+    records = {
+        fused: _recorded_adamw_run(small_vgg(bn), tmp_path / f"r{fused}.h5", 6, fused=fused)
+        for fused in (True, False)
+    }
+    kinds = records[True].kinds
+    assert set(kinds) == set(records[False].kinds) and "translation" in kinds
+    for kind, kr in kinds.items():
+        other = records[False].kinds[kind]
+        pairs = {"Q": (kr.Q, other.Q), **{s: (v, other.signals[s]) for s, v in kr.signals.items()}}
+        assert {"theta_u", "u_sq"} <= set(pairs) or "c_u" in pairs
+        for name, (got, want) in pairs.items():
+            scale = np.abs(want).max(axis=0, keepdims=True)
+            assert np.all(np.abs(got - want) <= 1e-10 * scale + 1e-300), (kind, name)
 
 
 def test_equilibrium_check_measures_angles_and_norms():

@@ -168,7 +168,7 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
     """The compiled pass (nmech.validation.fused) gives ChannelSums.sums of the stacked
     [D^2; D*g; g^2; theta'^2] for rows, columns with fan > 1, whole-tensor parts and parameters
     with both; its sparse products equal torch's; a NaN gradient entry reaches its sums."""
-    from nmech.validation.fused import CsrMatrix, FusedStepSums
+    from nmech.validation.fused import CsrMatrix, FusedPartSums
 
     shapes = {
         "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "b.w": torch.Size([5, 6, 3, 3]),
@@ -193,13 +193,13 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
     grad = torch.randn(numel, generator=gen).to(grad_dtype)
     g = grad.double()
     want = sums.sums(torch.stack([(nxt - theta) ** 2, (nxt - theta) * g, g * g, nxt * nxt]))
-    got = FusedStepSums(sums, offsets, shapes).sums(theta.numpy(), grad.numpy(), nxt.numpy())
+    got = FusedPartSums(sums, offsets, shapes).step(theta.numpy(), grad.numpy(), nxt.numpy())
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-13, atol=1e-13)
     for unsigned in (False, True):
         out = np.full((sums.signed.shape[0], 3), np.nan)
         CsrMatrix(sums.unsigned if unsigned else sums.signed).into(got[:, :3].numpy(), out)
         np.testing.assert_allclose(out, sums.blocks(want[:, :3], unsigned).numpy(), rtol=1e-13)
     grad[offsets["b.w"] + 10] = float("nan")  # b.w row 0, column 1 (a->b block 1)
-    got = FusedStepSums(sums, offsets, shapes).sums(theta.numpy(), grad.numpy(), nxt.numpy())
+    got = FusedPartSums(sums, offsets, shapes).step(theta.numpy(), grad.numpy(), nxt.numpy())
     bad = ~np.isfinite(got.numpy()).all(axis=1)
     assert bad.sum() == 2 and np.isfinite(got[:, [0, 3]].numpy()).all()  # one row, one column
