@@ -7,7 +7,9 @@ with a :class:`~nmech.validation.recorder.Recorder` on every block that discover
 (``flush_every`` as in the preset, 100; default ``fused=True``, i.e. on the CPU the compiled
 pass of :mod:`nmech.validation.fused`). A step is the whole loop iteration: next batch
 (augmentation on the device), forward, cross-entropy, backward, the recorder's
-``before_step``, ``SGD.step``, ``after_step``.
+``before_step``, ``SGD.step``, ``after_step``. The full run adds VGG-16 without batch norm,
+VGG-16-BN under ``torch.optim.AdamW`` (``nmech validate --optimizer adamw``'s settings; the
+recorder then also forms AdamW's update signals), and the paper's 64x64 input size.
 
 Both variants train the same model in the same process, interleaved in blocks of ``BLOCK``
 consecutive steps (``pairs`` steps each in all, the order inside a pair of blocks alternating),
@@ -39,6 +41,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nmech.validation.presets import ADAMW_DEFAULTS
+
 WARMUP = 5
 BLOCK = 10
 PAIRS_FULL = 300
@@ -55,7 +59,7 @@ def _bench_model(name: str, pairs: int, shape: dict[str, Any] | None = None) -> 
 
     from nmech.validation.data import DeviceBatches
     from nmech.validation.discovery import discover
-    from nmech.validation.experiment import load_data
+    from nmech.validation.experiment import build_optimizer, load_data
     from nmech.validation.models import build_model
     from nmech.validation.presets import get_preset
     from nmech.validation.recorder import Recorder
@@ -72,10 +76,7 @@ def _bench_model(name: str, pairs: int, shape: dict[str, Any] | None = None) -> 
     model.train()
     batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
     found = discover(model, batches.next())
-    opt = torch.optim.SGD(
-        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
-        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
-    )  # fmt: skip
+    opt = build_optimizer(preset, model)
     plain: list[float] = []
     recorded: list[float] = []
     flushed: list[bool] = []
@@ -131,6 +132,9 @@ def _timed(hook: Callable[..., None], seconds: list[float]) -> Callable[..., Non
 #: overhead at a size closer to real training (full mode only, fewer steps: ~0.5 s each).
 PAPER_SHAPE = {"image_size": 64, "width": 0.25, "batch_size": 64}
 PAIRS_PAPER_SHAPE = 40
+#: ``nmech validate --optimizer adamw``'s settings (the recorder then also records AdamW's
+#: update signals theta_u, u_sq, c_u).
+ADAMW = {"optimizer": "adamw", **ADAMW_DEFAULTS}
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -143,6 +147,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     if not quick:
         cases += [
             ("vgg16", "cpu-demo", pairs, None),
+            ("vgg16_bn", "cpu-demo AdamW", pairs, ADAMW),
             ("vgg16_bn", "64x64 width 1/4 batch 64", PAIRS_PAPER_SHAPE, PAPER_SHAPE),
         ]
     records = []
