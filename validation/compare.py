@@ -1,9 +1,10 @@
 """Predictions of the derived dynamics for every recorded block, and their errors.
 
 For each kind (scale, rescale, translation) the derivation engine gives the dynamics of Q under
-the run's torch SGD or AdamW (AdamW: the recursion driven by the recorded update u_n); ``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals
-in two forms: ``exact`` (the discrete recursion, which should match to float32 round-off) and
-``continuous`` (the paper's modified-flow solution).
+the run's torch SGD or AdamW (AdamW: the recursion driven by the recorded update u_n);
+``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals in two forms:
+``exact`` (the discrete recursion, which should match to float32 round-off) and ``continuous``
+(the paper's modified-flow solution).
 
 Error of channel c in one form (pred, meas: [N+1] trajectories):
 

@@ -1,7 +1,8 @@
 """One fused pass for the recorder's per-step quadratic signals on the CPU (numba).
 
 For the flat vectors theta_n, g_n and theta_{n+1} (laid out as in
-:class:`~nmech.validation.channels.ChannelSums`; g_n float64 or the parameters' own float type) and every part p of a quadratic block, channel c:
+:class:`~nmech.validation.channels.ChannelSums`; g_n float64 or the parameters' own float type)
+and every part p of a quadratic block, channel c:
 
     s_{p,c} = sum_{i in part p, channel c} [D_i^2, D_i g_i, g_i^2, theta_{n+1,i}^2],
     D = theta_{n+1} - theta_n,

@@ -62,8 +62,9 @@ default) g_n is copied in the parameters' own float type (exact) into a flat buf
 and one compiled pass (:mod:`nmech.validation.fused`) reads theta_n, g_n and theta_{n+1} once,
 keeping the four products in registers; under AdamW a second pass of the same kind forms u_n
 from the moments (copied in their own type) in registers; the sparse products are compiled too
-and write straight into the row buffers. Elsewhere (GPU) A is filled in place with the four products, which are
-reduced together by one reshape-sum per run of back-to-back channel rows or columns. A and B
+and write straight into the row buffers. Elsewhere (GPU) A is filled in place with the four
+products, which are reduced together by one reshape-sum per run of back-to-back channel rows or
+columns. A and B
 then swap roles: theta_{n+1} and its part sums serve as the next step's theta_n unless a
 parameter was written in between (its version counter moved; theta_n and Q_n are then read
 afresh).
@@ -351,11 +352,13 @@ class Recorder:
                 self.u = torch.zeros(numel, dtype=torch.float64, device=device)
 
     def _bind(self, cur: int) -> None:
-        """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``) and two scratch
-        rows; row 0 of the other one is theta_{n+1} (``theta_next``)."""
+        """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``; its own flat
+        buffer when fused) and two scratch rows; row 0 of the other one is theta_{n+1}
+        (``theta_next``)."""
         self.cur = cur
         self.block = self.pair[cur]
-        self.theta, self.grad = self.block[0], self.block[1]
+        self.theta = self.block[0]
+        self.grad = self.flat_grad if self.fused else self.block[1]
         self.theta_next = self.pair[1 - cur][0]
         self.theta_views, self.grad_views = self._views[cur]
         self.next_views = self._views[1 - cur][0]
@@ -497,8 +500,7 @@ class Recorder:
         if self.adaptive:  # needs theta_n, overwritten below
             self._record_update(self.row)
         if self.quad is not None:
-            grad = self.flat_grad if self.fused else self.grad
-            sums = self.quad.step_sums(self.block, self.theta_next, grad)
+            sums = self.quad.step_sums(self.block, self.theta_next, self.grad)
             self.quad.put(sums[:, :3], STEP_SIGNALS, self.row)
             self.q_sums = sums[:, 3:].contiguous()
         self._bind(1 - self.cur)
