@@ -1,5 +1,5 @@
 """Derivation benchmark: wall time of the dimension-free engine, and its speed-up over the naive
-coordinate route (:mod:`nmech.benchmarks.naive`).
+coordinate route (:mod:`nmech.reference.naive`).
 
 Every measurement runs in a fresh (spawned) process, so each derivation starts with cold caches,
 as ``nmech derive`` does, and a naive run that passes the time cap can be stopped.
@@ -47,8 +47,8 @@ def _loss():
 
 def _measure(task: str, rule_name: str, order: int, conn=None) -> float:
     """Seconds for one job, timed in this (fresh) process; ``conn`` is told when timing starts."""
-    from nmech.benchmarks.naive import naive_modified_field
     from nmech.derive import modified_equation
+    from nmech.reference.naive import naive_modified_field
 
     rule = _rule(rule_name)
     loss, coords = _loss()

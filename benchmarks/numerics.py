@@ -18,7 +18,8 @@ import time
 
 import numpy as np
 
-from nmech.derive import dynamics, rules, symmetry
+from nmech.derive import rules, symmetry
+from nmech.derive.symmetry import dynamics
 from nmech.numerics import predict
 from nmech.numerics.predict import recursion_matrices
 

@@ -6,9 +6,9 @@
 '\\\\tilde L = L + \\\\eta\\\\left(\\\\frac{1}{4}\\\\,\\\\left\\\\|\\\\nabla L\\\\right\\\\|^2\\\\right)'
 """
 
-from . import rules
-from .modified_equation import ModifiedEquation, ModifiedLoss, modified_equation
-from .second_order import SecondOrderFlow, modified_flow
+from nmech.derive import rules
+from nmech.derive.bea.modified_equation import ModifiedEquation, ModifiedLoss, modified_equation
+from nmech.derive.bea.second_order import SecondOrderFlow, modified_flow
 
 __all__ = [
     "rules",

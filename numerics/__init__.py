@@ -1,5 +1,5 @@
 """Numerics: evaluate derived kernels and recursions, integrate flows, check convergence orders."""
 
-from .predict import predict
+from nmech.numerics.predict import predict
 
 __all__ = ["predict"]

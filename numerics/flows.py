@@ -14,10 +14,9 @@ import numpy as np
 import sympy as sp
 from scipy.integrate import solve_ivp
 
-from nmech.derive.modified_equation import ModifiedEquation
+from nmech.derive.bea.modified_equation import ModifiedEquation
 from nmech.derive.symbols import HYPERPARAMETERS
-
-from .simulate import iterate
+from nmech.numerics.simulate import iterate
 
 Field = Callable[[np.ndarray], np.ndarray]
 

@@ -1,6 +1,6 @@
 """Lambdified kernels of the continuous dynamics: the derive → numerics hand-off.
 
-:func:`nmech.derive.continuous.kernels` gives K (response to Q(0) = 1, Q̇(0) = 0) and G
+:func:`nmech.derive.symmetry.continuous.kernels` gives K (response to Q(0) = 1, Q̇(0) = 0) and G
 (Green's function) in closed form for each damping regime of Q̈ + 2ΓQ̇ + ω²Q = F; a first-order
 law Q̇ = −aQ + F has K = G = e^{−at}. Here they become numpy callables of t at given parameter
 values, with the regime chosen from Γ² − ω² (critical within a relative 1e-12).
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from nmech.derive.continuous import ContinuousDynamics, Gamma, Omega, delta, kernels, t
 from nmech.derive.symbols import HYPERPARAMETERS
+from nmech.derive.symmetry.continuous import ContinuousDynamics, Gamma, Omega, delta, kernels, t
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 

@@ -17,11 +17,10 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import signal as sps
 
-from nmech.derive.dynamics import SymmetryDynamics
-from nmech.derive.recursion import Recursion
+from nmech.derive.symmetry.dynamics import SymmetryDynamics
+from nmech.derive.symmetry.recursion import Recursion
 from nmech.errors import NmechError
-
-from .kernels import evaluate, numeric_kernels
+from nmech.numerics.kernels import evaluate, numeric_kernels
 
 
 def _check_parameters(values: Mapping[str, float]) -> None:

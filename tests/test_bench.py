@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from nmech.benchmarks import cli as bench_cli
+from nmech.cli import bench as bench_cli
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "met"}
 

@@ -19,7 +19,7 @@ Modules, one job each (none is imported here, so ``import nmech.validation`` sta
 * :mod:`~nmech.validation.figures`      -- the paper-style figures (PNG).
 * :mod:`~nmech.validation.presets`      -- named run configurations.
 * :mod:`~nmech.validation.experiment`   -- one preset run end to end.
-* :mod:`~nmech.validation.cli`, :mod:`~nmech.validation.report_cli` -- ``nmech validate|report``.
+* :mod:`~nmech.cli.validate`, :mod:`~nmech.cli.report` -- ``nmech validate|report``.
 * :mod:`~nmech.validation.distributed`  -- the same run under torchrun (DistributedDataParallel).
 * :mod:`~nmech.validation.device_check` -- the GPU throughput / overhead / error check.
 """

@@ -43,10 +43,11 @@ class EnginePredictor:
         self._dynamics: dict[tuple[str, Settings], Any] = {}
 
     def dynamics(self, kind: str, settings: Settings) -> Any:
-        """``nmech.derive.dynamics.derive(rule, symmetry.<kind>())`` for the run's optimizer."""
+        """``nmech.derive.symmetry.dynamics.derive(rule, symmetry.<kind>())`` for the run's optimizer."""
         key = (kind, settings)
         if key not in self._dynamics:
-            from nmech.derive import dynamics, symmetry
+            from nmech.derive import symmetry
+            from nmech.derive.symmetry import dynamics
 
             self._dynamics[key] = dynamics.derive(settings.rule(), getattr(symmetry, kind)())
         return self._dynamics[key]

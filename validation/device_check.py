@@ -181,7 +181,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     """Run every switch spec and return the JSON-ready result."""
     import torch
 
-    from nmech.validation.cli import with_optimizer
+    from nmech.cli.validate import with_optimizer
     from nmech.validation.experiment import load_data
     from nmech.validation.presets import get_preset
     from nmech.validation.train import resolve_device

@@ -55,14 +55,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nmech.errors import NmechError
-from nmech.validation.cli import (
+from nmech.cli.validate import (
     add_optimizer_option,
     add_switch_options,
     add_training_options,
     check_optimizer,
     with_optimizer,
 )
+from nmech.errors import NmechError
 from nmech.validation.data import DeviceBatches
 from nmech.validation.models import MODEL_NAMES
 from nmech.validation.presets import PRESETS, Preset, get_preset

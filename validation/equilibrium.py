@@ -5,7 +5,7 @@ Per scale channel c of a records file (Q = |θ_c|², from the recorded signals):
     norm_n  = √Q_n
     angle_n = arccos( ⟨θ_n, θ_{n+1}⟩ / (|θ_n| |θ_{n+1}|) ),  ⟨θ_n, θ_{n+1}⟩ = (Q_n + Q_{n+1} − |Δ_n|²)/2
 
-with |Δ_n|² = ``step_sq``. The prediction is :func:`nmech.derive.equilibrium.equilibrium` of the
+with |Δ_n|² = ``step_sq``. The prediction is :func:`nmech.derive.symmetry.equilibrium.equilibrium` of the
 run's rule, evaluated at its hyper-parameters: AdamW |θ| = √(ηC/(2λ)) with C the channel's
 number of elements (``size`` in the records), η_r = √(2ηλ(1−β₁)/(1+β₁)); torch SGD with
 momentum |θ| = (η E|g̃|²/(2λ(1−β)))^{1/4} with E|g̃|² = mean over the tail of |g_n|² Q_n (the
@@ -65,8 +65,8 @@ def check(scale: KindRecords, settings: Settings, equilibrium: Any) -> Equilibri
     (channel sizes for AdamW, step_sq)."""
     import sympy as sp
 
-    from nmech.derive.equilibrium import G_UNIT, C
     from nmech.derive.symbols import scalar
+    from nmech.derive.symmetry.equilibrium import G_UNIT, C
 
     if "step_sq" not in scale.signals or (scale.size is None and equilibrium.norm_power.has(C)):
         return None

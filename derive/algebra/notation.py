@@ -7,7 +7,7 @@ from typing import Any
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
-from . import trees as T
+from nmech.derive.algebra import trees as T
 
 
 def loss(label: str | None, latex: bool = True) -> str:

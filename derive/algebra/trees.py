@@ -16,7 +16,7 @@ A *tree* is a vector-valued elementary differential:
   that is not a plain coefficient of one argument: terms c·a_j (c free of the placeholders)
   are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
 * a labelled node ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
-  (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.minibatch`).
+  (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.stochastic.minibatch`).
 
 A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
 functions of the hyper-parameters). Differentiation follows the chain rule

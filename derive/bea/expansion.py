@@ -1,7 +1,7 @@
 """η-expansion of a rule's expressions along its slow manifold.
 
 Every vector name of a rule is given as a power series in η whose coefficients are linear
-combinations of trees (:mod:`nmech.derive.trees`); ``expand`` turns an expression of the rule
+combinations of trees (:mod:`nmech.derive.algebra.trees`); ``expand`` turns an expression of the rule
 into such a series, truncated at a given order. ``grad(p)`` with p = θ + δ, δ = O(η), is
 expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ].
 
@@ -9,7 +9,7 @@ Expressions that are not linear in their vectors (element-wise products, quotien
 ``sqrt`` of vectors: the adaptive optimizers) are scalar functions h(a_1, …, a_k) applied
 entry-wise to vector atoms a_i (names and gradients); with a_i = Σ_j η^j A_ij their η^n
 coefficient is (1/n!) dⁿ/dηⁿ h(Σ_j η^j A_ij)|_{η=0}, a scalar function of the A_ij computed by
-sympy and applied entry-wise (:func:`nmech.derive.trees.apply`).
+sympy and applied entry-wise (:func:`nmech.derive.algebra.trees.apply`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ from typing import Any
 
 import sympy as sp
 
+from nmech.derive.algebra import trees as T
+from nmech.derive.symbols import eta, grad
 from nmech.errors import NmechError
-
-from . import trees as T
-from .symbols import eta, grad
 
 Series = list  # list[Vec], index = power of η
 

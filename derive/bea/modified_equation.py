@@ -21,13 +21,13 @@ from typing import Any
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea import potential
+from nmech.derive.bea.slow_manifold import solve
+from nmech.derive.rules.rule import Rule
+from nmech.derive.symbols import eta
 from nmech.errors import NmechError
-
-from . import notation, potential
-from . import trees as T
-from .rules import Rule
-from .slow_manifold import solve
-from .symbols import eta
 
 JSON_SCHEMA = "nmech.modified_equation/1"
 

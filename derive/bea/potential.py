@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from . import notation
-from . import trees as T
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
 
 Key = tuple
 LOSS = "L"

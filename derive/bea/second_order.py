@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.rules.linear_step import linear_step
+from nmech.derive.rules.rule import PARAMETER, Rule
+from nmech.derive.symbols import eta
 from nmech.errors import NmechError
-
-from . import notation
-from .linear_step import linear_step
-from .rules import PARAMETER, Rule
-from .symbols import eta
 
 
 @dataclass(frozen=True)

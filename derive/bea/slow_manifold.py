@@ -26,12 +26,11 @@ import sympy as sp
 from sympy import QQ
 from sympy.polys.matrices import DomainMatrix
 
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea.expansion import Expander, Series, unknowns
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.symbols import eta
 from nmech.errors import NmechError
-
-from . import trees as T
-from .expansion import Expander, Series, unknowns
-from .rules import NEXT, PARAMETER, Rule
-from .symbols import eta
 
 MAX_ORDER = 12
 FIELD = "?F"

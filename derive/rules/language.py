@@ -31,10 +31,9 @@ import re
 
 import sympy as sp
 
+from nmech.derive.rules.rule import NEXT, PARAMETER, Assignment, Rule
+from nmech.derive.symbols import grad, scalar, vector
 from nmech.errors import NmechError
-
-from .rules import NEXT, PARAMETER, Assignment, Rule
-from .symbols import grad, scalar, vector
 
 MAX_TEXT = 20_000
 MAX_LINE = 2_000

@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.symbols import grad
 from nmech.errors import NmechError
-
-from .rules import NEXT, PARAMETER, Rule
-from .symbols import grad
 
 Combination = dict  # dict[str, sp.Expr]: basis name -> coefficient
 

@@ -24,10 +24,9 @@ from itertools import permutations, product
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
 from nmech.errors import NmechError
-
-from . import notation
-from . import trees as T
 
 Item = tuple  # tuple[T.Tree, ...], sorted
 Items = dict  # dict[Item, sp.Expr]

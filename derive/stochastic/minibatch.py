@@ -38,14 +38,20 @@ from typing import Any
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea import potential
+from nmech.derive.bea.expansion import Series, zero_series
+from nmech.derive.bea.modified_equation import (
+    ConcreteEvaluator,
+    eta_power,
+    flow_latex,
+    flow_text,
+    tree_json,
+)
+from nmech.derive.stochastic import batch_sums as B
+from nmech.derive.symbols import eta
 from nmech.errors import NmechError
-
-from . import batch_sums as B
-from . import notation, potential
-from . import trees as T
-from .expansion import Series, zero_series
-from .modified_equation import ConcreteEvaluator, eta_power, flow_latex, flow_text, tree_json
-from .symbols import eta
 
 MAX_ORDER = 2
 M = sp.Symbol("m", positive=True, integer=True)

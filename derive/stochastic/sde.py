@@ -7,7 +7,7 @@ E[X_η − θ] = η b_0 + η²(b_1 + ½ b_0′b_0) + O(η³) and E[(X_η − θ)
 over the m draws, makes the SDE a second-order weak approximation:
 
 * the drift is the backward error analysis of the mean step over time η (the same solve as
-  :func:`~nmech.derive.minibatch.minibatch_equation` with one draw): b = −∇[L + (η/4)‖∇L‖²];
+  :func:`~nmech.derive.stochastic.minibatch.minibatch_equation` with one draw): b = −∇[L + (η/4)‖∇L‖²];
 * Σ = [η²] E[ΔΔᵀ] − b_0b_0ᵀ = (1/m) Σ_k ∇L̂_k∇L̂_kᵀ − ∇L∇Lᵀ, which is the covariance of one
   mini-batch gradient, (1/m) Σ_k (∇L̂_k − ∇L)(∇L̂_k − ∇L)ᵀ (checked in the labelled algebra).
 """
@@ -21,19 +21,18 @@ from typing import Any
 
 import sympy as sp
 
-from nmech.errors import NmechError
-
-from . import batch_sums as B
-from . import notation
-from . import trees as T
-from .minibatch import (
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea.modified_equation import ConcreteEvaluator, tree_json
+from nmech.derive.stochastic import batch_sums as B
+from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     MinibatchEquation,
     epoch_moments,
     loss_body,
     minibatch_equation,
 )
-from .modified_equation import ConcreteEvaluator, tree_json
+from nmech.errors import NmechError
 
 JSON_SCHEMA = "nmech.minibatch_sde/1"
 

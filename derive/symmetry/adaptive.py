@@ -19,11 +19,11 @@ from the optimizer's state after the step).
 Why the SGD closure fails. For SGD the direction is built from gradients, and the symmetry
 gives ⟨Jθ, g⟩ + ⟨c, g⟩ = 0 at the point where g was evaluated: the cross term of the expansion
 is then −λQ plus momentum history, and the Gram-entry elimination of
-:mod:`nmech.derive.recursion` closes with ⟨g, Jg⟩ or ⟨Δ, JΔ⟩ alone. An element-wise
+:mod:`nmech.derive.symmetry.recursion` closes with ⟨g, Jg⟩ or ⟨Δ, JΔ⟩ alone. An element-wise
 preconditioner D_n = diag(1/(√v̂_n + ε)) is not a multiple of the identity on a block, so
 ⟨Jθ, D_n g⟩ = Σ_i (Jθ)_i g_i / (√v̂_{n,i} + ε) ≠ 0 although Σ_i (Jθ)_i g_i = 0; and D_n changes
 every step, so no finite set of hidden Gram entries absorbs the history either (the rule is not
-a linear step, :func:`nmech.derive.linear_step.linear_step` refuses it). The one extra signal
+a linear step, :func:`nmech.derive.rules.linear_step.linear_step` refuses it). The one extra signal
 ⟨Jθ_n, u_n⟩ (⟨c, u_n⟩ for translation) closes the recursion in one dimension.
 
 Continuous form (first order in η, the paper's convention for SGD): θ̇ = −((1 − a)/η) θ − u, so
@@ -42,14 +42,13 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.symbols import eta, grad, vector
+from nmech.derive.symmetry.continuous import ContinuousDynamics
+from nmech.derive.symmetry.generators import Symmetry
+from nmech.derive.symmetry.recursion import Recursion, _gram, _lin
 from nmech.errors import NmechError
-
-from . import notation
-from .continuous import ContinuousDynamics
-from .recursion import Recursion, _gram, _lin
-from .rules import NEXT, PARAMETER, Rule
-from .symbols import eta, grad, vector
-from .symmetry import Symmetry
 
 #: Per-step signals of the adaptive recursions (their LaTeX is in ``recursion.SIGNAL_LATEX``).
 ADAPTIVE_SIGNALS = ("theta_u", "u_sq", "c_u")
@@ -168,7 +167,7 @@ def adaptive_continuous(step: AdaptiveStep, sym: Symmetry) -> ContinuousDynamics
 def is_adaptive(rule: Rule) -> bool:
     """True when the rule is not a linear step (its vectors are multiplied, divided or passed
     through functions): its symmetry dynamics come from this module."""
-    from .linear_step import linear_step
+    from nmech.derive.rules.linear_step import linear_step
 
     try:
         linear_step(rule)

@@ -21,15 +21,14 @@ from functools import cache
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea.modified_equation import modified_equation
+from nmech.derive.bea.second_order import modified_flow
+from nmech.derive.rules.rule import Rule
+from nmech.derive.symbols import eta, lam
+from nmech.derive.symmetry.generators import Symmetry
 from nmech.errors import NmechError
-
-from . import notation
-from . import trees as T
-from .modified_equation import modified_equation
-from .rules import Rule
-from .second_order import modified_flow
-from .symbols import eta, lam
-from .symmetry import Symmetry
 
 t, Gamma, omega, delta, Omega = sp.symbols("t Gamma omega delta Omega", positive=True)
 

@@ -22,22 +22,26 @@ from functools import cached_property
 
 import sympy as sp
 
-from nmech.errors import NmechError
-
-from . import notation
-from .adaptive import (
+from nmech.derive.algebra import notation
+from nmech.derive.rules.rule import Rule
+from nmech.derive.symbols import scalar
+from nmech.derive.symmetry.adaptive import (
     AdaptiveStep,
     adaptive_continuous,
     adaptive_recursion,
     adaptive_step,
     is_adaptive,
 )
-from .continuous import ContinuousDynamics, continuous_dynamics, kernels
-from .equilibrium import Equilibrium, equilibrium
-from .recursion import SIGNAL_LATEX, Recursion, derive_recursion, derive_recursion_at
-from .rules import Rule
-from .symbols import scalar
-from .symmetry import Symmetry
+from nmech.derive.symmetry.continuous import ContinuousDynamics, continuous_dynamics, kernels
+from nmech.derive.symmetry.equilibrium import Equilibrium, equilibrium
+from nmech.derive.symmetry.generators import Symmetry
+from nmech.derive.symmetry.recursion import (
+    SIGNAL_LATEX,
+    Recursion,
+    derive_recursion,
+    derive_recursion_at,
+)
+from nmech.errors import NmechError
 
 #: Generic parameter values at which the signal set of the exact recursion is decided quickly.
 GENERIC = {"eta": 0.0713, "beta": 0.3719, "lam": 0.0291, "tau": 0.1931}

@@ -33,13 +33,12 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.symbols import eta, grad, vector
+from nmech.derive.symmetry.adaptive import adaptive_recursion, adaptive_step
+from nmech.derive.symmetry.generators import scale
 from nmech.errors import NmechError
-
-from . import notation
-from .adaptive import adaptive_recursion, adaptive_step
-from .rules import NEXT, PARAMETER, Rule
-from .symbols import eta, grad, vector
-from .symmetry import scale
 
 #: Channel size C and E|g~|^2, the mean squared gradient at unit-norm weights.
 C, G_UNIT = sp.symbols("C G_unit", positive=True)

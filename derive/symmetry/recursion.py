@@ -1,7 +1,7 @@
 """Exact discrete dynamics of a symmetry's observable: a closed linear recursion.
 
 No continuum approximation. At step n the rule's vectors are the states s (θ and auxiliary
-ones) and the gradient g_n = ∇L(p_n) (linear step, :mod:`nmech.derive.linear_step`). Every
+ones) and the gradient g_n = ∇L(p_n) (linear step, :mod:`nmech.derive.rules.linear_step`). Every
 scalar the observable can depend on is a "Gram" entry ⟨a, J b⟩ or ⟨c, a⟩ of two such vectors.
 What is known at step n:
 
@@ -27,20 +27,19 @@ from itertools import combinations
 
 import sympy as sp
 
+from nmech.derive.algebra import notation
+from nmech.derive.rules.linear_step import Combination, LinearStep, linear_step
+from nmech.derive.rules.rule import PARAMETER, Rule, rule_key
+from nmech.derive.symbols import beta, eta, lam, tau
+from nmech.derive.symmetry.generators import Symmetry
 from nmech.errors import NmechError
-
-from . import notation
-from .linear_step import Combination, LinearStep, linear_step
-from .rules import PARAMETER, Rule, rule_key
-from .symbols import beta, eta, lam, tau
-from .symmetry import Symmetry
 
 SIGNALS = ("grad_sq", "step_sq", "step_grad")
 SIGNAL_LATEX = {
     "grad_sq": "\\langle g_n, J g_n \\rangle",
     "step_sq": "\\langle \\Delta_n, J \\Delta_n \\rangle",
     "step_grad": "\\langle \\Delta_n, J g_n \\rangle",
-    # the adaptive rules' signals (u_n the update direction, :mod:`nmech.derive.adaptive`)
+    # the adaptive rules' signals (u_n the update direction, :mod:`nmech.derive.symmetry.adaptive`)
     "theta_u": "\\langle J\\theta_n, u_n \\rangle",
     "u_sq": "\\langle u_n, J u_n \\rangle",
     "c_u": "\\langle c, u_n \\rangle",
@@ -312,7 +311,7 @@ def substitute_rule(rule: Rule, values: dict[sp.Symbol, sp.Expr]) -> Rule:
     """The rule with parameter values put in (exact rationals)."""
     from dataclasses import replace
 
-    from .rules import Assignment
+    from nmech.derive.rules.rule import Assignment
 
     def put(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
         return tuple(Assignment(a.target, sp.expand(a.expr.xreplace(values))) for a in items)

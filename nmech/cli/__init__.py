@@ -16,12 +16,12 @@ from nmech.errors import NmechError
 Runner = Callable[[argparse.Namespace], int]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "derive": ("modified equations of an update rule", "nmech.derive.cli"),
-    "dynamics": ("dynamics of a symmetry's observable", "nmech.derive.dynamics_cli"),
-    "validate": ("train a network and check the predictions", "nmech.validation.cli"),
-    "report": ("rebuild report and figures from a run's records", "nmech.validation.report_cli"),
-    "demo": ("the main job: derivations and the cpu-demo validation", "nmech.demo"),
-    "bench": ("the benchmark suite", "nmech.benchmarks.cli"),
+    "derive": ("modified equations of an update rule", "nmech.cli.derive"),
+    "dynamics": ("dynamics of a symmetry's observable", "nmech.cli.dynamics"),
+    "validate": ("train a network and check the predictions", "nmech.cli.validate"),
+    "report": ("rebuild report and figures from a run's records", "nmech.cli.report"),
+    "demo": ("the main job: derivations and the cpu-demo validation", "nmech.cli.demo"),
+    "bench": ("the benchmark suite", "nmech.cli.bench"),
 }
 
 
@@ -68,6 +68,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nmech: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from nmech.derive import modified_equation, rules, symmetry
-from nmech.derive.dynamics import derive
+from nmech.derive.symmetry.dynamics import derive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """nmech derive: the modified equation (and modified loss) of an update rule.
 
-Built-in rules by name, or a rule file in the rule language (see nmech.derive.rule_language);
+Built-in rules by name, or a rule file in the rule language (see nmech.derive.rules.language);
 ``minibatch --batches M`` for mini-batch SGD over an epoch (random reshuffling, or
 ``--replacement``), ``--format sde`` for its stochastic modified equation.
 """
@@ -11,18 +11,17 @@ import argparse
 import json
 from pathlib import Path
 
-from nmech.errors import NmechError
-
-from . import rules
-from .minibatch import (
+from nmech.derive import rules
+from nmech.derive.bea.modified_equation import modified_equation
+from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
     MinibatchEquation,
     general_equation,
     minibatch_equation,
 )
-from .minibatch_sde import minibatch_sde
-from .modified_equation import modified_equation
+from nmech.derive.stochastic.sde import minibatch_sde
+from nmech.errors import NmechError
 
 RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd", "rmsprop", "adam", "adamw")
 MINIBATCH = "minibatch"

@@ -2,7 +2,7 @@
 
 Prints the continuous ODE (with its closed-form kernels) and the exact discrete recursion.
 The adaptive rules (rmsprop, adam, adamw; ``--weight-decay`` turns their decay on) give the
-recursion in terms of the measured update direction u_n (see nmech.derive.adaptive).
+recursion in terms of the measured update direction u_n (see nmech.derive.symmetry.adaptive).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import symmetry
-from .cli import RULE_NAMES, load_rule
-from .dynamics import derive
+from nmech.cli.derive import RULE_NAMES, load_rule
+from nmech.derive import symmetry
+from nmech.derive.symmetry.dynamics import derive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

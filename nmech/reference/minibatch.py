@@ -1,6 +1,6 @@
 """Mini-batch SGD by enumeration: the exact mean and covariance of the end point of n steps over
 every equally likely batch sequence (numpy float64), the ground truth for
-:mod:`nmech.derive.minibatch` and :mod:`nmech.derive.minibatch_sde`.
+:mod:`nmech.derive.stochastic.minibatch` and :mod:`nmech.derive.stochastic.sde`.
 
 A step with batch j is θ ← θ − η∇L̂_j(θ); random reshuffling visits the m batches in each of
 the m! orders (n = m), sampling with replacement draws each of the m^n sequences.

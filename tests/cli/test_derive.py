@@ -12,7 +12,7 @@ import sympy as sp
 
 from nmech.cli import main
 from nmech.derive import modified_equation, rules
-from nmech.derive import trees as T
+from nmech.derive.algebra import trees as T
 from nmech.derive.symbols import HYPERPARAMETERS
 
 TORCH_TEXT = "v_next = beta*v + grad(theta) + lam*theta\ntheta_next = theta - eta*v_next\n"

@@ -31,7 +31,7 @@ def test_report_of_missing_folder_is_an_error(tmp_path):
 
 
 def test_cli_modules_do_not_import_torch():
-    code = "import sys, nmech.validation.cli, nmech.validation.report_cli\n"
+    code = "import sys, nmech.cli.validate, nmech.cli.report\n"
     code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

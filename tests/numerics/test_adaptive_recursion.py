@@ -5,7 +5,8 @@ from the parameter difference); the continuous form is first order in eta."""
 import numpy as np
 import pytest
 
-from nmech.derive import dynamics, rules, symmetry
+from nmech.derive import rules, symmetry
+from nmech.derive.symmetry import dynamics
 from nmech.numerics import predict
 from nmech.numerics.simulate import _evaluate, initial_state, step
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nmech.derive import dynamics, rules, symmetry
+from nmech.derive import rules, symmetry
+from nmech.derive.symmetry import dynamics
 from nmech.numerics.kernels import evaluate, numeric_kernels
 
 DYN = dynamics.derive(rules.heavy_ball(weight_decay=True), symmetry.scale())

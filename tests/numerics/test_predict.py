@@ -4,7 +4,8 @@ accurate over a million steps; bad input gets a one-line error."""
 import numpy as np
 import pytest
 
-from nmech.derive import dynamics, rules, symmetry
+from nmech.derive import rules, symmetry
+from nmech.derive.symmetry import dynamics
 from nmech.errors import NmechError
 from nmech.numerics import predict
 from nmech.numerics.simulate import initial_state, step

@@ -1,4 +1,4 @@
-"""Shared helpers: small models and a predictor that uses the derivation engine when present."""
+"""Shared helpers: small VGG models."""
 
 from __future__ import annotations
 
@@ -6,16 +6,6 @@ import pytest
 import torch
 
 from nmech.validation.models import vgg16
-
-
-@pytest.fixture
-def engine() -> None:
-    """Skip when the derivation engine's contract (derive.dynamics, numerics.predict) is missing."""
-    try:
-        from nmech.derive import dynamics, rules, symmetry  # noqa: F401
-        from nmech.numerics import predict  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"derivation engine not available yet: {exc}")
 
 
 @pytest.fixture

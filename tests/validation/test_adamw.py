@@ -9,8 +9,8 @@ import torch
 
 from nmech.cli import main
 from nmech.derive import rules
-from nmech.derive.dynamics import derive
 from nmech.derive.symmetry import scale
+from nmech.derive.symmetry.dynamics import derive
 from nmech.errors import NmechError
 from nmech.validation.compare import compare
 from nmech.validation.data import DeviceBatches, synthetic
@@ -61,7 +61,7 @@ def _recorded_adamw_run(model, path, steps, fused=True):
     return load_records(path)
 
 
-def test_exact_recursion_meets_error_bar_under_adamw(small_vgg, tmp_path, engine):
+def test_exact_recursion_meets_error_bar_under_adamw(small_vgg, tmp_path):
     worst = {}
     for bn in (True, False):
         records = _recorded_adamw_run(small_vgg(bn), tmp_path / f"r{bn}.h5", 12)

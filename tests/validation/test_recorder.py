@@ -81,7 +81,7 @@ def test_recorder_misuse_is_reported(small_vgg, tmp_path):
     "sgd",
     [dict(momentum=0.0, weight_decay=5e-4), dict(momentum=0.9, nesterov=True, weight_decay=5e-4)],
 )
-def test_exact_recursion_meets_error_bar(small_vgg, tmp_path, sgd, engine):
+def test_exact_recursion_meets_error_bar(small_vgg, tmp_path, sgd):
     worst = {}
     for bn in (True, False):
         rec = _run(small_vgg(bn), tmp_path / f"r{bn}.h5", steps=30, **sgd)

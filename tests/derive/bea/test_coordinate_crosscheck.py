@@ -11,10 +11,10 @@ import dataclasses
 import pytest
 import sympy as sp
 
-from nmech.benchmarks.naive import naive_modified_field
 from nmech.derive import modified_equation, rules
 from nmech.derive.rules import Assignment, Rule
 from nmech.derive.symbols import beta, eta, lam, tau
+from nmech.reference.naive import naive_modified_field
 
 x, y = sp.symbols("x y", real=True)
 COORDS = [x, y]

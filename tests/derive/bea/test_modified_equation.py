@@ -9,8 +9,8 @@ import pytest
 import sympy as sp
 
 from nmech.derive import modified_equation, rules
-from nmech.derive import potential as P
-from nmech.derive import trees as T
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea import potential as P
 from nmech.derive.symbols import beta, eta, lam, tau
 from nmech.errors import NmechError
 

@@ -11,7 +11,7 @@ import pytest
 import sympy as sp
 
 from nmech.derive import modified_equation, rules
-from nmech.derive import trees as T
+from nmech.derive.algebra import trees as T
 from nmech.numerics.flows import convergence_slope, tracking_error
 
 x, y = sp.symbols("x y", real=True)

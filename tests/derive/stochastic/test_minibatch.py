@@ -12,10 +12,11 @@ import pytest
 import sympy as sp
 
 from nmech.cli import main
-from nmech.derive import batch_sums as B
 from nmech.derive import modified_equation, rules
-from nmech.derive import trees as T
-from nmech.derive.minibatch import (
+from nmech.derive.algebra import trees as T
+from nmech.derive.bea.modified_equation import ConcreteEvaluator
+from nmech.derive.stochastic import batch_sums as B
+from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
     M,
@@ -24,11 +25,10 @@ from nmech.derive.minibatch import (
     general_equation,
     minibatch_equation,
 )
-from nmech.derive.minibatch_sde import minibatch_sde
-from nmech.derive.modified_equation import ConcreteEvaluator
+from nmech.derive.stochastic.sde import minibatch_sde
 from nmech.errors import NmechError
 from nmech.numerics.flows import gradient_function, integrate, lambdify_vector
-from nmech.numerics.minibatch import end_point_moments
+from nmech.reference.minibatch import end_point_moments
 
 x, y = sp.symbols("x y", real=True)
 COORDS = [x, y]

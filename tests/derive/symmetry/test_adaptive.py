@@ -6,10 +6,10 @@ import pytest
 import sympy as sp
 
 from nmech.cli import main
-from nmech.derive import dynamics, rules, symmetry
-from nmech.derive.adaptive import adaptive_recursion, adaptive_step, is_adaptive
+from nmech.derive import rules, symmetry
 from nmech.derive.symbols import eta, lam, vector
-from nmech.derive.symmetry import Symmetry
+from nmech.derive.symmetry.adaptive import adaptive_recursion, adaptive_step, is_adaptive
+from nmech.derive.symmetry import Symmetry, dynamics
 from nmech.errors import NmechError
 
 

@@ -7,8 +7,8 @@ import pytest
 import sympy as sp
 
 from nmech.derive import rules
-from nmech.derive.equilibrium import G_UNIT, C, equilibrium
 from nmech.derive.symbols import beta, beta1, eta, lam
+from nmech.derive.symmetry.equilibrium import G_UNIT, C, equilibrium
 from nmech.errors import NmechError
 from nmech.numerics.simulate import initial_state, step
 

@@ -1,0 +1,6 @@
+"""Backward error analysis of update rules: the η-expansion of a rule along its slow manifold
+(:mod:`~nmech.derive.bea.expansion`), the order-by-order solve for the modified field and the
+states (:mod:`~nmech.derive.bea.slow_manifold`), the result and its concrete evaluation
+(:mod:`~nmech.derive.bea.modified_equation`), the modified loss by an exact curl test
+(:mod:`~nmech.derive.bea.potential`) and the second-order flow of momentum rules
+(:mod:`~nmech.derive.bea.second_order`)."""

@@ -1,0 +1,41 @@
+"""Update rules: the :class:`Rule` object, the built-in optimizers, and the rule language.
+
+>>> from nmech.derive import rules
+>>> rules.heavy_ball().name
+'heavy-ball'
+>>> rules.parse("theta_next = theta - eta*grad(theta)").states
+()
+"""
+
+from nmech.derive.rules.builtins import (
+    BUILTINS,
+    adam,
+    adamw,
+    builtin,
+    gd,
+    heavy_ball,
+    nesterov,
+    rmsprop,
+    torch_sgd,
+)
+from nmech.derive.rules.language import parse_rule as parse
+from nmech.derive.rules.rule import NEXT, PARAMETER, PREV, Assignment, Rule, rule_key
+
+__all__ = [
+    "Rule",
+    "Assignment",
+    "PARAMETER",
+    "NEXT",
+    "PREV",
+    "rule_key",
+    "parse",
+    "builtin",
+    "BUILTINS",
+    "gd",
+    "heavy_ball",
+    "nesterov",
+    "torch_sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+]

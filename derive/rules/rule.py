@@ -1,0 +1,137 @@
+"""Update rules: one optimizer step as sequential assignments of vector expressions.
+
+A :class:`Rule` maps the current state (θ and auxiliary vectors such as a momentum buffer ``v``
+or the previous iterate ``theta_prev``) to the next one. Each assignment ``target = expr`` is a
+sympy expression in which ``grad(p)`` is ∇L(p):
+
+* ``X_next = ...`` gives the next value of state ``X`` (``theta_next`` is required);
+* ``X_prev`` (for a state ``X``) is the previous value of ``X``: two-step forms are state rules
+  with the implicit update ``X_prev_next = X``;
+* any other target is a temporary of the step (e.g. Nesterov's look-ahead point ``y``);
+* ``first X_next = ...`` overrides an assignment on the very first step only (torch's first
+  momentum buffer is the first gradient, undampened).
+
+Products, quotients, powers and ``sqrt`` of two vectors act element-wise (Hadamard), scalars
+broadcast. ``step`` (the 1-based iteration count) appears only in bias corrections b**step;
+:meth:`Rule.after_transient` drops them (b**step → 0), which is the rule the derivations use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from nmech.derive.symbols import step, vector
+from nmech.errors import NmechError
+
+PARAMETER = "theta"
+NEXT = "_next"
+PREV = "_prev"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """``target = expr`` within one step."""
+
+    target: str
+    expr: sp.Expr
+
+
+@dataclass(frozen=True, eq=False)
+class Rule:
+    """One optimizer step. See the module docstring for the conventions."""
+
+    name: str
+    assignments: tuple[Assignment, ...]
+    first_step: tuple[Assignment, ...] = ()
+    defaults: dict[str, float] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        targets = [a.target for a in self.assignments]
+        if PARAMETER + NEXT not in targets:
+            raise NmechError(f"rule '{self.name}' never assigns '{PARAMETER}{NEXT}'")
+        for a in self.first_step:
+            if a.target not in targets:
+                raise NmechError(f"first-step assignment '{a.target}' overrides nothing")
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Auxiliary states (everything carried from step to step except θ), in a fixed order."""
+        carried = [a.target[: -len(NEXT)] for a in self.assignments if a.target.endswith(NEXT)]
+        names = [s for s in carried if s != PARAMETER]
+        return tuple(names + [s for s in self.implicit_previous() if s not in names])
+
+    def implicit_previous(self) -> tuple[str, ...]:
+        """States ``X_prev`` referenced by the rule (previous value of a carried state ``X``)."""
+        carried = {a.target[: -len(NEXT)] for a in self.assignments if a.target.endswith(NEXT)}
+        found: list[str] = []
+        for a in self.assignments + self.first_step:
+            for s in sorted(a.expr.free_symbols, key=str):
+                name = str(s)
+                if name.endswith(PREV) and name[: -len(PREV)] in carried and name not in found:
+                    found.append(name)
+        return tuple(found)
+
+    @property
+    def vectors(self) -> frozenset[str]:
+        """Names that denote vectors: θ, the states and every assignment target."""
+        names = {PARAMETER, *self.states}
+        names.update(a.target for a in self.assignments)
+        return frozenset(names)
+
+    def step(self, first: bool = False) -> tuple[Assignment, ...]:
+        """The assignments of one step, the implicit ``X_prev_next = X`` ones included."""
+        overrides = {a.target: a for a in self.first_step} if first else {}
+        body = tuple(overrides.get(a.target, a) for a in self.assignments)
+        shifts = tuple(
+            Assignment(p + NEXT, vector(p[: -len(PREV)])) for p in self.implicit_previous()
+        )
+        return body + shifts
+
+    def initial_value(self, state: str) -> sp.Expr:
+        """The value of an auxiliary state before the first step: X_prev = X(0), others 0."""
+        if state.endswith(PREV):
+            return vector(state[: -len(PREV)])
+        return sp.Integer(0)
+
+    def parameters(self) -> frozenset[sp.Symbol]:
+        """Scalar symbols of the rule (hyper-parameters and any user-named constant)."""
+        free: set[sp.Symbol] = set()
+        for a in self.assignments + self.first_step:
+            free |= {s for s in a.expr.free_symbols if str(s) not in self.vectors}
+        return frozenset(free)
+
+    def after_transient(self) -> Rule:
+        """The autonomous rule reached after the start-up transient: every bias-correction
+        power b**step (|b| < 1) replaced by 0. The rule itself if it has none."""
+        if step not in self.parameters():
+            return self
+
+        def drop(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
+            out = []
+            for a in items:
+                expr = a.expr.replace(lambda e: e.is_Pow and e.exp == step, lambda e: sp.S.Zero)
+                if expr.has(step):
+                    raise NmechError(
+                        f"'{a.target}': 'step' may appear only as an exponent b**step "
+                        "(a bias correction); the derivations need an autonomous rule"
+                    )
+                out.append(Assignment(a.target, expr))
+            return tuple(out)
+
+        return Rule(
+            name=self.name,
+            assignments=drop(self.assignments),
+            first_step=drop(self.first_step),
+            defaults=self.defaults,
+            source=self.source,
+        )
+
+
+def rule_key(rule: Rule) -> str:
+    """A string identifying the rule's mathematics (for caches)."""
+    body = ";".join(f"{a.target}={sp.srepr(a.expr)}" for a in rule.assignments)
+    first = ";".join(f"{a.target}={sp.srepr(a.expr)}" for a in rule.first_step)
+    return f"{body}|{first}"
