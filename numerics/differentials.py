@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nmech.derive.algebra import trees as T
+from nmech.derive.bea.initial_condition import InitialCondition, deviation
 from nmech.derive.bea.potential import Scalar
 from nmech.errors import NmechError
 from nmech.numerics.coefficients import ExactValues
@@ -111,3 +112,24 @@ class PointEvaluator:
 def float_terms(values: ExactValues, terms: Sequence[Mapping[T.Tree, Any]]) -> list[dict]:
     """The η^k coefficients F_k with float coefficients, each rounded once from its exact value."""
     return [values.vec(f) for f in terms]
+
+
+def shadow_start(
+    correction: InitialCondition,
+    at: Callable[[Array, Mapping[str, Array]], PointEvaluator],
+    theta: Array,
+    states: Mapping[str, Array],
+    values: ExactValues,
+) -> Array:
+    """θ̃ = Φ(θ, w) = θ + Σ_k η^k Φ_k(θ, w): the point of the modified flow that a run at
+    (θ, states) shadows (:mod:`nmech.derive.bea.initial_condition`), with the deviations
+    w_s = (s − U_s(θ))/η^{a_s} from the slow manifold. ``at(θ, leaves)`` gives a point
+    evaluator of the loss."""
+    eta = values.floats["eta"]
+    manifold = at(theta, {})
+    leaves = {}
+    for s, value in states.items():
+        on_manifold = manifold.series(float_terms(values, correction.equation.states[s]), eta)
+        leaves[deviation(s)] = (value - on_manifold) / eta ** correction.scales[s]
+    terms = [{T.THETA: 1.0}] + float_terms(values, correction.terms)
+    return at(theta, leaves).series(terms, eta)

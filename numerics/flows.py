@@ -69,7 +69,9 @@ class SympyLoss:
         gradient = [sp.diff(directional, x) for x in self.coords]
         return sp.lambdify([self.coords, *slots], gradient, modules="numpy")
 
-    def at(self, theta: np.ndarray, values: ExactValues) -> PointEvaluator:
+    def at(
+        self, theta: np.ndarray, values: ExactValues, leaves: Mapping[str, np.ndarray] | None = None
+    ) -> PointEvaluator:
         point = np.asarray(theta, dtype=float).reshape(-1)
         if point.size != len(self.coords):
             raise NmechError(f"theta has {point.size} entries, the loss {len(self.coords)} coords")
@@ -79,7 +81,12 @@ class SympyLoss:
             return np.asarray(fn(list(point), *map(list, children)), dtype=float).reshape(-1)
 
         return PointEvaluator(
-            point, values, differential, "numpy", loss=lambda: float(self.value(list(point)))
+            point,
+            values,
+            differential,
+            "numpy",
+            loss=lambda: float(self.value(list(point))),
+            leaves=leaves,
         )
 
 
