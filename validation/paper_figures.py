@@ -1,0 +1,249 @@
+"""The paper's pictures of the symbolic side (Kunin et al. 2021, Figures 2-4), drawn from the
+engine's output (``nmech figures --paper``).
+
+* Figure 2 -- gradient fields of three 2-D network components, each invariant under one of
+  the engine's symmetries ξ(θ) = Jθ + c (:mod:`nmech.derive.symmetry`): a softmax over two
+  logits (translation, J = 0, c = 1), a batch-normalised unit (scale, J = I) and a linear path
+  w₂·w₁ (rescale, J = diag(1, −1)). Each loss is checked against the engine's differentiated
+  invariance identities (⟨∇L, ξ⟩ = 0 and ∇²Lξ + J∇L = 0) on the plotted grid before it is
+  drawn; the arrows are −∇L, the dashed line/curve the symmetry's orbit through a point.
+* Figure 3 -- level sets of the conserved quantity Q(θ) = ½⟨θ, Jθ⟩ + ⟨c, θ⟩ of each symmetry
+  (hyperplane, sphere, hyperbola) with gradient-flow trajectories, which stay on them.
+* Figure 4 -- on the paper's quadratic L(w) = wᵀAw, A = [[2.5, −1.5], [−1.5, 2]]: GD iterates
+  with the gradient flow of L and of the engine's modified loss L̃ (contours of both), and
+  heavy-ball iterates with the plain flow −∇L/(1 − β) and the engine's order-2 modified flow.
+  Flows come from the numeric hand-off (:func:`nmech.numerics.flows.field_function`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import sympy as sp  # noqa: E402
+
+from nmech.derive import modified_equation, rules, symmetry  # noqa: E402
+from nmech.errors import NmechError  # noqa: E402
+from nmech.numerics.coefficients import ExactValues  # noqa: E402
+from nmech.numerics.flows import (  # noqa: E402
+    SympyLoss,
+    field_function,
+    gradient_function,
+    integrate,
+    state_function,
+)
+from nmech.numerics.simulate import iterate  # noqa: E402
+from nmech.validation.figure_files import save_png_pdf  # noqa: E402
+
+w1, w2 = sp.symbols("w1 w2", real=True)
+COORDS = [w1, w2]
+A = sp.Matrix([[sp.Rational(5, 2), sp.Rational(-3, 2)], [sp.Rational(-3, 2), 2]])
+QUADRATIC = (sp.Matrix([[w1, w2]]) * A * sp.Matrix([w1, w2]))[0]
+GD_ETA = 0.08
+MOMENTUM = {"eta": 0.02, "beta": 0.3}
+
+
+class Component:
+    """A 2-D loss with a symmetry of the engine and its concrete J, c."""
+
+    def __init__(self, title: str, sym: symmetry.Symmetry, loss: sp.Expr, J, c) -> None:
+        self.title, self.symmetry, self.loss = title, sym, loss
+        self.J, self.c = np.asarray(J, dtype=float), np.asarray(c, dtype=float)
+
+    def generator(self, theta: np.ndarray) -> np.ndarray:
+        """ξ(θ) = Jθ + c at points θ [..., 2]."""
+        return theta @ self.J.T + self.c
+
+    def conserved(self, theta: np.ndarray) -> np.ndarray:
+        """Q(θ) = ½⟨θ, Jθ⟩ + ⟨c, θ⟩ (∇Q = ξ)."""
+        return 0.5 * np.einsum("...i,ij,...j->...", theta, self.J, theta) + theta @ self.c
+
+    def check(self, points: np.ndarray) -> None:
+        """The engine's identities k = 0, 1 (∇^m L[ξ, v, Jv, …] forms) vanish at ``points``."""
+        grad = sp.lambdify([COORDS], [sp.diff(self.loss, x) for x in COORDS])
+        hess = sp.lambdify([COORDS], sp.hessian(self.loss, COORDS).tolist())
+        for theta in points:
+            g, H = np.array(grad(list(theta)), float), np.array(hess(list(theta)), float)
+            xi = self.generator(theta)
+            for k in (0, 1):
+                for v in np.eye(2):
+                    total = sum(
+                        c * _form(f, g, H, xi, v, self.J)
+                        for f, c in self.symmetry.identity(k).items()
+                    )
+                    if abs(total) > 1e-9 * (1 + np.abs(g).max() + np.abs(H).max()):
+                        raise NmechError(
+                            f"{self.title}: loss breaks the {self.symmetry.name} identity {k}"
+                        )
+
+
+def _form(form, g, H, xi, v, J) -> float:
+    """∇^m L[args] for m ≤ 2 with args among ξ, v1 and J v1."""
+    m, args = form
+    vectors = [{"xi": xi, "v1": v, "J v1": J @ v}[a] for a in args]
+    if m == 1:
+        return float(g @ vectors[0])
+    return float(vectors[0] @ H @ vectors[1])
+
+
+def components() -> list[Component]:
+    """The three components of Figure 2 (losses chosen invariant; checked in ``check``)."""
+    logit_gap = w1 - w2
+    softmax = sp.Rational(7, 10) * sp.log(1 + sp.exp(-logit_gap)) + sp.Rational(3, 10) * sp.log(
+        1 + sp.exp(logit_gap)
+    )
+    radius = sp.sqrt(w1**2 + w2**2)
+    batch_norm = -(w1 * sp.cos(1) + w2 * sp.sin(1)) / radius
+    linear_path = (w1 * w2 - 1) ** 2 / 2
+    return [
+        Component(
+            "softmax (translation)", symmetry.translation(), softmax, np.zeros((2, 2)), [1, 1]
+        ),
+        Component("batch norm (scale)", symmetry.scale(), batch_norm, np.eye(2), [0, 0]),
+        Component(
+            "linear path (rescale)", symmetry.rescale(), linear_path, np.diag([1, -1]), [0, 0]
+        ),
+    ]
+
+
+def _grid(n: int = 15, span: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.linspace(-span, span, n)
+    X, Y = np.meshgrid(xs, xs)
+    return X, Y
+
+
+def figure2(out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    X, Y = _grid()
+    for ax, comp in zip(axes, components()):
+        points = np.stack([X.ravel(), Y.ravel()], 1)
+        points = points[np.linalg.norm(points, axis=1) > 0.3]
+        comp.check(points)
+        grad = gradient_function(comp.loss, COORDS)
+        field = -np.array([grad(p) for p in points])
+        field /= np.maximum(np.linalg.norm(field, axis=1, keepdims=True), 1e-12)
+        ax.quiver(points[:, 0], points[:, 1], field[:, 0], field[:, 1], color="tab:blue",
+                  angles="xy", scale=25, width=0.004, label="−∇L (direction)")  # fmt: skip
+        orbit = _orbit(comp, np.array([1.2, 0.6]))
+        ax.plot(orbit[:, 0], orbit[:, 1], "--", color="tab:red", lw=2, label="symmetry orbit (ξ)")
+        ax.set_title(comp.title)
+        _plane(ax, (-2.1, 2.1), (-2.1, 2.1), "lower left")
+    fig.suptitle("Figure 2: gradient fields of invariant components and their symmetries")
+    fig.tight_layout()
+    return save_png_pdf(fig, out / "figure2_vector_fields")
+
+
+def _plane(ax, xlim: tuple[float, float], ylim: tuple[float, float], legend: str) -> None:
+    """Axes of the (w₁, w₂) plane: labels, equal aspect, limits, legend."""
+    ax.set_xlabel("$w_1$")
+    ax.set_ylabel("$w_2$")
+    ax.set_aspect("equal")
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.legend(loc=legend, fontsize=8)
+
+
+def _orbit(comp: Component, theta: np.ndarray) -> np.ndarray:
+    """exp(sJ)θ + s c for s ∈ [−2, 2]: the symmetry's orbit through θ (ξ integrated)."""
+    s = np.linspace(-2, 2, 200)
+    diag = np.diag(comp.J)
+    return theta[None, :] * np.exp(np.outer(s, diag)) + np.outer(s, comp.c)
+
+
+def figure3(out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    X, Y = _grid(200)
+    starts = [np.array([1.5, -0.5]), np.array([-0.8, 1.4]), np.array([0.4, 1.8])]
+    for ax, comp in zip(axes, components()):
+        Q = comp.conserved(np.stack([X, Y], -1))
+        ax.contour(X, Y, Q, levels=15, cmap="Greys", linewidths=0.8)
+        field = gradient_function(comp.loss, COORDS)
+        for i, start in enumerate(starts):
+            path = integrate(lambda th, f=field: -f(th), start, np.linspace(0, 3, 200))
+            ax.plot(path[:, 0], path[:, 1], color="tab:orange", lw=2,
+                    label="gradient flow" if i == 0 else None)  # fmt: skip
+            ax.plot(*start, "o", color="tab:orange")
+        ax.plot([], [], color="grey", lw=0.8, label="level sets of Q")
+        ax.set_title(f"{comp.title}: Q = ½⟨θ,Jθ⟩ + ⟨c,θ⟩")
+        _plane(ax, (-2.0, 2.0), (-2.0, 2.0), "lower left")
+    fig.suptitle("Figure 3: conserved quantities (hyperplane, sphere, hyperbola)")
+    fig.tight_layout()
+    return save_png_pdf(fig, out / "figure3_level_sets")
+
+
+def _loss_surface(fn: Callable[[np.ndarray], float], X, Y) -> np.ndarray:
+    return np.array([[fn(np.array([x, y])) for x, y in zip(rx, ry)] for rx, ry in zip(X, Y)])
+
+
+def figure4(out: Path) -> list[Path]:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
+    theta0 = np.array([1.9, 0.3])
+    X, Y = _grid(120, 2.2)
+    grad = gradient_function(QUADRATIC, COORDS)
+    # GD and its modified loss L~ = L + (eta/4)|grad L|^2 (the engine's, evaluated exactly)
+    gd = modified_equation(rules.gd(), 1)
+    modified = gd.modified_loss()
+    values = ExactValues({"eta": GD_ETA})
+    concrete = SympyLoss(QUADRATIC, COORDS)
+
+    def modified_value(theta: np.ndarray) -> float:
+        point = concrete.at(theta, values)
+        return sum(
+            GD_ETA**k * values.coefficient(c) * point.scalar(s)
+            for k, phi in enumerate(modified.terms)
+            for s, c in phi.items()
+        )
+
+    left.contour(X, Y, _loss_surface(lambda t: concrete.at(t, values).loss(), X, Y),
+                 levels=12, colors="grey", linewidths=0.7)  # fmt: skip
+    left.contour(X, Y, _loss_surface(modified_value, X, Y), levels=12, colors="tab:green",
+                 linewidths=0.7, linestyles="dashed")  # fmt: skip
+    steps = 18
+    iterates = iterate(rules.gd(), theta0, steps, {"eta": GD_ETA}, grad)
+    times = np.linspace(0, steps * GD_ETA, 200)
+    plain = integrate(lambda th: -grad(th), theta0, times)
+    flow = integrate(field_function(gd, QUADRATIC, COORDS, {"eta": GD_ETA}), theta0, times)
+    left.plot(plain[:, 0], plain[:, 1], color="tab:blue", lw=2, label="gradient flow of L")
+    left.plot(
+        flow[:, 0], flow[:, 1], color="tab:green", lw=2, label="gradient flow of L̃ (modified)"
+    )
+    left.plot(
+        iterates[:, 0], iterates[:, 1], "o", color="black", ms=4, label=f"GD iterates, η = {GD_ETA}"
+    )
+    left.plot([], [], color="grey", lw=0.7, label="level sets of L")
+    left.plot([], [], color="tab:green", lw=0.7, ls="--", label="level sets of L̃ = L + (η/4)‖∇L‖²")
+    left.set_title("GD and its modified loss")
+    # heavy ball and its order-2 modified flow
+    hb = modified_equation(rules.heavy_ball(), 2)
+    beta = MOMENTUM["beta"]
+    steps = 40
+    on_manifold = state_function(hb, "theta_prev", QUADRATIC, COORDS, MOMENTUM)(theta0)
+    iterates = iterate(hb.rule, theta0, steps, MOMENTUM, grad,
+                       states0={"theta_prev": on_manifold}, first_step=False)  # fmt: skip
+    times = np.linspace(0, steps * MOMENTUM["eta"], 300)
+    plain = integrate(lambda th: -grad(th) / (1 - beta), theta0, times)
+    flow = integrate(field_function(hb, QUADRATIC, COORDS, MOMENTUM), theta0, times)
+    right.contour(X, Y, _loss_surface(lambda t: concrete.at(t, values).loss(), X, Y),
+                  levels=12, colors="grey", linewidths=0.7)  # fmt: skip
+    right.plot(plain[:, 0], plain[:, 1], color="tab:blue", lw=2, label="flow −∇L/(1−β)")
+    right.plot(flow[:, 0], flow[:, 1], color="tab:red", lw=2, label="modified flow (order 2)")
+    right.plot(iterates[:, 0], iterates[:, 1], "o", color="black", ms=3,
+               label=f"heavy-ball iterates, η = {MOMENTUM['eta']}, β = {beta}")  # fmt: skip
+    right.plot([], [], color="grey", lw=0.7, label="level sets of L")
+    right.set_title("Heavy ball and its modified flow (slow-manifold start)")
+    for ax in (left, right):
+        _plane(ax, (-0.2, 2.1), (-0.9, 1.4), "lower right")
+    fig.suptitle("Figure 4: L(w) = wᵀAw, A = [[2.5, −1.5], [−1.5, 2]]")
+    fig.tight_layout()
+    return save_png_pdf(fig, out / "figure4_modified_flows")
+
+
+def paper_figures(out: Path) -> list[Path]:
+    """Figures 2, 3 and 4 as PNG and PDF in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    return figure2(out) + figure3(out) + figure4(out)
