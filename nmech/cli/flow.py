@@ -73,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
     from nmech.numerics.torch_loss import module_loss
     from nmech.validation.flow.data import DATASETS, full_batch
     from nmech.validation.flow.report import write
-    from nmech.validation.flow.run import FlowSettings, run_flow
+    from nmech.validation.flow.run import (
+        FlowSettings,
+        check_settings,
+        largest_curvature,
+        run_flow,
+    )
     from nmech.validation.small_models import SMALL_MODELS, small_model
 
     if args.threads < 1:
@@ -104,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
     x, y, classes = full_batch(data, args.data_dir, args.samples, args.image_size)
     model = small_model(args.model, tuple(x.shape[1:]), classes, args.seed)
     loss = module_loss(model, (x, y), torch.nn.functional.cross_entropy)
+    theta0 = loss.theta()
+    curvature = largest_curvature(loss, theta0)
+    check_settings(settings, curvature)  # before the progress bar: errors stay one line
     units = len(settings.etas) * (order + 3)
     with tqdm(total=units, desc=f"nmech flow {rule.name}", unit="run", leave=False) as bar:
-        result = run_flow(settings, loss, loss.theta(), lambda label: _tick(bar, label))
+        result = run_flow(settings, loss, theta0, lambda label: _tick(bar, label), curvature)
     out.mkdir(parents=True, exist_ok=True)
     recorded = {
         "model": args.model,

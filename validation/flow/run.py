@@ -206,12 +206,18 @@ def _compare(iterates: np.ndarray, field_fn, start, first: int, eta: float, smoo
 
 
 def run_flow(
-    settings: FlowSettings, loss: Loss, theta0: torch.Tensor, progress: Callable[[str], None]
+    settings: FlowSettings,
+    loss: Loss,
+    theta0: torch.Tensor,
+    progress: Callable[[str], None],
+    curvature: float | None = None,
 ) -> FlowResult:
-    """The comparison of the module docstring; ``progress(label)`` after each unit of work."""
+    """The comparison of the module docstring; ``progress(label)`` after each unit of work;
+    ``curvature`` λ_max(∇²L(θ_0)) if already measured (:func:`largest_curvature`)."""
     began = time.perf_counter()
     rule, top = settings.rule, settings.orders
-    curvature = largest_curvature(loss, theta0)
+    if curvature is None:
+        curvature = largest_curvature(loss, theta0)
     check_settings(settings, curvature)
     equations = [modified_equation(rule, p) for p in range(top + 1)]
     gradient = torch.func.grad(loss)
