@@ -180,61 +180,73 @@ def _loss_surface(fn: Callable[[np.ndarray], float], X, Y) -> np.ndarray:
     return np.array([[fn(np.array([x, y])) for x, y in zip(rx, ry)] for rx, ry in zip(X, Y)])
 
 
-def figure4(out: Path) -> list[Path]:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
-    theta0 = np.array([1.9, 0.3])
-    X, Y = _grid(120, 2.2)
+THETA0 = np.array([1.9, 0.3])
+
+
+def figure4_paths(theta0: np.ndarray = THETA0, samples: int = 200) -> dict[str, dict]:
+    """Figure 4's curves: for "gd" and "heavy_ball", the iterates, the plain flow and the
+    engine's modified flow, the flows sampled at ``samples`` times and at the iterates' times
+    (keys ``*_at_steps``); heavy ball starts on its slow manifold."""
     grad = gradient_function(QUADRATIC, COORDS)
-    # GD and its modified loss L~ = L + (eta/4)|grad L|^2 (the engine's, evaluated exactly)
-    gd = modified_equation(rules.gd(), 1)
-    modified = gd.modified_loss()
-    values = ExactValues({"eta": GD_ETA})
+    out = {}
+    cases = [
+        ("gd", rules.gd(), 1, {"eta": GD_ETA}, 18, 1.0),
+        ("heavy_ball", rules.heavy_ball(), 2, MOMENTUM, 40, 1 - MOMENTUM["beta"]),
+    ]
+    for name, rule, order, values, steps, scale in cases:
+        me = modified_equation(rule, order)
+        states0 = {s: state_function(me, s, QUADRATIC, COORDS, values)(theta0) for s in me.states}
+        iterates = iterate(me.rule, theta0, steps, values, grad, states0, first_step=False)
+        modified = field_function(me, QUADRATIC, COORDS, values)
+        curves = {"iterates": iterates}
+        grid = {"": np.linspace(0, steps * values["eta"], samples)}
+        grid["_at_steps"] = values["eta"] * np.arange(steps + 1)
+        for suffix, times in grid.items():
+            curves["plain" + suffix] = integrate(lambda th, c=scale: -grad(th) / c, theta0, times)
+            curves["modified" + suffix] = integrate(modified, theta0, times)
+        out[name] = curves
+    return out
+
+
+def modified_loss_function(eta: float) -> Callable[[np.ndarray], float]:
+    """θ ↦ L̃(θ) = Σ_k η^k Σ_s c_s s(θ), GD's modified loss from the engine (exact coefficients)."""
+    modified = modified_equation(rules.gd(), 1).modified_loss()
+    values = ExactValues({"eta": eta})
     concrete = SympyLoss(QUADRATIC, COORDS)
 
-    def modified_value(theta: np.ndarray) -> float:
+    def value(theta: np.ndarray) -> float:
         point = concrete.at(theta, values)
         return sum(
-            GD_ETA**k * values.coefficient(c) * point.scalar(s)
+            eta**k * values.coefficient(c) * point.scalar(s)
             for k, phi in enumerate(modified.terms)
             for s, c in phi.items()
         )
 
-    left.contour(X, Y, _loss_surface(lambda t: concrete.at(t, values).loss(), X, Y),
-                 levels=12, colors="grey", linewidths=0.7)  # fmt: skip
-    left.contour(X, Y, _loss_surface(modified_value, X, Y), levels=12, colors="tab:green",
-                 linewidths=0.7, linestyles="dashed")  # fmt: skip
-    steps = 18
-    iterates = iterate(rules.gd(), theta0, steps, {"eta": GD_ETA}, grad)
-    times = np.linspace(0, steps * GD_ETA, 200)
-    plain = integrate(lambda th: -grad(th), theta0, times)
-    flow = integrate(field_function(gd, QUADRATIC, COORDS, {"eta": GD_ETA}), theta0, times)
-    left.plot(plain[:, 0], plain[:, 1], color="tab:blue", lw=2, label="gradient flow of L")
-    left.plot(
-        flow[:, 0], flow[:, 1], color="tab:green", lw=2, label="gradient flow of L̃ (modified)"
-    )
-    left.plot(
-        iterates[:, 0], iterates[:, 1], "o", color="black", ms=4, label=f"GD iterates, η = {GD_ETA}"
-    )
-    left.plot([], [], color="grey", lw=0.7, label="level sets of L")
+    return value
+
+
+def figure4(out: Path) -> list[Path]:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
+    X, Y = _grid(60, 2.2)
+    loss = sp.lambdify([COORDS], QUADRATIC)
+    paths = figure4_paths()
+    surface = _loss_surface(lambda t: loss(list(t)), X, Y)
+    for ax in (left, right):
+        ax.contour(X, Y, surface, levels=12, colors="grey", linewidths=0.7)
+        ax.plot([], [], color="grey", lw=0.7, label="level sets of L")
+    left.contour(X, Y, _loss_surface(modified_loss_function(GD_ETA), X, Y), levels=12,
+                 colors="tab:green", linewidths=0.7, linestyles="dashed")  # fmt: skip
     left.plot([], [], color="tab:green", lw=0.7, ls="--", label="level sets of L̃ = L + (η/4)‖∇L‖²")
+    gd, hb = paths["gd"], paths["heavy_ball"]
+    left.plot(*gd["plain"].T, color="tab:blue", lw=2, label="gradient flow of L")
+    left.plot(*gd["modified"].T, color="tab:green", lw=2, label="gradient flow of L̃ (modified)")
+    left.plot(*gd["iterates"].T, "o", color="black", ms=4, label=f"GD iterates, η = {GD_ETA}")
     left.set_title("GD and its modified loss")
-    # heavy ball and its order-2 modified flow
-    hb = modified_equation(rules.heavy_ball(), 2)
     beta = MOMENTUM["beta"]
-    steps = 40
-    on_manifold = state_function(hb, "theta_prev", QUADRATIC, COORDS, MOMENTUM)(theta0)
-    iterates = iterate(hb.rule, theta0, steps, MOMENTUM, grad,
-                       states0={"theta_prev": on_manifold}, first_step=False)  # fmt: skip
-    times = np.linspace(0, steps * MOMENTUM["eta"], 300)
-    plain = integrate(lambda th: -grad(th) / (1 - beta), theta0, times)
-    flow = integrate(field_function(hb, QUADRATIC, COORDS, MOMENTUM), theta0, times)
-    right.contour(X, Y, _loss_surface(lambda t: concrete.at(t, values).loss(), X, Y),
-                  levels=12, colors="grey", linewidths=0.7)  # fmt: skip
-    right.plot(plain[:, 0], plain[:, 1], color="tab:blue", lw=2, label="flow −∇L/(1−β)")
-    right.plot(flow[:, 0], flow[:, 1], color="tab:red", lw=2, label="modified flow (order 2)")
-    right.plot(iterates[:, 0], iterates[:, 1], "o", color="black", ms=3,
+    right.plot(*hb["plain"].T, color="tab:blue", lw=2, label="flow −∇L/(1−β)")
+    right.plot(*hb["modified"].T, color="tab:red", lw=2, label="modified flow (order 2)")
+    right.plot(*hb["iterates"].T, "o", color="black", ms=3,
                label=f"heavy-ball iterates, η = {MOMENTUM['eta']}, β = {beta}")  # fmt: skip
-    right.plot([], [], color="grey", lw=0.7, label="level sets of L")
     right.set_title("Heavy ball and its modified flow (slow-manifold start)")
     for ax in (left, right):
         _plane(ax, (-0.2, 2.1), (-0.9, 1.4), "lower right")
