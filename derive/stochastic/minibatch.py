@@ -31,17 +31,16 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from math import factorial
 from typing import Any
 
 import sympy as sp
 
 from nmech.derive.algebra import notation
 from nmech.derive.algebra import trees as T
+from nmech.derive.algebra.series import Flow, Series, gradient_at, zero_series
 from nmech.derive.bea import potential
-from nmech.derive.bea.expansion import Series, zero_series
 from nmech.derive.bea.modified_equation import (
     ConcreteEvaluator,
     eta_power,
@@ -62,30 +61,9 @@ JSON_SCHEMA = "nmech.minibatch/1"
 
 
 # ---------------------------------------------------------------- the epoch in trees
-def gradient_at(label: str, delta: Series, order: int) -> Series:
-    """∇L̂_label(θ + δ) through η^order for δ = Σ_{p≥1} η^p δ_p (``delta[0]`` is unused)."""
-    out = zero_series(order)
-    out[0] = {T.node((), label): 1}
-    for r in range(1, order + 1):
-        for powers in _compositions(order, r):
-            term = T.multilinear([delta[p] for p in powers], label)
-            T.add_to(out[sum(powers)], term, sp.Rational(1, factorial(r)))
-    return out
-
-
-def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
-    """Tuples of ``parts`` positive integers with sum at most ``total``."""
-    if parts == 0:
-        yield ()
-        return
-    for first in range(1, total - parts + 2):
-        for rest in _compositions(total - first, parts - 1):
-            yield (first,) + rest
-
-
 def step(delta: Series, label: str, order: int) -> Series:
     """δ − η∇L̂_label(θ + δ): the displacement after one more step."""
-    g = gradient_at(label, delta, order - 1)
+    g = gradient_at(delta, order - 1, label)
     return [T.combine([(1, delta[p]), (-1, g[p - 1] if p else {})]) for p in range(order + 1)]
 
 
@@ -149,25 +127,13 @@ def _check(m: int, sampling: str, steps: int) -> None:
 
 
 def modified_field(displacement: Series, steps: int, order: int) -> list[T.Vec]:
-    """F_0..F_order of the flow whose time-(steps·η) map is θ + Σ_p η^p d_p (module docstring)."""
+    """F_0..F_order of the flow whose time-(steps·η) map is θ + Σ_p η^p d_p (module docstring):
+    n F_{p−1} = d_p − Σ_{j≥2} (n^j/j!) [η^{p−j}] L_f̃^j θ, with n = ``steps``."""
     n = sp.Integer(steps)
     F: list[T.Vec] = []
-    lie: dict[tuple[int, int], T.Vec] = {}
-
-    def power(j: int, a: int) -> T.Vec:  # [η^a] P_j
-        if j == 1:
-            return F[a]
-        if (j, a) not in lie:
-            lie[(j, a)] = T.combine(
-                (1, T.derivative(power(j - 1, b), F[a - b])) for b in range(a + 1)
-            )
-        return lie[(j, a)]
-
+    flow, theta = Flow(F, time=n), [{T.THETA: 1}]
     for p in range(1, order + 2):
-        rhs = T.combine(
-            [(1, displacement[p])]
-            + [(-(n**j) / factorial(j), power(j, p - j)) for j in range(2, p + 1)]
-        )
+        rhs = T.combine([(1, displacement[p]), (-1, flow.coefficient("theta", theta, p, first=2))])
         F.append(T.simplify(T.scaled(rhs, 1 / n)))
     return F
 
