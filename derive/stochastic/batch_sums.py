@@ -162,16 +162,9 @@ def decompose(items: Mapping[Item, sp.Expr], m: int) -> Items:
 
 
 # ---------------------------------------------------------------- presentation
-def sum_prefix(names: list[str], latex: bool) -> str:
-    if not names:
-        return ""
-    joined = ",".join(names)
-    return f"\\sum_{{{joined}}} " if latex else f"Σ_{joined} "
-
-
 def render_tree(t: T.Tree, latex: bool = True) -> str:
     """A vector pattern: Σ over its indices, then the tree."""
-    return sum_prefix(index_names((t,)), latex) + notation.tree(t, latex)
+    return notation.sum_prefix(index_names((t,)), latex) + notation.tree(t, latex)
 
 
 def render_matrix(item: Item, latex: bool = True) -> str:
@@ -182,4 +175,4 @@ def render_matrix(item: Item, latex: bool = True) -> str:
         body = f"{ta}\\,{ta}^\\top" if latex else f"{ta}{ta}ᵀ"
     else:
         body = f"\\mathrm{{sym}}({ta}\\,{tb}^\\top)" if latex else f"sym({ta}{tb}ᵀ)"
-    return sum_prefix(index_names(item), latex) + body
+    return notation.sum_prefix(index_names(item), latex) + body

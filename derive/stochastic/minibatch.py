@@ -30,7 +30,6 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,15 +38,10 @@ import sympy as sp
 
 from nmech.derive.algebra import notation
 from nmech.derive.algebra import trees as T
+from nmech.derive.algebra.concrete import ConcreteEvaluator
 from nmech.derive.algebra.series import Flow, Series, gradient_at, zero_series
-from nmech.derive.bea import potential
-from nmech.derive.bea.modified_equation import (
-    ConcreteEvaluator,
-    eta_power,
-    flow_latex,
-    flow_text,
-    tree_json,
-)
+from nmech.derive.bea.modified_loss import ModifiedLoss, modified_loss
+from nmech.derive.result import Derivation
 from nmech.derive.stochastic import batch_sums as B
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
@@ -139,8 +133,8 @@ def modified_field(displacement: Series, steps: int, order: int) -> list[T.Vec]:
 
 
 # ---------------------------------------------------------------- the result
-@dataclass(frozen=True)
-class MinibatchEquation:
+@dataclass(frozen=True, repr=False)
+class MinibatchEquation(Derivation):
     """θ̇ = Σ_k η^k F_k for the mean epoch of ``batches`` mini-batches; ``terms`` in labelled
     trees (labels "1".."m"), ``patterns`` the same written with Σ_k and L (batch_sums)."""
 
@@ -151,17 +145,13 @@ class MinibatchEquation:
     terms: tuple[T.Vec, ...]
     patterns: tuple[T.Vec, ...]
 
-    def modified_loss(self) -> tuple[list[dict], int | None]:
-        """(per order k, {potential.Scalar: coefficient} of L̃'s η^k part with f̃ = −∇L̃; the
-        first order whose term is no gradient, or None). Σ over indices commutes with ∇, so
-        the potential is found on the patterns and its gradient checked on the labelled terms."""
-        phis: list[dict] = []
-        for k, pattern in enumerate(self.patterns):
-            phi = potential.potential(pattern)
-            if phi is None or (self.terms and not self._has_gradient(k, phi)):
-                return phis, k
-            phis.append({s: sp.factor(-c) for s, c in phi.items()})
-        return phis, None
+    def modified_loss(self) -> ModifiedLoss:
+        """L̃ with f̃ = −∇L̃ (L = (1/m) Σ_k L̂_k), order by order while it exists. Σ over
+        indices commutes with ∇, so the potential is found on the patterns and its gradient
+        checked on the labelled terms."""
+        return modified_loss(
+            self.patterns, self.order, None if not self.terms else self._has_gradient
+        )
 
     def _has_gradient(self, k: int, phi: dict) -> bool:
         """Whether ∇Φ, written in the labelled losses, is F_k."""
@@ -179,20 +169,18 @@ class MinibatchEquation:
         return f"mini-batch SGD, {size} batches ({how}), epoch time {self.steps}·eta"
 
     def latex(self) -> str:
-        return flow_latex(self.patterns, self.order, render=B.render_tree)
+        """The mean-epoch flow in LaTeX, sums over batches written with Σ_k."""
+        return notation.flow_latex(self.patterns, self.order, render=B.render_tree)
 
     def text(self) -> str:
-        return flow_text(self.patterns, self.order, render=B.render_tree)
-
-    def loss_latex(self, latex: bool = True) -> str:
-        return loss_text(self.modified_loss()[0], latex)
+        """The same in plain text."""
+        return notation.flow_text(self.patterns, self.order, render=B.render_tree)
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``nmech.minibatch/1``: {"schema", "batches", "sampling", "steps", "order",
         "terms": [{"order", "coefficient", "differential", "differential_latex", "indices",
-        "tree"}], "modified_loss": {"latex", "exists_through_order", "obstruction_order"}}.
-        A term is Σ_indices eta**order * coefficient * differential (L = (1/m) Σ_k L̂_k)."""
-        phis, obstruction = self.modified_loss()
+        "tree"}], "modified_loss": the nmech.modified_loss/1 document}. A term is
+        Σ_indices eta**order * coefficient * differential (L = (1/m) Σ_k L̂_k)."""
         return {
             "schema": JSON_SCHEMA,
             "batches": self.batches if self.terms else str(M),
@@ -201,15 +189,8 @@ class MinibatchEquation:
             "order": self.order,
             "variable": "eta",
             "terms": _terms_json(self.patterns),
-            "modified_loss": {
-                "latex": loss_text(phis),
-                "exists_through_order": len(phis) - 1,
-                "obstruction_order": obstruction,
-            },
+            "modified_loss": self.modified_loss().to_json(),
         }
-
-    def to_json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
 
     def field(self, batches: Mapping[str, sp.Expr], coords: list[sp.Symbol]) -> sp.Matrix:
         """Σ_k η^k F_k for concrete mini-batch losses {label: L̂_label(coords)}."""
@@ -236,36 +217,10 @@ def _terms_json(patterns: Iterable[T.Vec]) -> list[dict[str, Any]]:
                     "differential": B.render_tree(t, latex=False),
                     "differential_latex": B.render_tree(t),
                     "indices": B.index_names((t,)),
-                    "tree": tree_json(t),
+                    "tree": notation.tree_json(t),
                 }
             )
     return out
-
-
-def loss_body(phis: list[dict], latex: bool = True) -> str:
-    """Σ_k η^k Φ_k, each scalar's summation indices written as Σ."""
-    parts = []
-    for k, phi in enumerate(phis):
-        terms = []
-        for s, c in sorted(phi.items(), key=lambda kv: (len(kv[0].labels), kv[0].key)):
-            factor = {1: "", -1: "-"}.get(
-                c, notation.coefficient(c, latex) + ("\\," if latex else "·")
-            )
-            terms.append(factor + B.sum_prefix(s.loss_labels(), latex) + s.latex(latex))
-        if not terms:
-            continue
-        inner = " + ".join(terms)
-        if k == 0:
-            parts.append(inner)
-        elif latex:
-            parts.append(f"{eta_power(k)}\\left({inner}\\right)")
-        else:
-            parts.append(f"{'η' if k == 1 else f'η^{k}'}·({inner})")
-    return " + ".join(parts).replace("+ -", "- ")
-
-
-def loss_text(phis: list[dict], latex: bool = True) -> str:
-    return ("\\tilde L = " if latex else "L̃ = ") + loss_body(phis, latex)
 
 
 def minibatch_equation(

@@ -74,7 +74,15 @@ class Equilibrium:
     def angular_update(self) -> sp.Expr:
         return sp.Pow(self.angular_sq, sp.S.Half, evaluate=False)
 
+    def text(self) -> str:
+        """|θ| and η_r in plain text."""
+        return (
+            f"|θ| = ({sp.sstr(self.norm_power)})^(1/{self.root}),  "
+            f"η_r = sqrt({sp.sstr(self.angular_sq)})"
+        )
+
     def latex(self) -> str:
+        """|θ| and η_r in LaTeX, (1 − β) factors written the papers' way."""
         root = "\\sqrt" if self.root == 2 else f"\\sqrt[{self.root}]"
         return (
             f"% rotational equilibrium of a scale-invariant channel under {self.rule} "

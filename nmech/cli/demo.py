@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from nmech.cli.derive import present
 from nmech.derive import modified_equation, rules, symmetry
 from nmech.derive.symmetry.dynamics import derive
 
@@ -22,13 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
-        me = modified_equation(rule, args.order)
-        loss = me.modified_loss()
-        print(f"% {rule.name}, order {args.order}")
-        print(me.latex())
-        print(loss.latex())
-        if loss.obstruction is not None:
-            print(f"% no modified loss at order {loss.obstruction}: that term is not a gradient")
+        print(
+            present(
+                f"{rule.name}, order {args.order}", modified_equation(rule, args.order), "latex"
+            )
+        )
         print()
     dyn = derive(rules.torch_sgd(weight_decay=True), symmetry.scale())
     print(dyn.latex())
