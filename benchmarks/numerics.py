@@ -62,6 +62,7 @@ def _timed(fn, *args):
 
 
 def run(quick: bool = False) -> list[dict]:
+    """The numerics records (module docstring); ``quick``: smaller sizes."""
     steps, channels = (3_910, 4_224) if quick else (39_100, 4_224)
     dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
     rng = np.random.default_rng(0)

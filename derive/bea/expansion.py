@@ -67,9 +67,11 @@ class Expander:
         self.convert = convert  # sympy coefficient -> the solver's coefficient domain
 
     def is_vector(self, expr: sp.Expr) -> bool:
+        """Whether ``expr`` involves a gradient or one of the rule's vectors."""
         return expr.has(grad) or any(str(s) in self.vectors for s in expr.free_symbols)
 
     def expand(self, expr: sp.Expr, order: int) -> Series:
+        """The η-series of a vector expression of the rule through η^order."""
         if order < 0:
             return []
         if expr.is_Symbol:

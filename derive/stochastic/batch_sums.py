@@ -39,6 +39,7 @@ def batch_label(j: int) -> str:
 
 
 def labels(m: int) -> list[str]:
+    """The labels of m mini-batch losses, "1".."m"."""
     return [batch_label(j) for j in range(1, m + 1)]
 
 
@@ -55,10 +56,12 @@ def outer(vecs: list[Mapping[T.Tree, sp.Expr]]) -> Items:
 
 
 def as_items(v: Mapping[T.Tree, sp.Expr]) -> Items:
+    """A vector combination as items (one tree each)."""
     return {(t,): c for t, c in v.items()}
 
 
 def as_vec(items: Mapping[Item, sp.Expr]) -> T.Vec:
+    """Vector items back as a combination of trees."""
     return {key[0]: c for key, c in items.items()}
 
 

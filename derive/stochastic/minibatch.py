@@ -17,7 +17,7 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
   mean's field depends on n, through ∇³L̂ contracted with the batches' second moment: the mean
   of a noisy iteration is no autonomous flow, and the SDE below is the faithful description.
   Derived: F_2 = F_2^GD − ((n − 1)/4) ∇³L[Σ] with Σ the batch-gradient covariance below.
-* *General m* (:func:`general_equation`): the reshuffling coefficients, derived for several m,
+* *General m* (:func:`general_minibatch_equation`): the reshuffling coefficients, derived for several m,
   follow a + b/m + c/m²; through η²: F_1 = −(1/2m) Σ_k ∇²L̂_k∇L̂_k and F_2 =
   −(1/12m) Σ_k ∇³L̂_k[∇L̂_k, ∇L̂_k] − (1/3m) Σ_k (∇²L̂_k)²∇L̂_k + (1/12) Σ_k ∇³L̂_k[∇L̂_k, ∇L]
   − (1/12) Σ_k (∇²L̂_k)²∇L + (1/6) Σ_k ∇²L̂_k∇²L∇L̂_k − (1/12) Σ_k ∇³L[∇L̂_k, ∇L̂_k]
@@ -160,6 +160,7 @@ class MinibatchEquation(Derivation):
         return T.is_zero(T.combine([(1, labelled), (-1, self.terms[k])]))
 
     def title(self) -> str:
+        """One line naming the setting (batches, sampling, epoch time)."""
         how = (
             "random reshuffling"
             if self.sampling == RESHUFFLING
@@ -236,7 +237,7 @@ def minibatch_equation(
     return MinibatchEquation(batches, sampling, steps, order, tuple(terms), tuple(patterns))
 
 
-def general_equation(order: int = 1) -> MinibatchEquation:
+def general_minibatch_equation(order: int = 1) -> MinibatchEquation:
     """Random reshuffling for any number m of batches: each pattern's coefficient is fitted as
     a + b/m + c/m² on m = order+1..order+3 (the patterns are unique from m = order + 1 on) and
     confirmed at m = order + 4; ``terms`` is empty (no labelled form for a symbolic m)."""

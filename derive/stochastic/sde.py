@@ -58,6 +58,7 @@ class MinibatchSDE(Derivation):
     centred: bool
 
     def covariance_latex(self, latex: bool = True) -> str:
+        """Σ written with Σ_k and L (plain text with ``latex=False``)."""
         if not self.patterns:
             return "0"
         items = sorted(self.patterns, key=lambda i: (len(B.index_names(i)) == 0, i))
@@ -74,6 +75,7 @@ class MinibatchSDE(Derivation):
         return text
 
     def latex(self) -> str:
+        """dθ = −∇L̃ dt + √η Σ^{1/2} dW in LaTeX."""
         loss = self.drift.modified_loss().body()
         sigma = self.covariance_latex()
         note = (
@@ -88,6 +90,7 @@ class MinibatchSDE(Derivation):
         )
 
     def text(self) -> str:
+        """The same in plain text."""
         loss = self.drift.modified_loss().body(latex=False)
         return (
             f"dθ = -∇({loss}) dt + √η Σ(θ)^(1/2) dW,  Σ = {self.covariance_latex(latex=False)}"

@@ -80,6 +80,7 @@ class SymmetryDynamics(Derivation):
 
     @cached_property
     def continuous(self) -> ContinuousDynamics:
+        """The continuous ODE of the observable (module docstring), with its driving signals."""
         if self.adaptive is not None:
             return adaptive_continuous(self.adaptive, self.symmetry)
         return continuous_dynamics(self.rule, self.symmetry, self.order, self.paper)
@@ -129,6 +130,7 @@ class SymmetryDynamics(Derivation):
 
     @property
     def continuous_signals(self) -> tuple[str, ...]:
+        """Per-step signals the continuous form needs."""
         return self.continuous.signals
 
     def latex(self) -> str:

@@ -68,10 +68,12 @@ class Equilibrium:
 
     @property
     def norm(self) -> sp.Expr:
+        """|θ| at equilibrium, ``norm_power``^(1/``root``), unevaluated."""
         return sp.Pow(self.norm_power, sp.Rational(1, self.root), evaluate=False)
 
     @property
     def angular_update(self) -> sp.Expr:
+        """η_r = √``angular_sq``, unevaluated."""
         return sp.Pow(self.angular_sq, sp.S.Half, evaluate=False)
 
     def text(self) -> str:

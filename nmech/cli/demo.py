@@ -16,12 +16,14 @@ from nmech.derive.symmetry.dynamics import derive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech demo``."""
     parser.add_argument("--order", type=int, default=2, help="order of the modified equations")
     parser.add_argument("--out", default="runs/cpu-demo", help="folder for the validation run")
     parser.add_argument("--skip-validation", action="store_true", help="derivations only")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
         print(
             present(

@@ -16,7 +16,7 @@ from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
     MinibatchEquation,
-    general_equation,
+    general_minibatch_equation,
     minibatch_equation,
 )
 from nmech.derive.stochastic.sde import minibatch_sde
@@ -28,6 +28,7 @@ MAX_RULE_FILE = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech derive``."""
     parser.add_argument(
         "rule", nargs="?", choices=RULE_NAMES + (MINIBATCH,), help="a built-in rule"
     )
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_rule(args: argparse.Namespace) -> rules.Rule:
+    """The rule named by the options: a built-in (with its flags) or a rule file (UTF-8, at most 1 MiB)."""
     if (args.rule is None) == (args.rule_file is None):
         raise NmechError("give exactly one of a built-in rule name or --rule-file FILE")
     if args.rule_file is None:
@@ -91,7 +93,7 @@ def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
             raise NmechError(
                 "--general is random reshuffling for any m: drop --batches/--replacement"
             )
-        return general_equation(args.order)
+        return general_minibatch_equation(args.order)
     if args.batches is None:
         raise NmechError("minibatch needs --batches M (the number of mini-batches) or --general")
     sampling = REPLACEMENT if args.replacement else RESHUFFLING
@@ -99,6 +101,7 @@ def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
 
 
 def render_minibatch(args: argparse.Namespace) -> str:
+    """``nmech derive minibatch``: the mean-epoch flow and loss, or the SDE with ``--format sde``."""
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
     if args.format == "sde":
@@ -115,6 +118,7 @@ def render_minibatch(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0

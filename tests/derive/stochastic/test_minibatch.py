@@ -22,7 +22,7 @@ from nmech.derive.stochastic.minibatch import (
     M,
     MinibatchEquation,
     epoch_moments,
-    general_equation,
+    general_minibatch_equation,
     minibatch_equation,
 )
 from nmech.derive.stochastic.sde import minibatch_sde
@@ -127,11 +127,11 @@ def test_general_form_for_any_number_of_batches():
     """Symbolic m (fitted on m = 2..4 / 3..5, confirmed on m = 5 / 6): the first correction is
     Smith et al.'s −(1/2m)Σ_k∇²L̂_k∇L̂_k, i.e. L̃ = L + (η/4m)Σ_k‖∇L̂_k‖²; the η² term is
     _second_order(m), no gradient (like GD's)."""
-    first = general_equation(1)
+    first = general_minibatch_equation(1)
     assert first.patterns[1] == {hg("k", "k"): -1 / (2 * M)}
     loss = first.modified_loss()
     assert loss.obstruction is None and list(loss.terms[1].values()) == [1 / (4 * M)]
-    second = general_equation(2)
+    second = general_minibatch_equation(2)
     assert second.patterns[2] == _second_order(M)
     assert second.modified_loss().obstruction == 2
     assert minibatch_equation(3, order=2).patterns[2] == _second_order(3)
