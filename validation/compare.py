@@ -65,7 +65,7 @@ class EnginePredictor:
 
         dyn = self.dynamics(kind, settings)
         vals = settings.engine_values()
-        pred = predict(dyn, q0, signals, steps=steps, form=form, **vals)
+        pred = predict(dyn, q0, signals, values=vals, steps=steps, form=form)
         return np.asarray(pred, dtype=np.float64)
 
 

@@ -67,6 +67,7 @@ def add_switch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_optimizer_option(parser: argparse.ArgumentParser) -> None:
+    """The ``--optimizer`` option, shared with the torchrun entry."""
     parser.add_argument(
         "--optimizer",
         help="sgd (default: torch.optim.SGD) or adamw (torch.optim.AdamW; lr 0.01 and --wd 0.5 "

@@ -8,8 +8,8 @@ import sympy as sp
 from nmech.cli import main
 from nmech.derive import rules, symmetry
 from nmech.derive.symbols import eta, lam, vector
-from nmech.derive.symmetry.adaptive import adaptive_recursion, adaptive_step, is_adaptive
 from nmech.derive.symmetry import Symmetry, dynamics
+from nmech.derive.symmetry.adaptive import adaptive_recursion, adaptive_step, is_adaptive
 from nmech.errors import NmechError
 
 
