@@ -50,6 +50,7 @@ def _best(fn, *args) -> float:
 
 
 def run(quick: bool = False) -> list[dict]:
+    """The records of the module docstring (``quick``: the 68k-parameter network)."""
     model = _network(quick)
     x = torch.randn(BATCH, 256, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 10, (BATCH,), generator=torch.Generator().manual_seed(2))

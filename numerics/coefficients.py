@@ -21,27 +21,20 @@ from typing import Any
 import sympy as sp
 
 from nmech.derive.algebra import trees as T
+from nmech.derive.symbols import exact_values, scalar
 from nmech.errors import NmechError
-
-
-def rational(name: str, value: float) -> sp.Rational:
-    """The exact rational of a finite float's shortest repr; NmechError naming a bad value."""
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise NmechError(f"hyper-parameter '{name}' must be a number, got {value!r}") from None
-    if not math.isfinite(x):
-        raise NmechError(f"hyper-parameter '{name}' is not finite ({x})")
-    return sp.Rational(repr(x))
 
 
 class ExactValues:
     """Hyper-parameter values (one mapping keyed by the shared names: eta, beta, lam, tau,
-    beta1, beta2, alpha, eps, or a rule file's own constants) as exact rationals, with a cache
-    of evaluated coefficients."""
+    beta1, beta2, alpha, eps, or a rule file's own constants) as exact rationals
+    (:func:`nmech.derive.symbols.exact_values`: finite, in each parameter's domain), with a
+    cache of evaluated coefficients."""
 
     def __init__(self, values: Mapping[str, float]) -> None:
-        self.rationals = {str(k): rational(str(k), v) for k, v in values.items()}
+        names = [scalar(str(k)) for k in values] if isinstance(values, Mapping) else []
+        exact = exact_values(values, names)
+        self.rationals = {s.name: v for s, v in exact.items()}
         self.floats = {k: float(v) for k, v in self.rationals.items()}
         self._cache: dict[Any, float] = {}
 

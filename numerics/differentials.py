@@ -53,6 +53,7 @@ class PointEvaluator:
         self.cache: dict[T.Tree, Array] = {}
 
     def tree(self, t: T.Tree) -> Array:
+        """The value of one tree at θ (computed once, then cached)."""
         if t in self.cache:
             return self.cache[t]
         if T.is_leaf(t):

@@ -73,6 +73,7 @@ class SympyLoss:
     def at(
         self, theta: np.ndarray, values: ExactValues, leaves: Mapping[str, np.ndarray] | None = None
     ) -> PointEvaluator:
+        """A point evaluator at θ (``leaves``: values of vector leaves other than θ)."""
         point = np.asarray(theta, dtype=float).reshape(-1)
         if point.size != len(self.coords):
             raise NmechError(f"theta has {point.size} entries, the loss {len(self.coords)} coords")

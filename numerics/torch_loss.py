@@ -41,6 +41,7 @@ class ElementaryNorm(nn.Module):
         self.running = (source.running_mean, source.running_var) if use_running else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised, scaled and shifted x."""
         if self.layer:
             dims = tuple(range(x.ndim - self.trailing, x.ndim))
             shape = x.shape[x.ndim - self.trailing :]

@@ -118,6 +118,7 @@ def _grid(n: int = 15, span: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def figure2(out: Path) -> list[Path]:
+    """Gradient fields of the three components with their symmetry orbits."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     X, Y = _grid()
     for ax, comp in zip(axes, components()):
@@ -156,6 +157,7 @@ def _orbit(comp: Component, theta: np.ndarray) -> np.ndarray:
 
 
 def figure3(out: Path) -> list[Path]:
+    """Level sets of each conserved Q with gradient-flow paths on them."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 4))
     X, Y = _grid(200)
     starts = [np.array([1.5, -0.5]), np.array([-0.8, 1.4]), np.array([0.4, 1.8])]
@@ -226,6 +228,7 @@ def modified_loss_function(eta: float) -> Callable[[np.ndarray], float]:
 
 
 def figure4(out: Path) -> list[Path]:
+    """GD with its modified loss, heavy ball with its modified flow (:func:`figure4_paths`)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5))
     X, Y = _grid(60, 2.2)
     loss = sp.lambdify([COORDS], QUADRATIC)

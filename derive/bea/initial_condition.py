@@ -69,6 +69,7 @@ class InitialCondition:
 
     @property
     def order(self) -> int:
+        """p: Φ is known through η^p."""
         return self.equation.order
 
 

@@ -11,11 +11,13 @@ from nmech.errors import NmechError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech figures``."""
     parser.add_argument("--paper", action="store_true", help="Figures 2, 3 and 4 of the paper")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Draw the selected figures into ``--out`` and list the files."""
     if not args.paper:
         raise NmechError("say which figures: --paper (the only set so far)")
     if args.out.exists() and not args.out.is_dir():

@@ -23,14 +23,15 @@ DEFAULTS = {
     "heavy-ball": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
     "nesterov": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
     "torch-sgd": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
-    "adam": (1, (0.004, 0.002, 0.001, 0.0005), "torch"),
-    "rmsprop": (1, (0.004, 0.002, 0.001, 0.0005), "torch"),
+    "adam": (1, (0.02, 0.01, 0.005), "torch"),
+    "rmsprop": (1, (0.02, 0.01, 0.005), "torch"),
     None: (1, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
 }
-HYPER = {"beta": 0.5, "tau": 0.0, "lam": 0.0, "beta1": 0.9, "beta2": 0.95, "alpha": 0.9, "eps": 0.1}
+HYPER = {"beta": 0.5, "tau": 0.0, "lam": 0.0, "beta1": 0.5, "beta2": 0.6, "alpha": 0.6, "eps": 0.1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech flow`` (hyper-parameter defaults in :data:`HYPER`)."""
     parser.add_argument("rule", nargs="?", choices=FLOW_RULES, help="a built-in rule")
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be new)")
@@ -67,6 +68,7 @@ def _etas(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the settings, run the comparison with a progress bar, write the folder."""
     import torch
     from tqdm import tqdm
 

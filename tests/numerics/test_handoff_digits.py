@@ -26,7 +26,7 @@ def _exact_terms(me, loss, coords, point, values):
     subs = {HYPERPARAMETERS[k]: sp.Rational(repr(v)) for k, v in values.items() if k != "a"}
     subs.update({x: sp.Rational(repr(v)) for x, v in zip(coords, point)})
     eta = subs[HYPERPARAMETERS["eta"]]
-    from nmech.derive.bea.modified_equation import ConcreteEvaluator
+    from nmech.derive.algebra.concrete import ConcreteEvaluator
 
     ev = ConcreteEvaluator(loss, coords)
     out = []
@@ -121,10 +121,11 @@ def test_naive_lambdify_of_the_same_coefficient_loses_the_digits():
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"eta": float("nan"), "beta": 0.5}, "'eta' is not finite"),
+        ({"eta": float("nan"), "beta": 0.5}, "parameter eta must be finite"),
         ({"eta": 0.1}, "no value given for hyper-parameter(s) beta"),
-        ({"eta": "fast", "beta": 0.5}, "'eta' must be a number"),
-        ({"eta": -0.1, "beta": 0.5}, "eta must be positive"),
+        ({"eta": "fast", "beta": 0.5}, "parameter eta must be a real number"),
+        ({"eta": -0.1, "beta": 0.5}, "parameter eta = -0.1 is outside its domain"),
+        ({"eta": 0.1, "beta": 1.0}, "parameter beta = 1.0 is outside its domain"),
     ],
 )
 def test_bad_hyperparameters_are_one_line_errors(values, message):

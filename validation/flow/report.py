@@ -37,6 +37,7 @@ FIGURES = ("trajectory_error", "slopes")
 
 
 def document(result: FlowResult, settings: dict[str, Any]) -> dict[str, Any]:
+    """flow.json's document (schema in the module docstring), verdicts at ±0.3."""
     doc = {"schema": SCHEMA, **summary(result), "settings": settings}
     doc["verdict"] = {
         p: slope is not None and abs(slope - (int(p) + 1)) <= TOLERANCE
@@ -56,6 +57,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    """flow.md: the errors and slopes table, the start and burn-in, the curvature."""
     etas = doc["etas"]
     lines = [
         f"# nmech flow: {doc['rule']} on {doc['settings']['model']} / {doc['settings']['data']}",
@@ -95,6 +97,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def figures(result: FlowResult, doc: dict[str, Any], folder: Path) -> list[Path]:
+    """The two figures of the module docstring, PNG and PDF, in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     orders = result.orders

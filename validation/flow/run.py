@@ -12,7 +12,9 @@ For a rule, a network's full-batch loss L (float64) and several η at a fixed ti
    rule. The adaptive rules' fields are only piecewise smooth (entry-wise |∇L| has a kink
    wherever a gradient entry changes sign, and a network has thousands of them), where
    DOP853's step control stalls (measured: 24,632 evaluations for Adam's p = 0 flow); they
-   take the classical RK4 on the rule's step grid with ``RK4_SUBSTEPS`` steps per step;
+   take the classical RK4 on the rule's step grid, one RK4 step per step of the rule (its
+   O(η⁴) error is far below the O(η²) compared at p ≤ 1; measured on Adam: errors agree
+   to 3 digits with two substeps);
 3. measure e_p(η) = max_{N ≤ n ≤ T/η} ‖θ_n − θ̃(nη)‖₂ and fit the slope of log e_p against
    log η: p + 1 when the order-p equation is right.
 
@@ -57,7 +59,7 @@ from nmech.numerics.torch_loss import Loss
 
 STARTS = ("manifold", "torch")
 MIN_STEPS = 4
-RK4_SUBSTEPS = 2
+RK4_SUBSTEPS = 1
 POWER_ITERATIONS = 30
 
 
@@ -162,7 +164,7 @@ def decay_rate(rule: Rule, hyper: dict[str, float]) -> float:
     """μ = the largest |∂X_next/∂X| at η = 0 over the states X (their linear memory; the
     temporaries of the step substituted), evaluated at the hyper-parameters: the transient
     decays like μ^n. A two-step state X_prev reads its coefficient in X's update."""
-    exact = ExactValues({**hyper, "eta": 0.0})
+    exact = ExactValues(hyper)
     expanded: dict[str, sp.Expr] = {}
     for a in rule.step():
         temporaries = {sp.Symbol(k, commutative=True): v for k, v in expanded.items()}
