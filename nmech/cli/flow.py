@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from nmech.numerics.torch_loss import module_loss
     from nmech.validation.flow.data import DATASETS, full_batch
-    from nmech.validation.flow.report import write
+    from nmech.validation.flow.report import write, write_partial
     from nmech.validation.flow.run import (
         FlowSettings,
         check_settings,
@@ -114,10 +114,6 @@ def run(args: argparse.Namespace) -> int:
     theta0 = loss.theta()
     curvature = largest_curvature(loss, theta0)
     check_settings(settings, curvature)  # before the progress bar: errors stay one line
-    units = len(settings.etas) * (order + 3)
-    with tqdm(total=units, desc=f"nmech flow {rule.name}", unit="run", leave=False) as bar:
-        result = run_flow(settings, loss, theta0, lambda label: _tick(bar, label), curvature)
-    out.mkdir(parents=True, exist_ok=True)
     recorded = {
         "model": args.model,
         "data": data,
@@ -127,8 +123,17 @@ def run(args: argparse.Namespace) -> int:
         "horizon": settings.horizon,
         "seed": args.seed,
         "hyper_parameters": hyper,
-        "integrator": result.integrator,
     }
+
+    def checkpoint(so_far) -> None:
+        write_partial(so_far, {**recorded, "integrator": so_far.integrator}, out)
+
+    units = len(settings.etas) * (order + 3)
+    with tqdm(total=units, desc=f"nmech flow {rule.name}", unit="run", leave=False) as bar:
+        result = run_flow(
+            settings, loss, theta0, lambda label: _tick(bar, label), curvature, checkpoint
+        )
+    recorded["integrator"] = result.integrator
     doc = write(result, recorded, out)
     for p in doc["orders"]:
         verdict = "ok" if doc["verdict"][str(p)] else "OFF"

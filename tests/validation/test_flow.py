@@ -44,6 +44,7 @@ def test_gd_reduced_run_has_the_slopes(tmp_path, capsys):
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (out / "figures" / f"{name}.pdf").exists()
     assert "| 1 |" in (out / "flow.md").read_text()
+    assert not (out / "flow.partial.json").exists()
     assert "order 1: slope 2.0" in capsys.readouterr().out
     assert main([*argv, "--out", str(out)]) == 2  # a finished run is never overwritten
     assert "already holds a finished flow run" in capsys.readouterr().err
@@ -123,3 +124,42 @@ def test_adaptive_manifold_start_refuses_a_negative_second_moment(tmp_path, caps
     argv = ["flow", "adam", "--start", "manifold", "--etas", "0.02,0.01", "--horizon", "0.2"]
     assert main([*argv, "--samples", "100", "--eps", "0.001", "--out", str(tmp_path / "a")]) == 2
     assert "use --start torch" in capsys.readouterr().err
+
+
+def test_tiny_imagenet_folder_with_the_cnn(tmp_path, monkeypatch):
+    """--data-dir: a Tiny ImageNet folder through the project's loader, pooled to 16x16, the
+    BatchNorm CNN (λ_max ≈ 10² here, hence the small η); GD's order-0 slope is 1 there too."""
+    from tests.validation.test_tiny_imagenet import _make
+
+    monkeypatch.setenv("NMECH_CACHE", str(tmp_path / "cache"))
+    root = _make(tmp_path / "tiny-imagenet-200", per_class=4)
+    out = tmp_path / "run"
+    argv = ["flow", "gd", "--order", "0", "--etas", "0.004,0.002", "--horizon", "0.04"]
+    argv += ["--model", "cnn-bn", "--data-dir", str(root), "--no-modified-loss", "--out", str(out)]
+    assert main(argv) == 0
+    doc = json.loads((out / "flow.json").read_text())
+    assert doc["settings"]["data"] == "tiny-imagenet" and doc["settings"]["samples"] == 12
+    assert abs(doc["slopes"]["0"] - 1) < 0.3, doc
+
+
+def test_an_interrupted_run_keeps_the_finished_etas(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second η: exit 130, flow.partial.json holds the first η's errors,
+    no flow.json (so the folder can be run again)."""
+    from nmech.validation.flow import run as flow_run
+
+    calls = {"n": 0}
+    compare = flow_run._compare
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise KeyboardInterrupt
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(flow_run, "_compare", interrupted)
+    out = tmp_path / "cut"
+    argv = ["flow", "gd", "--order", "0", "--etas", "0.1,0.05", "--horizon", "0.4"]
+    assert main([*argv, "--samples", "50", "--no-modified-loss", "--out", str(out)]) == 130
+    partial = json.loads((out / "flow.partial.json").read_text())
+    assert partial["finished_etas"] == [0.1] and partial["errors"]["0"]["0.1"] > 0
+    assert not (out / "flow.json").exists()

@@ -45,8 +45,20 @@ def document(result: FlowResult, settings: dict[str, Any]) -> dict[str, Any]:
     }
     if doc["modified_loss"] is not None:
         slope = doc["modified_loss"]["slope"]
-        doc["modified_loss"]["verdict"] = abs(slope - 2) <= TOLERANCE
+        doc["modified_loss"]["verdict"] = slope is not None and abs(slope - 2) <= TOLERANCE
     return doc
+
+
+PARTIAL = "flow.partial.json"
+
+
+def write_partial(result: FlowResult, settings: dict[str, Any], out: Path) -> None:
+    """``flow.partial.json``: the η finished so far (a killed run keeps them; the finished
+    run's flow.json replaces it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    doc = document(result, settings)
+    doc["finished_etas"] = [e for e in doc["etas"] if repr(e) in doc["errors"]["0"]]
+    write_atomic(out / PARTIAL, json.dumps(doc, indent=2))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -148,4 +160,5 @@ def write(result: FlowResult, settings: dict[str, Any], out: Path) -> dict[str, 
     figures(result, doc, out / "figures")
     write_atomic(out / "flow.md", markdown(doc))
     write_atomic(out / "flow.json", json.dumps(doc, indent=2))
+    (out / PARTIAL).unlink(missing_ok=True)
     return doc

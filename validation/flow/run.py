@@ -213,9 +213,11 @@ def run_flow(
     theta0: torch.Tensor,
     progress: Callable[[str], None],
     curvature: float | None = None,
+    checkpoint: Callable[[FlowResult], None] | None = None,
 ) -> FlowResult:
     """The comparison of the module docstring; ``progress(label)`` after each unit of work;
-    ``curvature`` λ_max(∇²L(θ_0)) if already measured (:func:`largest_curvature`)."""
+    ``curvature`` λ_max(∇²L(θ_0)) if already measured (:func:`largest_curvature`);
+    ``checkpoint(result so far)`` after each η (slopes once two η are done)."""
     began = time.perf_counter()
     rule, top = settings.rule, settings.orders
     if curvature is None:
@@ -266,18 +268,22 @@ def run_flow(
             errors = _compare(iterates, gradient_flow, start, first, eta, smooth)
             _record(modified, eta, errors, first)
             progress(f"modified loss eta={eta}")
-    for result in [*orders.values(), *([modified] if modified else [])]:
-        result.slope = fitted_slope(list(result.errors), list(result.errors.values()))
-    return FlowResult(
-        settings,
-        orders,
-        modified,
-        start_note,
-        shadow_offset,
-        curvature,
-        time.perf_counter() - began,
-        "DOP853 rtol 1e-13" if smooth else f"RK4, {RK4_SUBSTEPS} substeps per step",
-    )
+        for result in [*orders.values(), *([modified] if modified else [])]:
+            if len(result.errors) > 1:
+                result.slope = fitted_slope(list(result.errors), list(result.errors.values()))
+        finished = FlowResult(
+            settings,
+            orders,
+            modified,
+            start_note,
+            shadow_offset,
+            curvature,
+            time.perf_counter() - began,
+            "DOP853 rtol 1e-13" if smooth else f"RK4, {RK4_SUBSTEPS} step per step",
+        )
+        if checkpoint is not None:
+            checkpoint(finished)
+    return finished
 
 
 def _manifold_states(me, loss: Loss, values: dict, theta0: torch.Tensor) -> dict:
