@@ -163,3 +163,14 @@ def test_an_interrupted_run_keeps_the_finished_etas(tmp_path, monkeypatch, capsy
     partial = json.loads((out / "flow.partial.json").read_text())
     assert partial["finished_etas"] == [0.1] and partial["errors"]["0"]["0.1"] > 0
     assert not (out / "flow.json").exists()
+
+
+def test_a_rule_file(tmp_path):
+    """--rule-file: GD written in the rule language goes through the same comparison."""
+    rule = tmp_path / "mygd.rule"
+    rule.write_text("theta_next = theta - eta*grad(theta)\n")
+    out = tmp_path / "file"
+    argv = ["flow", "--rule-file", str(rule), "--order", "1", "--etas", "0.1,0.05"]
+    assert main([*argv, "--horizon", "0.4", "--samples", "50", "--out", str(out)]) == 0
+    doc = json.loads((out / "flow.json").read_text())
+    assert doc["rule"] == "mygd" and abs(doc["slopes"]["1"] - 2) < 0.3
