@@ -19,7 +19,7 @@ from nmech.errors import NmechError
 FLOW_RULES = tuple(r for r in RULE_NAMES if r != "adamw")
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
-    "gd": (3, (0.1, 0.05, 0.025, 0.0125), "manifold"),
+    "gd": (3, (0.1, 0.05, 0.025), "manifold"),
     "heavy-ball": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
     "nesterov": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
     "torch-sgd": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
