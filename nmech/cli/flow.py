@@ -16,7 +16,7 @@ from pathlib import Path
 from nmech.cli.derive import RULE_NAMES, load_rule
 from nmech.errors import NmechError
 
-FLOW_RULES = tuple(r for r in RULE_NAMES if r != "adamw")
+FLOW_RULES = RULE_NAMES
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
     "gd": (3, (0.1, 0.05, 0.025), "manifold"),
@@ -25,6 +25,7 @@ DEFAULTS = {
     "torch-sgd": (2, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
     "adam": (1, (0.02, 0.01, 0.005), "torch"),
     "rmsprop": (1, (0.02, 0.01, 0.005), "torch"),
+    "adamw": (1, (0.02, 0.01, 0.005), "torch"),
     None: (1, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
 }
 HYPER = {"beta": 0.5, "tau": 0.0, "lam": 0.0, "beta1": 0.5, "beta2": 0.6, "alpha": 0.6, "eps": 0.1}
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     data = "tiny-imagenet" if args.data_dir is not None and args.data == "digits" else args.data
     if data not in DATASETS:
         raise NmechError(f"unknown data '{args.data}'; choose from {', '.join(DATASETS)}")
+    if args.lam != 0 and not args.weight_decay:
+        raise NmechError("--lam is the weight decay: add --weight-decay to use it")
     rule = load_rule(args)
     order, etas, start = DEFAULTS.get(args.rule, DEFAULTS[None])
     order = order if args.order is None else args.order

@@ -109,6 +109,7 @@ def test_smooth_models_and_digits():
         (["--etas", "0.1,fast"], "--etas must be comma-separated numbers"),
         (["--data-dir", "no/such/folder"], "Tiny ImageNet folder not found"),
         (["--samples", "5"], "--samples must be 10..1797"),
+        (["--lam", "0.1"], "add --weight-decay"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, capsys, extra, message):
