@@ -35,9 +35,11 @@ Field = Callable[[np.ndarray], np.ndarray]
 def lambdify_vector(
     expr: sp.Matrix, coords: Sequence[sp.Symbol], params: Mapping[str, float]
 ) -> Field:
-    """A numpy callable θ -> expr(θ), the parameters substituted as exact rationals (so that
-    their sub-expressions are folded exactly before any float arithmetic)."""
-    fixed = ExactValues(params).exact(sp.Matrix(expr))
+    """A numpy callable θ -> expr(θ), the parameters it uses substituted as exact rationals (so
+    that their sub-expressions are folded exactly before any float arithmetic)."""
+    expr = sp.Matrix(expr)
+    used = {str(s) for s in expr.free_symbols}
+    fixed = ExactValues({k: v for k, v in params.items() if k in used}).exact(expr)
     fn = sp.lambdify([list(coords)], list(fixed), modules="numpy")
     return lambda theta: np.asarray(fn(list(theta)), dtype=float).reshape(-1)
 
