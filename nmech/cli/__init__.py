@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dynamics": ("dynamics of a symmetry's observable", "nmech.cli.dynamics"),
     "validate": ("train a network and check the predictions", "nmech.cli.validate"),
     "report": ("rebuild report and figures from a run's records", "nmech.cli.report"),
+    "flow": ("check modified equations on a real network", "nmech.cli.flow"),
+    "figures": ("the paper's figures of the symbolic side", "nmech.cli.figures"),
     "demo": ("the main job: derivations and the cpu-demo validation", "nmech.cli.demo"),
     "bench": ("the benchmark suite", "nmech.cli.bench"),
 }

@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-MODULES: tuple[str, ...] = ("derivation", "numerics", "recorder", "end_to_end")
+MODULES: tuple[str, ...] = ("derivation", "numerics", "torch_field", "recorder", "end_to_end")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

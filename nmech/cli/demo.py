@@ -2,7 +2,9 @@
 
 1. derives and prints the modified equations (and modified losses) of GD, heavy ball and
    Nesterov in LaTeX, and the broken conservation laws of the scale symmetry under torch SGD;
-2. runs the ``cpu-demo`` validation (VGG-16 with and without batch norm, width 1/8, synthetic
+2. checks GD's modified equations on a real network (``nmech flow gd`` on the digits MLP,
+   orders 0-2, a reduced run of about half a minute) and prints where its slope figure is;
+3. runs the ``cpu-demo`` validation (VGG-16 with and without batch norm, width 1/8, synthetic
    data, torch.optim.SGD) and prints where the report and figures are.
 """
 
@@ -19,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech demo``."""
     parser.add_argument("--order", type=int, default=2, help="order of the modified equations")
     parser.add_argument("--out", default="runs/cpu-demo", help="folder for the validation run")
-    parser.add_argument("--skip-validation", action="store_true", help="derivations only")
+    parser.add_argument("--flow-out", default="runs/flow-demo", help="folder for the flow check")
+    parser.add_argument("--skip-flow", action="store_true", help="no nmech flow check")
+    parser.add_argument("--skip-validation", action="store_true", help="no cpu-demo validation")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,8 +38,19 @@ def run(args: argparse.Namespace) -> int:
     dyn = derive(rules.torch_sgd(weight_decay=True), symmetry.scale())
     print(dyn.latex())
     print()
-    if args.skip_validation:
-        return 0
+    from pathlib import Path
+
     from nmech.cli import main
 
+    if not args.skip_flow:
+        if (Path(args.flow_out) / "flow.json").exists():
+            print(f"% nmech flow: {args.flow_out} holds a finished run (kept)")
+        else:
+            flow = ["flow", "gd", "--order", "2", "--etas", "0.1,0.05,0.025", "--horizon", "0.5"]
+            status = main([*flow, "--samples", "500", "--out", args.flow_out])
+            if status:
+                return status
+        print(f"% slopes figure: {Path(args.flow_out) / 'figures' / 'slopes.png'}")
+    if args.skip_validation:
+        return 0
     return main(["validate", "--preset", "cpu-demo", "--out", args.out])
