@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
-from sympy import QQ
-from sympy.polys.matrices import DomainMatrix
 
 from nmech.derive.algebra import trees as T
+from nmech.derive.algebra.ratfunc import RationalField, solve_linear
 from nmech.derive.algebra.series import Flow, Series
 from nmech.derive.bea.expansion import Expander, unknowns
 from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
@@ -50,13 +49,12 @@ class SlowManifold:
 
 
 class _Solver:
-    """Coefficients live in the field Q(parameters) of sympy's polys (canonical and fast);
-    they are converted back to sympy expressions at the end."""
+    """Coefficients live in the field Q(parameters) (:mod:`nmech.derive.algebra.ratfunc`,
+    canonical and fast); they are converted to their factored sympy form at the end."""
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        params = sorted(rule.parameters() - {eta}, key=str)
-        self.K = QQ.frac_field(*params) if params else QQ
+        self.K = RationalField(rule.parameters() - {eta})
         self.states = rule.states
         self.F: list[T.Vec] = []
         self.U: dict[str, list[T.Vec]] = {s: [] for s in self.states}
@@ -90,15 +88,10 @@ class _Solver:
         return eqs
 
     def _convert(self, c: sp.Expr) -> Any:
-        try:
-            return self.K.from_sympy(sp.sympify(c))
-        except (sp.polys.polyerrors.CoercionFailed, TypeError, ValueError):
-            raise NmechError(
-                f"coefficient {c} is not a rational function of the rule's parameters"
-            ) from None
+        return self.K.convert(c)
 
     def to_sympy(self, v: T.Vec) -> T.Vec:
-        """Back to sympy (p/q in lowest terms; factoring is left to the presentation)."""
+        """Back to sympy, in the stored (factored) form of :meth:`RationalField.to_sympy`."""
         return {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
 
     # -- one level of the linear system
@@ -118,11 +111,7 @@ class _Solver:
 
     def _solve(self, n: int, names: list[str], eqs: list[T.Vec]) -> dict[str, T.Vec]:
         K = self.K
-        bare = DomainMatrix(
-            [[K.convert(eq.get(T.leaf(u), 0)) for u in names] for eq in eqs],
-            (len(eqs), len(names)),
-            K,
-        )
+        bare = [[K.convert(eq.get(T.leaf(u), 0)) for u in names] for eq in eqs]
         rest = []
         for eq in eqs:
             known, inner = {}, {}
@@ -133,12 +122,12 @@ class _Solver:
             rest.append((known, inner))
         if not names:
             return {}
-        if bare.det() == 0:
+        inverse = solve_linear(bare, K)
+        if inverse is None:
             raise NmechError(
                 f"the slow manifold is degenerate at order {n}: the rule's states are not "
                 "determined by theta (is a state unused, or the momentum equal to 1?)"
             )
-        inverse = bare.inv().to_list()
         solution: dict[str, T.Vec] = {u: {} for u in names}
         for _ in range(len(names) + 2):
             rhs = [
