@@ -33,6 +33,8 @@ from typing import Any
 
 import sympy as sp
 
+from nmech.derive.algebra import entrywise
+
 Tree = tuple  # ("v", name) | ("n", kids) | ("b", label, kids) | ("e", key, f, args)
 Vec = dict  # dict[Tree, sp.Expr]
 Coeff = sp.Expr | int
@@ -242,42 +244,11 @@ def as_expr(c: Any) -> sp.Expr:
     return sp.Rational(int(c.numerator), int(c.denominator))
 
 
-def _sign_squared_is_one(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
-    """An expanded polynomial in s reduced with s² = 1."""
-    return e.replace(lambda a: a.is_Pow and a.base == s, lambda a: s ** (int(a.exp) % 2))
-
-
 @lru_cache(maxsize=65536)
 def _canonical(f: sp.Expr) -> sp.Expr:
-    """A canonical form of an element-wise function.
-
-    sign(x) is written x/|x|. For every placeholder x met as |x|, write x = s·a with a = |x| > 0
-    and s² = 1; rationalising the denominator in s leaves f = Σ_S (Π_{j∈S} s_j) R_S(a, …) with
-    each R_S a factored rational function, unique because s² = 1 is the only relation. Back in
-    x, s_j a_j = x_j: the form Σ_S (Π_{j∈S} x_j) R_S/Π_{j∈S}|x_j| (e.g. ε/(|x| + ε)², not a
-    quotient of expanded polynomials in x and |x|)."""
-    f = sp.cancel(f.replace(sp.sign, lambda a: a / sp.Abs(a)))
-    absolute = sorted({a.args[0] for a in f.atoms(sp.Abs) if a.args[0].is_Symbol}, key=str)
-    if not absolute:
-        return f
-    mag = {x: sp.Dummy(f"a{j}", positive=True) for j, x in enumerate(absolute)}
-    sgn = {x: sp.Dummy(f"s{j}") for j, x in enumerate(absolute)}
-    g = f.xreplace({sp.Abs(x): mag[x] for x in absolute})
-    g = g.xreplace({x: sgn[x] * mag[x] for x in absolute})
-    num, den = sp.fraction(sp.cancel(g))
-    for x in absolute:
-        s_ = sgn[x]
-        conjugate = den.xreplace({s_: -s_})
-        num, den = sp.expand(num * conjugate), sp.expand(den * conjugate)
-        num, den = _sign_squared_is_one(num, s_), _sign_squared_is_one(den, s_)
-    parts = []
-    monomials = sp.Poly(num, *[sgn[x] for x in absolute]).terms()
-    for powers, coeff in monomials:
-        chosen = [x for x, p in zip(absolute, powers) if p]
-        r = sp.factor(sp.cancel(coeff / (den * sp.Mul(*[mag[x] for x in chosen]))))
-        r = r.xreplace({mag[x]: sp.Abs(x) for x in absolute})
-        parts.append(sp.Mul(*chosen) * r)
-    return sp.Add(*parts)
+    """The canonical form of an element-wise function (:mod:`nmech.derive.algebra.entrywise`:
+    Σ_S (Π_{j∈S} x_j) R_S/Π_{j∈S}|x_j| with each R_S a factored rational function)."""
+    return entrywise.canonical(f)
 
 
 def apply(
@@ -311,13 +282,15 @@ def apply(
 
 def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> Vec:
     out: Vec = {}
-    for j, t in enumerate(order):
-        x = placeholder(j)
-        slope = sp.diff(f, x)
-        if slope != 0 and not any(slope.has(placeholder(i)) for i in range(len(order))):
-            add_to(out, {t: convert(slope)})
-            f = f - slope * x
     f = _canonical(f)
+    slopes = entrywise.linear_slopes(f, [placeholder(j) for j in range(len(order))])
+    for j, t in enumerate(order):
+        slope = slopes.get(placeholder(j))
+        if slope is not None:
+            add_to(out, {t: convert(slope)})
+            f = f - slope * placeholder(j)
+    if slopes:
+        f = _canonical(f)
     if f == 0:
         return out
     used = [(j, t) for j, t in enumerate(order) if f.has(placeholder(j))]
