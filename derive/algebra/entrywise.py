@@ -160,37 +160,47 @@ def canonical(f: sp.Expr) -> sp.Expr:
     return walker.expr(walker.form(f))
 
 
-def linear_slopes(f: sp.Expr, variables: Iterable[sp.Symbol]) -> dict[sp.Symbol, sp.Expr]:
-    """{x: c} for the terms c·x of f with c free of ``variables`` (f canonical): the part of f
-    that is linear in its arguments."""
+def split_linear(
+    f: sp.Expr, variables: Iterable[sp.Symbol]
+) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr]:
+    """({x: c}, rest) with f = Σ c·x + rest, c free of ``variables`` and rest canonical with no
+    such term: the part of f that is linear in its arguments, split off."""
     variables = list(variables)
+    f = sp.sympify(f)
     walker = _Walker(f)
+    field = walker.field
     form = walker.form(f)
-    plain = form.get(frozenset())
-    out = {}
+    slopes = {}
     for x in variables:
-        if x in walker.magnitude:
-            r = form.get(frozenset({x}))
-            if r is not None:
-                slope = r / walker.field.gen(walker.magnitude[x])
-                if _constant_in(slope, walker, variables):
-                    out[x] = walker.field.to_sympy(slope).xreplace(walker.back)
-        elif plain is not None and x in walker.field.symbols:
-            slope = _linear_coefficient(plain, walker.field, x)
-            if slope is not None and _constant_in(slope, walker, variables):
-                out[x] = walker.field.to_sympy(slope).xreplace(walker.back)
-    return out
+        # c·x is c·a in the sign-x entry of a signed argument (x = s·a), c·x in the plain one
+        signed = x in walker.magnitude
+        mask = frozenset({x}) if signed else frozenset()
+        v = walker.magnitude[x] if signed else x
+        r = form.get(mask)
+        term = None if r is None or v not in field.symbols else _linear_term(r, field, v)
+        if term is None:
+            continue
+        slope, linear = term
+        if _constant_in(slope, walker, variables):
+            slopes[x] = field.to_sympy(slope).xreplace(walker.back)
+            form = add(form, {mask: -linear})
+    return slopes, walker.expr(form)
 
 
-def _linear_coefficient(r: RatFunc, field: RationalField, x: sp.Symbol) -> RatFunc | None:
-    """c when r = c·x + (terms free of x), with c free of x; None otherwise."""
-    i = field.symbols.index(x)
+def _linear_term(r: RatFunc, field: RationalField, v: sp.Symbol) -> tuple[RatFunc, RatFunc] | None:
+    """(c, c·v) for r = N/D with D free of v and c = [v¹]N / D (None when there is no such
+    term, or D depends on v)."""
+    i = field.symbols.index(v)
     if r.den.degrees()[i] != 0:
         return None
-    slope_num = r.num.derivative(f"p{i}")
-    if slope_num.is_zero() or slope_num.degrees()[i] != 0:
+    linear = {}
+    for monom, coeff in zip(r.num.monoms(), r.num.coeffs()):
+        if monom[i] == 1:
+            linear[monom[:i] + (0,) + monom[i + 1 :]] = coeff
+    if not linear:
         return None
-    return field.fraction(slope_num, r.den)
+    c = field.fraction(field.ctx.from_dict(linear), r.den)
+    return c, c * field.gen(v)
 
 
 def _constant_in(r: RatFunc, walker: _Walker, variables: list[sp.Symbol]) -> bool:

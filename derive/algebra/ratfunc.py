@@ -234,14 +234,10 @@ class RationalField:
 
     # -- the stored form
     def _poly_expr(self, p: flint.fmpz_mpoly) -> sp.Expr:
-        gens = [self.symbols[i] for i in range(len(self.symbols))]
-        terms = []
-        for monom, c in zip(p.monoms(), p.coeffs()):
-            term = sp.Integer(int(c))
-            for g, k in zip(gens, monom):
-                if k:
-                    term *= g**k
-            terms.append(term)
+        terms = [
+            sp.Mul(sp.Integer(int(c)), *[g**k for g, k in zip(self.symbols, monom) if k])
+            for monom, c in zip(p.monoms(), p.coeffs())
+        ]
         return sp.Add(*terms)
 
     def _factored(self, p: flint.fmpz_mpoly) -> tuple[int, list[tuple[sp.Expr, int]]]:

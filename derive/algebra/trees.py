@@ -280,23 +280,30 @@ def apply(
     return _split(_canonical(composed), order, convert)
 
 
+@lru_cache(maxsize=65536)
+def _split_linear(f: sp.Expr, k: int) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr]:
+    """The linear part of f in its first k placeholders, and the canonical rest."""
+    return entrywise.split_linear(f, [placeholder(j) for j in range(k)])
+
+
+@lru_cache(maxsize=65536)
+def _key(f: sp.Expr) -> str:
+    """The sort key of an element-wise node's function (its srepr)."""
+    return sp.srepr(f)
+
+
 def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> Vec:
     out: Vec = {}
-    f = _canonical(f)
-    slopes = entrywise.linear_slopes(f, [placeholder(j) for j in range(len(order))])
+    slopes, f = _split_linear(f, len(order))
     for j, t in enumerate(order):
-        slope = slopes.get(placeholder(j))
-        if slope is not None:
-            add_to(out, {t: convert(slope)})
-            f = f - slope * placeholder(j)
-    if slopes:
-        f = _canonical(f)
+        if placeholder(j) in slopes:
+            add_to(out, {t: convert(slopes[placeholder(j)])})
     if f == 0:
         return out
     used = [(j, t) for j, t in enumerate(order) if f.has(placeholder(j))]
     f = f.xreplace({placeholder(j): placeholder(i) for i, (j, _) in enumerate(used)})
     args = tuple(t for _, t in used)
-    add_to(out, {("e", sp.srepr(f), f, args): 1})
+    add_to(out, {("e", _key(f), f, args): 1})
     return out
 
 

@@ -13,6 +13,7 @@ for multi-step and state rules). Known results it reproduces (see the tests):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,11 +117,14 @@ class ModifiedEquation(Derivation):
         return modified_loss(self.terms, self.order)
 
 
-def modified_equation(rule: Rule, order: int = 1) -> ModifiedEquation:
+def modified_equation(
+    rule: Rule, order: int = 1, progress: Callable[[int, int], None] | None = None
+) -> ModifiedEquation:
     """Backward error analysis of ``rule`` through η^order (see module docstring); a rule with
-    bias corrections is taken after its transient (:meth:`Rule.after_transient`)."""
+    bias corrections is taken after its transient (:meth:`Rule.after_transient`).
+    ``progress(done, total)`` is told of each solved level (:func:`.slow_manifold.solve`)."""
     rule = rule.after_transient()
-    manifold = solve(rule, order)
+    manifold = solve(rule, order, progress)
     return ModifiedEquation(
         rule=rule,
         order=order,

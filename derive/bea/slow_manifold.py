@@ -18,6 +18,7 @@ rule has no dimension-free modified equation and the solver says so.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,8 +161,11 @@ def _merged(v: T.Vec) -> T.Vec:
     return T.merge_elementwise(v) if any(map(T.is_elementwise, v)) else v
 
 
-def solve(rule: Rule, order: int) -> SlowManifold:
-    """F_0..F_order and the slow manifold of every state through η^{order+1}."""
+def solve(
+    rule: Rule, order: int, progress: Callable[[int, int], None] | None = None
+) -> SlowManifold:
+    """F_0..F_order and the slow manifold of every state through η^{order+1}; ``progress(done,
+    total)`` is called after each of the order + 2 levels (it may raise to stop)."""
     if not isinstance(order, int) or isinstance(order, bool):
         raise NmechError(f"order must be an integer, got {order!r}")
     if order < 0 or order > MAX_ORDER:
@@ -169,6 +173,8 @@ def solve(rule: Rule, order: int) -> SlowManifold:
     solver = _Solver(rule)
     for n in range(order + 2):
         solver.level(n)
+        if progress is not None:
+            progress(n + 1, order + 2)
     return SlowManifold(
         rule=rule,
         F=[_merged(solver.to_sympy(f)) for f in solver.F],
