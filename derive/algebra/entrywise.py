@@ -191,6 +191,7 @@ def _linear_term(r: RatFunc, field: RationalField, v: sp.Symbol) -> tuple[RatFun
     """(c, c·v) for r = N/D with D free of v and c = [v¹]N / D (None when there is no such
     term, or D depends on v)."""
     i = field.symbols.index(v)
+    r = r.reduced()
     if r.den.degrees()[i] != 0:
         return None
     linear = {}
@@ -206,6 +207,7 @@ def _linear_term(r: RatFunc, field: RationalField, v: sp.Symbol) -> tuple[RatFun
 def _constant_in(r: RatFunc, walker: _Walker, variables: list[sp.Symbol]) -> bool:
     """Whether r depends on none of the arguments (nor their magnitudes or atoms)."""
     field = walker.field
+    r = r.reduced()
     dependent = {walker.magnitude[x] for x in variables if x in walker.magnitude}
     dependent |= {x for x in variables if x in field.symbols}
     dependent |= {s for e, s in walker.atoms.items() if e.free_symbols & set(variables)}

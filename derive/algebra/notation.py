@@ -7,6 +7,7 @@ from typing import Any
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
 
 from nmech.derive.algebra import trees as T
 
@@ -61,7 +62,7 @@ def elementwise(f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True) -> str
         shown = _entrywise_display(f, vectors, names)
         return sp.latex(shown, symbol_names=names)
     names = {T.placeholder(j): sp.Symbol(tree(a, latex=False)) for j, a in enumerate(args)}
-    return sp.sstr(f.xreplace(names))
+    return _TextPrinter().doprint(f.xreplace(names))
 
 
 class _Hadamard(sp.Function):
@@ -145,6 +146,7 @@ _DECAYS = {
     )
 }
 _DECAY_NAMES = {one_minus: tex for one_minus, tex in _DECAYS.values()}
+_UNFLIP = {one_minus: 1 - b for b, (one_minus, _) in _DECAYS.items()}
 
 
 def _papers_signs(c: sp.Expr) -> sp.Expr:
@@ -158,16 +160,35 @@ def _papers_signs(c: sp.Expr) -> sp.Expr:
         match = [b for b in _DECAYS if sp.expand(base - (b - 1)) == 0]
         if match and power.is_integer:
             flipped *= (-1) ** power * _DECAYS[match[0]][0] ** power
+        elif not power.is_integer and base.is_Mul | base.is_Add:
+            flipped *= _papers_signs(base) ** power  # a root: the signs inside it
         else:
             flipped *= base**power
     return flipped
 
 
+_DECAY_TEXT = {one_minus: sp.Symbol(f"(1 - {b.name})") for b, (one_minus, _) in _DECAYS.items()}
+
+
+class _TextPrinter(StrPrinter):
+    """sympy's str printer with |x| for Abs(x)."""
+
+    def _print_Abs(self, e: sp.Abs) -> str:
+        return "|" + self._print(e.args[0]) + "|"
+
+
+def plain(c: sp.Expr, machine: bool = False) -> str:
+    """c as plain text with the papers' (1 − β) factors (the one sign convention of text, LaTeX
+    and JSON); ``machine``: readable back by ``sympify`` (Abs(x) rather than |x|)."""
+    c = _papers_signs(sp.sympify(c)).xreplace(_DECAY_TEXT)
+    return sp.sstr(c) if machine else _TextPrinter().doprint(c)
+
+
 def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> str:
     """A sympy expression in LaTeX (λ, τ, ε for lam, tau, eps; (1 − β) for −(β − 1);
-    ``names``: more symbol -> LaTeX)."""
+    ``names``: more symbol -> LaTeX); plain text (:func:`plain`) with ``latex=False``."""
     if not latex:
-        return sp.sstr(c)
+        return plain(c)
     names = {**SYMBOL_NAMES, **_DECAY_NAMES, **(names or {})}
     return sp.latex(_papers_signs(c), symbol_names=names)
 
@@ -186,11 +207,10 @@ def linear_combination(v: dict, latex: bool = True, render=tree) -> str:
     parts = []
     for t in sorted(v, key=lambda t: (T.size(t), t)):
         scalar, shown = split_scalar(t)
-        c = sp.factor(scalar * v[t])
-        c = _papers_signs(c) if latex else c
+        c = _papers_signs(sp.factor(scalar * v[t]))
         negative = c.could_extract_minus_sign()
         mag = -c if negative else c
-        factor = "" if mag == 1 else coefficient(mag, latex)
+        factor = "" if mag == 1 else coefficient(mag.xreplace(_UNFLIP), latex)
         if factor and (mag.is_Add):
             factor = f"\\left({factor}\\right)" if latex else f"({factor})"
         sep = "\\," if latex and factor else ("·" if factor and not latex else "")

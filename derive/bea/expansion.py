@@ -43,7 +43,7 @@ def scalar_series(c: sp.Expr, order: int) -> tuple[sp.Expr, ...]:
     p, q = sp.Poly(num, eta), sp.Poly(den, eta)
     q0 = q.coeff_monomial(1)
     if q0 == 0:
-        raise NmechError(f"coefficient {c} is singular at eta = 0")
+        raise NmechError(f"coefficient {c} is singular at eta = 0 (no Taylor series)")
     coeffs: list[sp.Expr] = []
     for k in range(order + 1):
         lagged = sum(q.coeff_monomial(eta**i) * coeffs[k - i] for i in range(1, k + 1))

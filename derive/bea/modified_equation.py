@@ -75,7 +75,7 @@ class ModifiedEquation(Derivation):
                 terms.append(
                     {
                         "order": k,
-                        "coefficient": sp.sstr(c),
+                        "coefficient": notation.plain(c, machine=True),
                         "coefficient_latex": sp.latex(c),
                         "differential": notation.tree(shown, latex=False),
                         "differential_latex": notation.tree(shown),

@@ -18,6 +18,7 @@ rule has no dimension-free modified equation and the solver says so.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from nmech.derive.algebra import trees as T
 from nmech.derive.algebra.ratfunc import RationalField, solve_linear
 from nmech.derive.algebra.series import Flow, Series
 from nmech.derive.bea.expansion import Expander, unknowns
-from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule, rule_key
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
 
@@ -60,6 +61,8 @@ class _Solver:
         self.F: list[T.Vec] = []
         self.U: dict[str, list[T.Vec]] = {s: [] for s in self.states}
         self.flow = Flow(self.F, convert=self.K.convert)
+        self.levels = 0  # levels solved so far
+        self._stored: dict[tuple[int, bool], tuple[T.Vec, T.Vec]] = {}
 
     # -- series of the known solution, with the level's unknowns in place
     def _state_series(self, s: str) -> Series:
@@ -91,9 +94,17 @@ class _Solver:
     def _convert(self, c: sp.Expr) -> Any:
         return self.K.convert(c)
 
-    def to_sympy(self, v: T.Vec) -> T.Vec:
-        """Back to sympy, in the stored (factored) form of :meth:`RationalField.to_sympy`."""
-        return {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
+    def stored(self, v: T.Vec, merge: bool = True) -> T.Vec:
+        """Back to sympy, in the stored (factored) form of :meth:`RationalField.to_sympy`;
+        with ``merge`` the element-wise nodes on the same arguments merged into one (cached:
+        solved coefficients never change)."""
+        key = (id(v), merge)
+        if key not in self._stored:
+            out = {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
+            if merge and any(map(T.is_elementwise, out)):
+                out = T.merge_elementwise(out)
+            self._stored[key] = (v, out)
+        return dict(self._stored[key][1])
 
     # -- one level of the linear system
     def level(self, n: int) -> None:
@@ -109,6 +120,7 @@ class _Solver:
             self.U[s][n] = solution[_unknown(s)]
         if n == 0:
             self._check_consistent()
+        self.levels = n + 1
 
     def _solve(self, n: int, names: list[str], eqs: list[T.Vec]) -> dict[str, T.Vec]:
         K = self.K
@@ -156,27 +168,46 @@ class _Solver:
             )
 
 
-def _merged(v: T.Vec) -> T.Vec:
-    """The element-wise nodes of a field on the same arguments merged into one."""
-    return T.merge_elementwise(v) if any(map(T.is_elementwise, v)) else v
+#: Solvers kept between calls (by the rule's mathematics): order p + 1 continues from the
+#: levels that order p solved instead of starting again.
+_SOLVERS: OrderedDict[str, _Solver] = OrderedDict()
+KEEP_SOLVERS = 8
+
+
+def _solver_for(rule: Rule) -> _Solver:
+    key = rule_key(rule)
+    solver = _SOLVERS.pop(key, None) or _Solver(rule)
+    _SOLVERS[key] = solver
+    while len(_SOLVERS) > KEEP_SOLVERS:
+        _SOLVERS.popitem(last=False)
+    return solver
 
 
 def solve(
     rule: Rule, order: int, progress: Callable[[int, int], None] | None = None
 ) -> SlowManifold:
     """F_0..F_order and the slow manifold of every state through η^{order+1}; ``progress(done,
-    total)`` is called after each of the order + 2 levels (it may raise to stop)."""
+    total)`` is called after each of the order + 2 levels (it may raise to stop). Levels solved
+    by an earlier call for the same rule are reused."""
     if not isinstance(order, int) or isinstance(order, bool):
         raise NmechError(f"order must be an integer, got {order!r}")
     if order < 0 or order > MAX_ORDER:
         raise NmechError(f"order {order} is outside the supported range 0..{MAX_ORDER}")
-    solver = _Solver(rule)
-    for n in range(order + 2):
-        solver.level(n)
-        if progress is not None:
-            progress(n + 1, order + 2)
+    solver = _solver_for(rule)
+    try:
+        for n in range(order + 2):
+            if n >= solver.levels:
+                solver.level(n)
+            if progress is not None:
+                progress(n + 1, order + 2)
+    except BaseException:
+        _SOLVERS.pop(rule_key(rule), None)  # a level left half-solved
+        raise
     return SlowManifold(
         rule=rule,
-        F=[_merged(solver.to_sympy(f)) for f in solver.F],
-        U={s: [solver.to_sympy(u) for u in us] for s, us in solver.U.items()},
+        F=[solver.stored(f) for f in solver.F[: order + 1]],
+        U={
+            s: [solver.stored(u, merge=False) for u in us[: order + 2]]
+            for s, us in solver.U.items()
+        },
     )

@@ -81,7 +81,7 @@ class ContinuousDynamics:
         """The ODE and its solution in plain text, a line each."""
 
         def f(c: sp.Expr) -> str:
-            text = sp.sstr(c)
+            text = notation.plain(c)
             return f"({text})" if c.is_Add or c.could_extract_minus_sign() else text
 
         force = " + ".join(f"{f(w)}·{n}(t)" for n, w in self.forcing.items()) or "0"
