@@ -29,40 +29,85 @@ def _power(k: int, latex: bool, label: str | None = None) -> str:
     return "∇" + str(k).translate(sup) + name
 
 
-def tree(t: T.Tree, latex: bool = True) -> str:
+def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
     """∇^{k+1}L[c_1,…,c_k]; a single child is written as a product, ∇²L∇L. Element-wise
     functions are written with ⊙ for the entry-wise product; |·|, quotients, powers and roots of
-    vectors are entry-wise too."""
+    vectors are entry-wise too. With ``names``, an element-wise node inside another tree is
+    written by its short name (:class:`Names`)."""
     if T.is_leaf(t):
         name = t[1]
         if latex:
             return "\\theta" if name == "theta" else name.replace("?", "")
         return "θ" if name == "theta" else name
     if T.is_elementwise(t):
-        return elementwise(t[2], t[3], latex)
+        return elementwise(t[2], t[3], latex, names)
     children = T.children(t)
     head = _power(len(children) + 1, latex, T.label(t))
     if not children:
         return head
+
+    def child(c: T.Tree) -> str:
+        if names is not None and c in names.index:
+            return names.name(c, latex)
+        return tree(c, latex, names)
+
     if len(children) == 1:
-        child = tree(children[0], latex)
-        if T.is_elementwise(children[0]):
-            child = f"\\left({child}\\right)" if latex else f"({child})"
-        return head + ("\\," if latex else "") + child
-    inner = ", ".join(tree(c, latex) for c in children)
+        shown = child(children[0])
+        if T.is_elementwise(children[0]) and (names is None or children[0] not in names.index):
+            shown = f"\\left({shown}\\right)" if latex else f"({shown})"
+        named = names is not None and children[0] in names.index
+        return head + ("\\," if latex else (" " if named else "")) + shown
+    inner = ", ".join(child(c) for c in children)
     return f"{head}[{inner}]"
 
 
-def elementwise(f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True) -> str:
+class Names:
+    """Short names u_1, u_2, … for the element-wise nodes that occur inside other trees (Adam's
+    u_1 = ∇L/(|∇L| + ε) in ∇²L u_1): a result prints its trees with the names and defines each
+    name once (:meth:`definitions`), instead of nesting quotients inside quotients."""
+
+    def __init__(self, vecs: Sequence[T.Vec]) -> None:
+        found: set[T.Tree] = set()
+
+        def visit(t: T.Tree, inside: bool) -> None:
+            if T.is_elementwise(t) and inside:
+                found.add(t)
+            for c in T.children(t):
+                visit(c, inside or not T.is_elementwise(t))
+
+        for v in vecs:
+            for t in v:
+                visit(t, False)
+        ordered = sorted(found, key=lambda t: (T.size(t), t))
+        self.index = {t: i + 1 for i, t in enumerate(ordered)}
+
+    def name(self, t: T.Tree, latex: bool = True) -> str:
+        """The short name of a named node."""
+        return f"u_{{{self.index[t]}}}" if latex else f"u{self.index[t]}"
+
+    def render(self, t: T.Tree, latex: bool = True) -> str:
+        """A tree written with the names (the ``render`` of :func:`flow_latex`)."""
+        return tree(t, latex, self)
+
+    def definitions(self, latex: bool = True) -> list[str]:
+        """``u_i = f(…)``, one a line, in the order of the names."""
+        return [
+            f"{self.name(t, latex)} = {elementwise(t[2], t[3], latex, self)}"
+            for t in sorted(self.index, key=self.index.get)
+        ]
+
+
+def elementwise(
+    f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True, names: Names | None = None
+) -> str:
     """f(args) entry-wise, the placeholders replaced by the arguments' notation."""
     if latex:
         vectors = {T.placeholder(j) for j in range(len(args))}
-        names = {T.placeholder(j): tree(a) for j, a in enumerate(args)}
-        names = {**SYMBOL_NAMES, **_DECAY_NAMES, **names}
-        shown = _entrywise_display(f, vectors, names)
-        return sp.latex(shown, symbol_names=names)
-    names = {T.placeholder(j): sp.Symbol(tree(a, latex=False)) for j, a in enumerate(args)}
-    return _TextPrinter().doprint(f.xreplace(names))
+        shown = {T.placeholder(j): tree(a, True, names) for j, a in enumerate(args)}
+        shown = {**SYMBOL_NAMES, **_DECAY_NAMES, **shown}
+        return sp.latex(_entrywise_display(f, vectors, shown), symbol_names=shown)
+    symbols = {T.placeholder(j): sp.Symbol(tree(a, False, names)) for j, a in enumerate(args)}
+    return _TextPrinter().doprint(f.xreplace(symbols))
 
 
 class _Hadamard(sp.Function):
@@ -154,6 +199,8 @@ def _papers_signs(c: sp.Expr) -> sp.Expr:
     for β₁, β₂ and α."""
     if not isinstance(c, sp.Expr) or not any(c.has(b) for b in _DECAYS):
         return c
+    if c.is_Add and not any(isinstance(a, sp.Symbol) and a in _DECAYS for a in c.args):
+        return sp.Add(*[_papers_signs(a) for a in c.args])  # a sum of terms: each its own
     flipped = sp.Integer(1)
     for factor in sp.Mul.make_args(sp.factor(c)):
         base, power = factor.as_base_exp()
@@ -194,10 +241,12 @@ def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> st
 
 
 def factor_latex(c: sp.Expr) -> str:
-    """A coefficient as a factor: parenthesised when it is a sum."""
-    text = coefficient(sp.sympify(c))
+    """A coefficient as a factor: parenthesised when it is a sum or negative (in the papers'
+    signs: (1 − β)/η is neither)."""
     c = sp.sympify(c)
-    return f"\\left({text}\\right)" if c.is_Add or c.could_extract_minus_sign() else text
+    text = coefficient(c)
+    shown = _papers_signs(c)
+    return f"\\left({text}\\right)" if shown.is_Add or shown.could_extract_minus_sign() else text
 
 
 def linear_combination(v: dict, latex: bool = True, render=tree) -> str:

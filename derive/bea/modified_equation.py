@@ -47,12 +47,19 @@ class ModifiedEquation(Derivation):
 
     # ------------------------------------------------------------ presentation
     def latex(self) -> str:
-        """``\\dot\\theta = Σ_k η^k F_k + O(η^{order+1})`` in LaTeX."""
-        return notation.flow_latex(self.terms, self.order)
+        """``\\dot\\theta = Σ_k η^k F_k + O(η^{order+1})`` in LaTeX, then one line
+        ``u_i = …`` for each element-wise node named inside the trees
+        (:class:`~nmech.derive.algebra.notation.Names`)."""
+        names = notation.Names(self.terms)
+        flow = notation.flow_latex(self.terms, self.order, render=names.render)
+        return "\n".join([flow, *names.definitions()])
 
     def text(self) -> str:
-        """The same in plain text, ``dθ/dt = …``."""
-        return notation.flow_text(self.terms, self.order)
+        """The same in plain text, ``dθ/dt = …`` and ``where u1 = …, …``."""
+        names = notation.Names(self.terms)
+        flow = notation.flow_text(self.terms, self.order, render=names.render)
+        where = names.definitions(latex=False)
+        return flow + (f"\n  where {';  '.join(where)}" if where else "")
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``nmech.modified_equation/1``::
@@ -63,10 +70,14 @@ class ModifiedEquation(Derivation):
                         "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta";
                                  {"elementwise": f, "arguments": [a0, ..]} = f(a0, ..) entry-wise,
                                  f written in _e0, _e1, ..)}],
+             "definitions": [{"name": "u1", "text", "latex", "tree"}] (the element-wise
+                             nodes the differentials name),
              "modified_loss": the nmech.modified_loss/1 document of :meth:`modified_loss`}
 
-        The field is Σ_terms eta**order * coefficient * differential.
+        The field is Σ_terms eta**order * coefficient * differential; coefficients are written
+        with (1 - beta) factors, as in the text and the LaTeX.
         """
+        names = notation.Names(self.terms)
         terms = []
         for k, f in enumerate(self.terms):
             for t in sorted(f, key=lambda t: (T.size(t), t)):
@@ -76,18 +87,28 @@ class ModifiedEquation(Derivation):
                     {
                         "order": k,
                         "coefficient": notation.plain(c, machine=True),
-                        "coefficient_latex": sp.latex(c),
-                        "differential": notation.tree(shown, latex=False),
-                        "differential_latex": notation.tree(shown),
+                        "coefficient_latex": notation.coefficient(c),
+                        "differential": names.render(shown, latex=False),
+                        "differential_latex": names.render(shown),
                         "tree": notation.tree_json(shown),
                     }
                 )
+        definitions = [
+            {
+                "name": names.name(t, latex=False),
+                "text": notation.elementwise(t[2], t[3], False, names),
+                "latex": notation.elementwise(t[2], t[3], True, names),
+                "tree": notation.tree_json(t),
+            }
+            for t in sorted(names.index, key=names.index.get)
+        ]
         return {
             "schema": JSON_SCHEMA,
             "rule": self.rule.name,
             "order": self.order,
             "variable": "eta",
             "terms": terms,
+            "definitions": definitions,
             "modified_loss": self.modified_loss().to_json(),
         }
 

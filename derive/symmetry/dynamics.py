@@ -142,10 +142,11 @@ class SymmetryDynamics(Derivation):
         lines.append("% continuous:")
         lines.append(c.latex())
         if c.ode_order == 2:
+            conditions = {"over": "\\Gamma > \\omega", "under": "\\Gamma < \\omega"}
             for regime, (K, G) in kernels().items():
+                lines.append(f"% {regime}-damped, {conditions.get(regime, 'Gamma = omega')}:")
                 lines.append(
-                    f"% {regime}-damped: K(t) = {notation.coefficient(K)},\\quad "
-                    f"G(t) = {notation.coefficient(G)}"
+                    f"K(t) = {notation.coefficient(K)},\\quad G(t) = {notation.coefficient(G)}"
                 )
         lines.append("% exact discrete recursion:")
         lines.append(self.recursion.latex())

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from nmech.derive import rules
+from nmech.derive import latex, rules
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
 from nmech.derive.bea.slow_manifold import MAX_ORDER
 from nmech.derive.stochastic.minibatch import (
@@ -72,10 +72,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("latex", "json", "text", "sde"),
+        choices=("latex", "json", "text", "sde", "sde-json"),
         default="latex",
-        help="sde: minibatch's stochastic modified equation (LaTeX, then JSON)",
+        help="sde, sde-json: minibatch's stochastic modified equation (LaTeX, JSON)",
     )
+    add_standalone(parser)
+
+
+def add_standalone(parser: argparse.ArgumentParser) -> None:
+    """The ``--standalone`` option (LaTeX output as a complete document)."""
+    parser.add_argument(
+        "--standalone", action="store_true", help="LaTeX: a complete document (pdflatex)"
+    )
+
+
+def latex_output(title: str, body: str, args: argparse.Namespace) -> str:
+    """LaTeX lines as display math with their legend (:mod:`nmech.derive.latex`), a complete
+    document with ``--standalone``."""
+    shown = latex.display(body)
+    return latex.document(shown, title) if args.standalone else shown
 
 
 def rule_name(path: Path) -> str:
@@ -213,16 +228,20 @@ class Guard:
             )
 
 
-def present(title: str, result: ModifiedEquation | MinibatchEquation, fmt: str) -> str:
-    """A modified equation and its modified loss (or why there is none) in ``fmt``."""
-    if fmt == "json":
+def present(
+    title: str, result: ModifiedEquation | MinibatchEquation, args: argparse.Namespace
+) -> str:
+    """A modified equation and its modified loss (or why there is none) in ``args.format``."""
+    if args.standalone and args.format not in ("latex", "sde"):
+        raise NmechError("--standalone is for LaTeX output (--format latex or sde)")
+    if args.format == "json":
         return result.to_json_text()
     loss = result.modified_loss()
-    if fmt == "text":
+    if args.format == "text":
         shown = f"\n  {loss.text()}" if loss.terms else ""
         return f"{title}: {result.text()}{shown}\n  {loss.verdict()}"
     shown = f"{loss.latex()}\n" if loss.terms else ""
-    return f"% {title}\n{result.latex()}\n{shown}% {loss.verdict()}"
+    return latex_output(title, f"% {title}\n{result.latex()}\n{shown}% {loss.verdict()}", args)
 
 
 def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
@@ -242,22 +261,27 @@ def render_minibatch(args: argparse.Namespace) -> str:
     """``nmech derive minibatch``: the mean-epoch flow and loss, or the SDE with ``--format sde``."""
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
-    if args.format == "sde":
+    if args.format in ("sde", "sde-json"):
         if args.batches is None or args.general:
             raise NmechError("--format sde needs --batches M")
+        if args.order != 1:
+            raise NmechError(
+                "--format sde is the first-order SDE (drift through eta): drop --order"
+            )
         if not args.replacement:
             raise NmechError(
                 "--format sde is the SDE of batches drawn with replacement (one uniform draw a "
                 "step): add --replacement"
             )
-        if args.order != 1:
-            raise NmechError(
-                "--format sde is the first-order SDE (drift through eta): drop --order"
-            )
         sde = minibatch_sde(args.batches)
-        return f"% {sde.latex()}\n{sde.to_json_text()}"
+        if args.format == "sde-json":
+            if args.standalone:
+                raise NmechError("--standalone is for LaTeX output (--format latex or sde)")
+            return sde.to_json_text()
+        title = f"stochastic modified equation of SGD, m = {args.batches}"
+        return latex_output(title, f"% {title}\n{sde.latex()}", args)
     me = _minibatch(args)
-    return present(me.title(), me, args.format)
+    return present(me.title(), me, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,12 +289,12 @@ def run(args: argparse.Namespace) -> int:
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0
-    if args.batches is not None or args.replacement or args.general or args.format == "sde":
+    if args.batches is not None or args.replacement or args.general or "sde" in args.format:
         raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = load_rule(args)
     if not isinstance(args.order, int) or not 0 <= args.order <= MAX_ORDER:
         raise NmechError(f"order {args.order} is outside the supported range 0..{MAX_ORDER}")
     with Guard(args.max_seconds, args.max_memory, args.order + 2) as guard:
         me = modified_equation(rule, args.order, progress=guard.level)
-    print(present(rule.name, me, args.format))
+    print(present(rule.name, me, args))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from nmech.cli.derive import RULE_NAMES, load_rule
+from nmech.cli.derive import RULE_NAMES, add_standalone, latex_output, load_rule
 from nmech.derive import symmetry
 from nmech.derive.rules import Rule
 from nmech.derive.symbols import lam
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="one-step rules with weight decay (gd --weight-decay): drop the eta*lam^2 term",
     )
     parser.add_argument("--format", choices=("latex", "json"), default="latex")
+    add_standalone(parser)
 
 
 def check_paper(rule: Rule) -> None:
@@ -56,5 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.paper:
         check_paper(rule)
     dyn = derive(rule, symmetry.BUILTINS[args.symmetry](), paper=args.paper)
-    print(json.dumps(dyn.to_json(), indent=2) if args.format == "json" else dyn.latex())
+    if args.format == "json":
+        if args.standalone:
+            raise NmechError("--standalone is for LaTeX output (--format latex)")
+        print(json.dumps(dyn.to_json(), indent=2))
+    else:
+        title = f"{args.symmetry} symmetry under {rule.name}"
+        print(latex_output(title, dyn.latex(), args))
     return 0
