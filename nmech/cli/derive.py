@@ -11,7 +11,6 @@ predicted to.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import signal
@@ -38,6 +37,8 @@ MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 DEFAULT_MAX_SECONDS = 600.0
 CHECK_EVERY_S = 0.25
+MAX_SECONDS = 1e6  # about 11 days
+MAX_MEMORY_MIB = float(2**30)  # 1 PiB
 MIN_LEVEL_S = 1.0  # levels shorter than this are not extrapolated from
 
 
@@ -171,10 +172,15 @@ class Guard:
     stderr, when stderr is a terminal)."""
 
     def __init__(self, max_seconds: float, max_memory: float | None, total: int) -> None:
-        if not math.isfinite(max_seconds) or max_seconds < 0:
-            raise NmechError(f"--max-seconds must be a finite number >= 0, got {max_seconds}")
-        if max_memory is not None and (not math.isfinite(max_memory) or max_memory <= 0):
-            raise NmechError(f"--max-memory must be a finite number of MiB > 0, got {max_memory}")
+        if not (0 <= max_seconds <= MAX_SECONDS):  # False for nan
+            raise NmechError(
+                f"--max-seconds must be a finite number in 0..{MAX_SECONDS:g}, got {max_seconds}"
+            )
+        if max_memory is not None and not (0 < max_memory <= MAX_MEMORY_MIB):
+            raise NmechError(
+                f"--max-memory must be a finite number of MiB in (0, {MAX_MEMORY_MIB:g}], got "
+                f"{max_memory}"
+            )
         self.max_seconds, self.max_memory, self.total = max_seconds, max_memory, total
         self.start = self.last = time.monotonic()
         self.levels: list[float] = []

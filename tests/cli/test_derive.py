@@ -292,11 +292,11 @@ def test_sde_needs_replacement(capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--max-seconds", "nan"], "--max-seconds must be a finite number"),
-        (["--max-seconds", "inf"], "--max-seconds must be a finite number"),
-        (["--max-seconds", "-1"], "--max-seconds must be a finite number"),
-        (["--max-memory", "0"], "--max-memory must be a finite number"),
-        (["--max-memory", "nan"], "--max-memory must be a finite number"),
+        (["--max-seconds", "nan"], "--max-seconds must be a finite number in"),
+        (["--max-seconds", "inf"], "--max-seconds must be a finite number in"),
+        (["--max-seconds", "-1"], "--max-seconds must be a finite number in"),
+        (["--max-memory", "0"], "--max-memory must be a finite number of MiB"),
+        (["--max-memory", "nan"], "--max-memory must be a finite number of MiB"),
     ],
 )
 def test_guard_values(capsys, argv, expected):
