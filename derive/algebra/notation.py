@@ -35,12 +35,12 @@ def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
     vectors are entry-wise too. With ``names``, an element-wise node inside another tree is
     written by its short name (:class:`Names`)."""
     if T.is_leaf(t):
-        name = t[1]
+        name = t.name
         if latex:
             return "\\theta" if name == "theta" else name.replace("?", "")
         return "θ" if name == "theta" else name
     if T.is_elementwise(t):
-        return elementwise(t[2], t[3], latex, names)
+        return elementwise(t.f, t.args, latex, names)
     children = T.children(t)
     head = _power(len(children) + 1, latex, T.label(t))
     if not children:
@@ -92,7 +92,7 @@ class Names:
     def definitions(self, latex: bool = True) -> list[str]:
         """``u_i = f(…)``, one a line, in the order of the names."""
         return [
-            f"{self.name(t, latex)} = {elementwise(t[2], t[3], latex, self)}"
+            f"{self.name(t, latex)} = {elementwise(t.f, t.args, latex, self)}"
             for t in sorted(self.index, key=self.index.get)
         ]
 
@@ -162,11 +162,11 @@ def split_scalar(t: T.Tree) -> tuple[sp.Expr, T.Tree]:
     """(c, t') with t = c·t' and c free of vectors (an element-wise node's scalar factor)."""
     if not T.is_elementwise(t):
         return sp.Integer(1), t
-    placeholders = [T.placeholder(j) for j in range(len(t[3]))]
-    c, rest = t[2].as_independent(*placeholders, as_Add=False)
+    placeholders = [T.placeholder(j) for j in range(len(t.args))]
+    c, rest = t.f.as_independent(*placeholders, as_Add=False)
     if c == 1 or not placeholders:
         return sp.Integer(1), t
-    return c, ("e", sp.srepr(rest), rest, t[3])
+    return c, T.elementwise(rest, t.args)
 
 
 SYMBOL_NAMES = {
@@ -308,9 +308,9 @@ def tree_json(t: T.Tree) -> Any:
     """ "theta" (a leaf's name), "grad" (∇L), [c1, ..] (∇^{k+1}L[c1, ..]); a labelled node
     ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}."""
     if T.is_leaf(t):
-        return t[1]
+        return t.name
     if T.is_elementwise(t):
-        return {"elementwise": sp.sstr(t[2]), "arguments": [tree_json(a) for a in t[3]]}
+        return {"elementwise": sp.sstr(t.f), "arguments": [tree_json(a) for a in t.args]}
     kids = T.children(t)
     body = "grad" if not kids else [tree_json(c) for c in kids]
     return body if T.label(t) is None else {"loss": T.label(t), "tree": body}

@@ -29,34 +29,74 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 import sympy as sp
 
 from nmech.derive.algebra import entrywise
 
-Tree = tuple  # ("v", name) | ("n", kids) | ("b", label, kids) | ("e", key, f, args)
-Vec = dict  # dict[Tree, sp.Expr]
+
+class Leaf(NamedTuple):
+    """A vector symbol ``name``: θ, an external vector, a solver's unknown (``?F``)."""
+
+    kind: str  # "v"
+    name: str
+
+
+class Node(NamedTuple):
+    """∇^{k+1}L[children]: the derivative of L with its slots filled (sorted)."""
+
+    kind: str  # "n"
+    children: tuple
+
+
+class LabelledNode(NamedTuple):
+    """∇^{k+1}L̂_label[children], for the mini-batch loss L̂_label."""
+
+    kind: str  # "b"
+    label: str
+    children: tuple
+
+
+class Elementwise(NamedTuple):
+    """f(args) entry-wise: ``f`` a sympy function of the placeholders _e0.._e{k−1}, ``key``
+    its srepr (so that trees stay totally ordered), ``args`` the non-element-wise trees."""
+
+    kind: str  # "e"
+    key: str
+    f: sp.Expr
+    args: tuple
+
+
+#: A tree is one of the four named tuples; the kind comes first, so trees of different kinds
+#: still compare (and sort) as tuples do.
+Tree = Leaf | Node | LabelledNode | Elementwise
+Vec = dict  # dict[Tree, coefficient]
 Coeff = sp.Expr | int
 
-THETA: Tree = ("v", "theta")
-GRAD: Tree = ("n", ())
+THETA: Tree = Leaf("v", "theta")
+GRAD: Tree = Node("n", ())
 
 
 def leaf(name: str) -> Tree:
     """The leaf for vector ``name`` (θ, an external vector, a solver's unknown)."""
-    return ("v", name)
+    return Leaf("v", name)
 
 
 def node(children: Iterable[Tree], label: str | None = None) -> Tree:
     """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss."""
     kids = tuple(sorted(children))
-    return ("n", kids) if label is None else ("b", label, kids)
+    return Node("n", kids) if label is None else LabelledNode("b", label, kids)
+
+
+def elementwise(f: sp.Expr, args: tuple[Tree, ...], key: str | None = None) -> Tree:
+    """The element-wise node f(args) (``key``: f's srepr, computed when not given)."""
+    return Elementwise("e", sp.srepr(f) if key is None else key, f, tuple(args))
 
 
 def label(t: Tree) -> str | None:
     """The loss label of a labelled node; None for L itself."""
-    return t[1] if t[0] == "b" else None
+    return t.label if t[0] == "b" else None
 
 
 def is_leaf(t: Tree) -> bool:
@@ -141,7 +181,7 @@ def _numerically_nonzero(v: Mapping[Tree, Coeff]) -> bool:
     fixed generic point (all symbols set to distinct irrational-looking values)."""
     groups: dict[tuple[Tree, ...], sp.Expr] = {}
     for t, c in v.items():
-        groups[t[3]] = groups.get(t[3], sp.Integer(0)) + as_expr(c) * t[2]
+        groups[t.args] = groups.get(t.args, sp.Integer(0)) + as_expr(c) * t.f
     for total in groups.values():
         point = {
             s: sp.Float(0.3 + 0.1731 * i) for i, s in enumerate(sorted(total.free_symbols, key=str))
@@ -157,7 +197,7 @@ def _numerically_nonzero(v: Mapping[Tree, Coeff]) -> bool:
 def contains(t: Tree, name: str) -> bool:
     """Whether leaf ``name`` occurs in tree t."""
     if is_leaf(t):
-        return t[1] == name
+        return t.name == name
     return any(contains(c, name) for c in children(t))
 
 
@@ -220,11 +260,11 @@ def substitute(v: Mapping[Tree, Coeff], values: Mapping[str, Mapping[Tree, Coeff
 
 def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec:
     if is_leaf(t):
-        return dict(values[t[1]]) if t[1] in values else {t: 1}
+        return dict(values[t.name]) if t.name in values else {t: 1}
     if not any(contains(t, name) for name in values):
         return {t: 1}
     if is_elementwise(t):
-        return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t[3]])
+        return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t.args])
     return multilinear([_substitute_tree(c, values) for c in children(t)], label(t))
 
 
@@ -267,14 +307,14 @@ def apply(
     atoms: set[Tree] = set()
     for v in arguments.values():
         for t in v:
-            atoms.update(t[3] if is_elementwise(t) else (t,))
+            atoms.update(t.args if is_elementwise(t) else (t,))
     order = sorted(atoms)
     index = {t: placeholder(j) for j, t in enumerate(order)}
 
     def scalar(t: Tree) -> sp.Expr:
         if not is_elementwise(t):
             return index[t]
-        return t[2].xreplace({placeholder(j): index[a] for j, a in enumerate(t[3])})
+        return t.f.xreplace({placeholder(j): index[a] for j, a in enumerate(t.args)})
 
     composed = f.xreplace(
         {x: sp.Add(*[as_expr(c) * scalar(t) for t, c in v.items()]) for x, v in arguments.items()}
@@ -305,13 +345,13 @@ def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> 
     used = [(j, t) for j, t in enumerate(order) if f.has(placeholder(j))]
     f = f.xreplace({placeholder(j): placeholder(i) for i, (j, _) in enumerate(used)})
     args = tuple(t for _, t in used)
-    add_to(out, {("e", _key(f), f, args): 1})
+    add_to(out, {elementwise(f, args, _key(f)): 1})
     return out
 
 
 @cache
 def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
-    f, args = t[2], t[3]
+    f, args = t.f, t.args
     slot = sp.Symbol("_slot", real=True)
     out: Vec = {}
     for j, a in enumerate(args):
@@ -326,7 +366,7 @@ def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
 def _substitute_elementwise(t: Tree, values: list[Vec]) -> Vec:
     """f(a_1..a_k) with a_j replaced by values[j]. Linear combinations entering f linearly are
     distributed (their coefficients may live in any domain); others are composed."""
-    f = t[2]
+    f = t.f
     single = [len(v) == 1 and next(iter(v.values())) == 1 for v in values]
     out: Vec = {}
     for j, v in enumerate(values):
@@ -353,10 +393,10 @@ def merge_elementwise(v: Mapping[Tree, Coeff]) -> Vec:
     groups: dict[tuple[Tree, ...], list[tuple[Tree, Coeff]]] = {}
     for t, c in v.items():
         if is_elementwise(t):
-            groups.setdefault(t[3], []).append((t, c))
+            groups.setdefault(t.args, []).append((t, c))
         else:
             add_to(out, {t: as_expr(c)})
     for args, items in groups.items():
-        f = sp.Add(*[as_expr(c) * t[2] for t, c in items])
+        f = sp.Add(*[as_expr(c) * t.f for t, c in items])
         add_to(out, apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)}))
     return out

@@ -184,8 +184,8 @@ def unknowns(v: Mapping[T.Tree, object]) -> set[str]:
     while stack:
         t = stack.pop()
         if T.is_leaf(t):
-            if t[1].startswith("?"):
-                names.add(t[1])
+            if t.name.startswith("?"):
+                names.add(t.name)
         else:
             stack.extend(T.children(t))
     return names

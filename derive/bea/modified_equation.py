@@ -96,8 +96,8 @@ class ModifiedEquation(Derivation):
         definitions = [
             {
                 "name": names.name(t, latex=False),
-                "text": notation.elementwise(t[2], t[3], False, names),
-                "latex": notation.elementwise(t[2], t[3], True, names),
+                "text": notation.elementwise(t.f, t.args, False, names),
+                "latex": notation.elementwise(t.f, t.args, True, names),
                 "tree": notation.tree_json(t),
             }
             for t in sorted(names.index, key=names.index.get)

@@ -129,7 +129,7 @@ class _Solver:
         for eq in eqs:
             known, inner = {}, {}
             for t, c in eq.items():
-                if T.is_leaf(t) and t[1] in names:
+                if T.is_leaf(t) and t.name in names:
                     continue
                 (inner if unknowns({t: 1}) else known)[t] = c
             rest.append((known, inner))

@@ -128,7 +128,7 @@ def _reduce_pairing(sym: Symmetry, field: T.Vec) -> tuple[sp.Expr, dict[str, sp.
             continue
         if not sym.has_J:
             continue  # ⟨c, ∇^{k+1}L[...]⟩ = −Σ ∇^k L[.., J·, ..] = 0 for J = 0
-        children = tree[1]
+        children = tree.children
         if children == ():
             continue  # ⟨Jθ, ∇L⟩ = 0
         if children == (T.THETA,):
