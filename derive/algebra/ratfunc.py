@@ -166,10 +166,6 @@ class RatFunc:
         """The stored (factored) sympy form, :meth:`RationalField.to_sympy`."""
         return self.field.to_sympy(self)
 
-    def at(self, values: dict[str, Fraction]) -> Fraction:
-        """The exact value at rational parameter values (every generator given)."""
-        return self.field.evaluate(self.num, values) / self.field.evaluate(self.den, values)
-
 
 class RationalField:
     """Q(symbols): see the module docstring. ``convert`` takes sympy rational expressions in
@@ -290,18 +286,6 @@ class RationalField:
         for f, k in den:
             out *= f ** (-k)
         return out
-
-    def evaluate(self, p: flint.fmpz_mpoly, values: dict[str, Fraction]) -> Fraction:
-        """The exact value of a polynomial at rational values keyed by symbol name."""
-        point = [values[s.name] for s in self.symbols]
-        total = Fraction(0)
-        for monom, c in zip(p.monoms(), p.coeffs()):
-            term = Fraction(int(c))
-            for x, k in zip(point, monom):
-                if k:
-                    term *= x**k
-            total += term
-        return total
 
 
 def solve_linear(
