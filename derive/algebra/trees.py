@@ -1,13 +1,14 @@
 """Elementary differentials of the loss: the dimension-free algebra of the engine.
 
-A *tree* is a vector-valued elementary differential:
+A *tree* is a vector-valued elementary differential, one of four named tuples whose first
+field is its kind (so that trees of all kinds sort together, as tuples):
 
-* a leaf ``("v", name)``: a vector symbol -- ``theta`` (the point θ itself), or an external
+* a leaf :class:`Leaf` ``("v", name)``: a vector symbol -- ``theta`` (the point θ itself), or an external
   vector (a symmetry's ``c``, a direction ``u``, an unknown of the solver);
-* a node ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
+* a node :class:`Node` ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
   slots filled by the child trees and one slot open. ``("n", ())`` is ∇L, ``("n", (g,))`` is
   ∇²L∇L, ``("n", (g, g))`` is ∇³L[∇L, ∇L]. Children are sorted: derivatives are symmetric.
-* an element-wise node ``("e", key, f, args)``: the vector whose i-th entry is
+* an element-wise node :class:`Elementwise` ``("e", key, f, args)``: the vector whose i-th entry is
   f(a_1[i], ..., a_k[i]) for a scalar sympy function f of the placeholders ``_e0.._e{k-1}`` and
   the trees a_j = ``args`` (sorted, distinct, none element-wise itself: nested element-wise
   functions are composed into one f). This is how adaptive optimizers enter: Adam's
@@ -15,11 +16,13 @@ A *tree* is a vector-valued elementary differential:
   ``key`` is ``srepr(f)``, so that trees stay totally ordered. f carries every scalar factor
   that is not a plain coefficient of one argument: terms c·a_j (c free of the placeholders)
   are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
-* a labelled node ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
+* a labelled node :class:`LabelledNode` ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
   (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.stochastic.minibatch`).
 
-A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
-functions of the hyper-parameters). Differentiation follows the chain rule
+A :data:`Vec` is a linear combination ``{tree: coefficient}``; coefficients are rational
+functions of the hyper-parameters: elements of :class:`~nmech.derive.algebra.ratfunc.RationalField`
+inside the solver, their factored sympy form in results. Element-wise functions are
+canonicalised in exact polynomial arithmetic (:mod:`nmech.derive.algebra.entrywise`). Differentiation follows the chain rule
 D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k], and for
 element-wise nodes D_u f(a_1..a_k) = Σ_j (∂_j f)(a_1..a_k) ⊙ D_u a_j.
 """
