@@ -61,17 +61,31 @@ def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
     return f"{head}[{inner}]"
 
 
+D = sp.Symbol("D", positive=True)  # display only: |∇L| + ε, the adaptive rules' denominator
+
+
+def _with_denominator(f: sp.Expr, args: tuple[T.Tree, ...]) -> sp.Expr:
+    """f with every ε + |∇L| written D (an argument ∇L of the element-wise node)."""
+    eps = SYMBOL_NAMES_BY_NAME["eps"]
+    swap = {eps + sp.Abs(T.placeholder(j)): D for j, a in enumerate(args) if a == T.GRAD}
+    return f.xreplace(swap) if swap else f
+
+
 class Names:
-    """Short names u_1, u_2, … for the element-wise nodes that occur inside other trees (Adam's
-    u_1 = ∇L/(|∇L| + ε) in ∇²L u_1): a result prints its trees with the names and defines each
-    name once (:meth:`definitions`), instead of nesting quotients inside quotients."""
+    """Short names for what the element-wise terms repeat: u_1, u_2, … for the element-wise
+    nodes that occur inside other trees (Adam's u_1 = ∇L/D in ∇²L u_1) and D = |∇L| + ε; a
+    result prints its trees with the names and defines each once (:meth:`definitions`),
+    instead of nesting quotients inside quotients."""
 
     def __init__(self, vecs: Sequence[T.Vec]) -> None:
         found: set[T.Tree] = set()
+        self.uses_denominator = False
 
         def visit(t: T.Tree, inside: bool) -> None:
-            if T.is_elementwise(t) and inside:
-                found.add(t)
+            if T.is_elementwise(t):
+                if inside:
+                    found.add(t)
+                self.uses_denominator |= _with_denominator(t.f, t.args).has(D)
             for c in T.children(t):
                 visit(c, inside or not T.is_elementwise(t))
 
@@ -90,8 +104,11 @@ class Names:
         return tree(t, latex, self)
 
     def definitions(self, latex: bool = True) -> list[str]:
-        """``u_i = f(…)``, one a line, in the order of the names."""
-        return [
+        """``D = ε + |∇L|`` (when used), then ``u_i = f(…)``, one a line."""
+        lines = []
+        if self.uses_denominator:
+            lines.append("D = \\epsilon + \\left|\\nabla L\\right|" if latex else "D = eps + |∇L|")
+        return lines + [
             f"{self.name(t, latex)} = {elementwise(t.f, t.args, latex, self)}"
             for t in sorted(self.index, key=self.index.get)
         ]
@@ -100,7 +117,10 @@ class Names:
 def elementwise(
     f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True, names: Names | None = None
 ) -> str:
-    """f(args) entry-wise, the placeholders replaced by the arguments' notation."""
+    """f(args) entry-wise, the placeholders replaced by the arguments' notation (with
+    ``names``, ε + |∇L| written D)."""
+    if names is not None and names.uses_denominator:
+        f = _with_denominator(f, args)
     if latex:
         vectors = {T.placeholder(j) for j in range(len(args))}
         shown = {T.placeholder(j): tree(a, True, names) for j, a in enumerate(args)}
@@ -214,6 +234,7 @@ def _papers_signs(c: sp.Expr) -> sp.Expr:
     return flipped
 
 
+SYMBOL_NAMES_BY_NAME = {s.name: s for s in SYMBOL_NAMES}
 _DECAY_TEXT = {one_minus: sp.Symbol(f"(1 - {b.name})") for b, (one_minus, _) in _DECAYS.items()}
 
 

@@ -30,6 +30,13 @@ from nmech.derive.symbols import eta
 from nmech.errors import NmechError
 
 JSON_SCHEMA = "nmech.modified_equation/1"
+#: The definition of D = ε + |∇L| (notation.Names) in the JSON document.
+DENOMINATOR_JSON = {
+    "name": "D",
+    "text": "eps + |∇L|",
+    "latex": "\\epsilon + \\left|\\nabla L\\right|",
+    "tree": {"elementwise": "eps + Abs(_e0)", "arguments": ["grad"]},
+}
 
 
 @dataclass(frozen=True, repr=False)
@@ -70,8 +77,8 @@ class ModifiedEquation(Derivation):
                         "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta";
                                  {"elementwise": f, "arguments": [a0, ..]} = f(a0, ..) entry-wise,
                                  f written in _e0, _e1, ..)}],
-             "definitions": [{"name": "u1", "text", "latex", "tree"}] (the element-wise
-                             nodes the differentials name),
+             "definitions": [{"name": "D" or "u1", …, "text", "latex", "tree"}] (what the
+                             differentials name: D = eps + |∇L|, the element-wise nodes u_i),
              "modified_loss": the nmech.modified_loss/1 document of :meth:`modified_loss`}
 
         The field is Σ_terms eta**order * coefficient * differential; coefficients are written
@@ -102,6 +109,8 @@ class ModifiedEquation(Derivation):
             }
             for t in sorted(names.index, key=names.index.get)
         ]
+        if names.uses_denominator:
+            definitions.insert(0, DENOMINATOR_JSON)
         return {
             "schema": JSON_SCHEMA,
             "rule": self.rule.name,
