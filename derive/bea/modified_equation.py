@@ -13,7 +13,7 @@ for multi-step and state rules). Known results it reproduces (see the tests):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,7 @@ class ModifiedEquation(Derivation):
     rule: Rule
     order: int
     terms: tuple[T.Vec, ...]
-    states: dict[str, tuple[T.Vec, ...]]
+    states: Mapping[str, tuple[T.Vec, ...]]
 
     def correction(self, k: int) -> T.Vec:
         """F_k: the coefficient of η^k (k = 0 is the leading, gradient-flow term)."""
@@ -159,5 +159,5 @@ def modified_equation(
         rule=rule,
         order=order,
         terms=tuple(manifold.F[: order + 1]),
-        states={s: tuple(u) for s, u in manifold.U.items()},
+        states=manifold.U,
     )

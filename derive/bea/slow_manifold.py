@@ -19,7 +19,7 @@ rule has no dimension-free modified equation and the solver says so.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,13 +41,35 @@ def _unknown(state: str) -> str:
     return "?" + state
 
 
+class StateSeries(Mapping):
+    """{state: (U_0, U_1, …)}, each state's slow-manifold series converted to its stored form
+    when it is first read: most callers read only the field, and the conversion of a momentum
+    rule's states was a third of its derivation time."""
+
+    def __init__(self, solver: _Solver, levels: int) -> None:
+        self._solver, self._levels = solver, levels
+        self._done: dict[str, tuple[T.Vec, ...]] = {}
+
+    def __getitem__(self, state: str) -> tuple[T.Vec, ...]:
+        if state not in self._done:
+            series = self._solver.U[state][: self._levels]  # KeyError for an unknown state
+            self._done[state] = tuple(self._solver.stored(u, merge=False) for u in series)
+        return self._done[state]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._solver.U)
+
+    def __len__(self) -> int:
+        return len(self._solver.U)
+
+
 @dataclass
 class SlowManifold:
     """F[k]: coefficient of η^k in the modified field; U[s][k]: of η^k in state s."""
 
     rule: Rule
     F: list[T.Vec]
-    U: dict[str, list[T.Vec]]
+    U: Mapping[str, tuple[T.Vec, ...]]
 
 
 class _Solver:
@@ -206,8 +228,5 @@ def solve(
     return SlowManifold(
         rule=rule,
         F=[solver.stored(f) for f in solver.F[: order + 1]],
-        U={
-            s: [solver.stored(u, merge=False) for u in us[: order + 2]]
-            for s, us in solver.U.items()
-        },
+        U=StateSeries(solver, order + 2),
     )
