@@ -244,13 +244,19 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
 def derivative(v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
     """The directional derivative v'(θ)·direction of a field v, bilinear in (v, direction)."""
     out: Vec = {}
-    get = out.get
+    add_derivative(out, v, direction)
+    return {t: c for t, c in out.items() if c != 0}
+
+
+def add_derivative(acc: Vec, v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
+    """acc += v'(θ)·direction, in place (zeros may remain: filter before use)."""
+    get = acc.get
     for t, c in v.items():
         for d, cd in direction.items():
             scale = c * cd
             for dt, k in _derivative(t, d):
-                out[dt] = get(dt, 0) + (scale if k == 1 else scale * k)
-    return {t: c for t, c in out.items() if c != 0}
+                acc[dt] = get(dt, 0) + (scale if k == 1 else scale * k)
+    return acc
 
 
 def substitute(v: Mapping[Tree, Coeff], values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec:

@@ -16,7 +16,7 @@ sympy and applied entry-wise (:func:`nmech.derive.algebra.trees.apply`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from math import factorial
 from typing import Any
 
@@ -180,12 +180,14 @@ class Expander:
 def unknowns(v: Mapping[T.Tree, object]) -> set[str]:
     """Names of the solver's unknown leaves (named ``?...``) occurring in v."""
     names: set[str] = set()
-    stack = list(v)
-    while stack:
-        t = stack.pop()
-        if T.is_leaf(t):
-            if t.name.startswith("?"):
-                names.add(t.name)
-        else:
-            stack.extend(T.children(t))
+    for t in v:
+        names |= _unknowns_in(t)
     return names
+
+
+@cache
+def _unknowns_in(t: T.Tree) -> frozenset[str]:
+    """The unknown leaves of one tree (each subtree looked at once)."""
+    if T.is_leaf(t):
+        return frozenset({t.name}) if t.name.startswith("?") else frozenset()
+    return frozenset().union(*map(_unknowns_in, T.children(t)))
