@@ -34,6 +34,7 @@ def tiny_suite(monkeypatch):
     from nmech.benchmarks import derivation, end_to_end, recorder
 
     monkeypatch.setattr(derivation, "QUICK_ORDERS", {"gd": range(2, 3)})
+    monkeypatch.setattr(derivation, "QUICK_TARGETS", (("gd", 3, 60.0),))
     monkeypatch.setattr(derivation, "NAIVE_RULES", ("gd",))
     monkeypatch.setattr(derivation, "MAX_NAIVE_ORDER", 2)
     monkeypatch.setattr(recorder, "PAIRS_QUICK", 2)

@@ -50,13 +50,13 @@ class ConcreteEvaluator:
             return self.cache[t]
         if T.is_leaf(t):
             if t != T.THETA:
-                raise NmechError(f"cannot evaluate vector '{t[1]}' on a concrete loss")
+                raise NmechError(f"cannot evaluate vector '{t.name}' on a concrete loss")
             value = sp.Matrix(self.coords)
         elif T.is_elementwise(t):
-            args = [self.tree(a) for a in t[3]]
+            args = [self.tree(a) for a in t.args]
             value = sp.Matrix(
                 [
-                    t[2].xreplace({T.placeholder(j): a[i] for j, a in enumerate(args)})
+                    t.f.xreplace({T.placeholder(j): a[i] for j, a in enumerate(args)})
                     for i in range(len(self.coords))
                 ]
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.str import StrPrinter
 
 from nmech.derive.algebra import trees as T
 
@@ -28,40 +29,105 @@ def _power(k: int, latex: bool, label: str | None = None) -> str:
     return "∇" + str(k).translate(sup) + name
 
 
-def tree(t: T.Tree, latex: bool = True) -> str:
+def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
     """∇^{k+1}L[c_1,…,c_k]; a single child is written as a product, ∇²L∇L. Element-wise
     functions are written with ⊙ for the entry-wise product; |·|, quotients, powers and roots of
-    vectors are entry-wise too."""
+    vectors are entry-wise too. With ``names``, an element-wise node inside another tree is
+    written by its short name (:class:`Names`)."""
     if T.is_leaf(t):
-        name = t[1]
+        name = t.name
         if latex:
             return "\\theta" if name == "theta" else name.replace("?", "")
         return "θ" if name == "theta" else name
     if T.is_elementwise(t):
-        return elementwise(t[2], t[3], latex)
+        return elementwise(t.f, t.args, latex, names)
     children = T.children(t)
     head = _power(len(children) + 1, latex, T.label(t))
     if not children:
         return head
+
+    def child(c: T.Tree) -> str:
+        if names is not None and c in names.index:
+            return names.name(c, latex)
+        return tree(c, latex, names)
+
     if len(children) == 1:
-        child = tree(children[0], latex)
-        if T.is_elementwise(children[0]):
-            child = f"\\left({child}\\right)" if latex else f"({child})"
-        return head + ("\\," if latex else "") + child
-    inner = ", ".join(tree(c, latex) for c in children)
+        shown = child(children[0])
+        if T.is_elementwise(children[0]) and (names is None or children[0] not in names.index):
+            shown = f"\\left({shown}\\right)" if latex else f"({shown})"
+        named = names is not None and children[0] in names.index
+        return head + ("\\," if latex else (" " if named else "")) + shown
+    inner = ", ".join(child(c) for c in children)
     return f"{head}[{inner}]"
 
 
-def elementwise(f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True) -> str:
-    """f(args) entry-wise, the placeholders replaced by the arguments' notation."""
+D = sp.Symbol("D", positive=True)  # display only: |∇L| + ε, the adaptive rules' denominator
+
+
+def _with_denominator(f: sp.Expr, args: tuple[T.Tree, ...]) -> sp.Expr:
+    """f with every ε + |∇L| written D (an argument ∇L of the element-wise node)."""
+    eps = SYMBOL_NAMES_BY_NAME["eps"]
+    swap = {eps + sp.Abs(T.placeholder(j)): D for j, a in enumerate(args) if a == T.GRAD}
+    return f.xreplace(swap) if swap else f
+
+
+class Names:
+    """Short names for what the element-wise terms repeat: u_1, u_2, … for the element-wise
+    nodes that occur inside other trees (Adam's u_1 = ∇L/D in ∇²L u_1) and D = |∇L| + ε; a
+    result prints its trees with the names and defines each once (:meth:`definitions`),
+    instead of nesting quotients inside quotients."""
+
+    def __init__(self, vecs: Sequence[T.Vec]) -> None:
+        found: set[T.Tree] = set()
+        self.uses_denominator = False
+
+        def visit(t: T.Tree, inside: bool) -> None:
+            if T.is_elementwise(t):
+                if inside:
+                    found.add(t)
+                self.uses_denominator |= _with_denominator(t.f, t.args).has(D)
+            for c in T.children(t):
+                visit(c, inside or not T.is_elementwise(t))
+
+        for v in vecs:
+            for t in v:
+                visit(t, False)
+        ordered = sorted(found, key=lambda t: (T.size(t), t))
+        self.index = {t: i + 1 for i, t in enumerate(ordered)}
+
+    def name(self, t: T.Tree, latex: bool = True) -> str:
+        """The short name of a named node."""
+        return f"u_{{{self.index[t]}}}" if latex else f"u{self.index[t]}"
+
+    def render(self, t: T.Tree, latex: bool = True) -> str:
+        """A tree written with the names (the ``render`` of :func:`flow_latex`)."""
+        return tree(t, latex, self)
+
+    def definitions(self, latex: bool = True) -> list[str]:
+        """``D = ε + |∇L|`` (when used), then ``u_i = f(…)``, one a line."""
+        lines = []
+        if self.uses_denominator:
+            lines.append("D = \\epsilon + \\left|\\nabla L\\right|" if latex else "D = eps + |∇L|")
+        return lines + [
+            f"{self.name(t, latex)} = {elementwise(t.f, t.args, latex, self)}"
+            for t in sorted(self.index, key=self.index.get)
+        ]
+
+
+def elementwise(
+    f: sp.Expr, args: tuple[T.Tree, ...], latex: bool = True, names: Names | None = None
+) -> str:
+    """f(args) entry-wise, the placeholders replaced by the arguments' notation (with
+    ``names``, ε + |∇L| written D)."""
+    if names is not None and names.uses_denominator:
+        f = _with_denominator(f, args)
     if latex:
         vectors = {T.placeholder(j) for j in range(len(args))}
-        names = {T.placeholder(j): tree(a) for j, a in enumerate(args)}
-        names = {**SYMBOL_NAMES, **_DECAY_NAMES, **names}
-        shown = _entrywise_display(f, vectors, names)
-        return sp.latex(shown, symbol_names=names)
-    names = {T.placeholder(j): sp.Symbol(tree(a, latex=False)) for j, a in enumerate(args)}
-    return sp.sstr(f.xreplace(names))
+        shown = {T.placeholder(j): tree(a, True, names) for j, a in enumerate(args)}
+        shown = {**SYMBOL_NAMES, **_DECAY_NAMES, **shown}
+        return sp.latex(_entrywise_display(f, vectors, shown), symbol_names=shown)
+    symbols = {T.placeholder(j): sp.Symbol(tree(a, False, names)) for j, a in enumerate(args)}
+    return _TextPrinter().doprint(f.xreplace(symbols))
 
 
 class _Hadamard(sp.Function):
@@ -116,11 +182,11 @@ def split_scalar(t: T.Tree) -> tuple[sp.Expr, T.Tree]:
     """(c, t') with t = c·t' and c free of vectors (an element-wise node's scalar factor)."""
     if not T.is_elementwise(t):
         return sp.Integer(1), t
-    placeholders = [T.placeholder(j) for j in range(len(t[3]))]
-    c, rest = t[2].as_independent(*placeholders, as_Add=False)
+    placeholders = [T.placeholder(j) for j in range(len(t.args))]
+    c, rest = t.f.as_independent(*placeholders, as_Add=False)
     if c == 1 or not placeholders:
         return sp.Integer(1), t
-    return c, ("e", sp.srepr(rest), rest, t[3])
+    return c, T.elementwise(rest, t.args)
 
 
 SYMBOL_NAMES = {
@@ -145,6 +211,7 @@ _DECAYS = {
     )
 }
 _DECAY_NAMES = {one_minus: tex for one_minus, tex in _DECAYS.values()}
+_UNFLIP = {one_minus: 1 - b for b, (one_minus, _) in _DECAYS.items()}
 
 
 def _papers_signs(c: sp.Expr) -> sp.Expr:
@@ -152,31 +219,55 @@ def _papers_signs(c: sp.Expr) -> sp.Expr:
     for β₁, β₂ and α."""
     if not isinstance(c, sp.Expr) or not any(c.has(b) for b in _DECAYS):
         return c
+    if c.is_Add and not any(isinstance(a, sp.Symbol) and a in _DECAYS for a in c.args):
+        return sp.Add(*[_papers_signs(a) for a in c.args])  # a sum of terms: each its own
     flipped = sp.Integer(1)
     for factor in sp.Mul.make_args(sp.factor(c)):
         base, power = factor.as_base_exp()
         match = [b for b in _DECAYS if sp.expand(base - (b - 1)) == 0]
         if match and power.is_integer:
             flipped *= (-1) ** power * _DECAYS[match[0]][0] ** power
+        elif not power.is_integer and base.is_Mul | base.is_Add:
+            flipped *= _papers_signs(base) ** power  # a root: the signs inside it
         else:
             flipped *= base**power
     return flipped
 
 
+SYMBOL_NAMES_BY_NAME = {s.name: s for s in SYMBOL_NAMES}
+_DECAY_TEXT = {one_minus: sp.Symbol(f"(1 - {b.name})") for b, (one_minus, _) in _DECAYS.items()}
+
+
+class _TextPrinter(StrPrinter):
+    """sympy's str printer with |x| for Abs(x)."""
+
+    def _print_Abs(self, e: sp.Abs) -> str:
+        return "|" + self._print(e.args[0]) + "|"
+
+
+def plain(c: sp.Expr, machine: bool = False) -> str:
+    """c as plain text with the papers' (1 − β) factors (the one sign convention of text, LaTeX
+    and JSON); ``machine``: readable back by ``sympify`` (Abs(x) rather than |x|)."""
+    c = _papers_signs(sp.sympify(c)).xreplace(_DECAY_TEXT)
+    return sp.sstr(c) if machine else _TextPrinter().doprint(c)
+
+
 def coefficient(c: sp.Expr, latex: bool = True, names: dict | None = None) -> str:
     """A sympy expression in LaTeX (λ, τ, ε for lam, tau, eps; (1 − β) for −(β − 1);
-    ``names``: more symbol -> LaTeX)."""
+    ``names``: more symbol -> LaTeX); plain text (:func:`plain`) with ``latex=False``."""
     if not latex:
-        return sp.sstr(c)
+        return plain(c)
     names = {**SYMBOL_NAMES, **_DECAY_NAMES, **(names or {})}
     return sp.latex(_papers_signs(c), symbol_names=names)
 
 
 def factor_latex(c: sp.Expr) -> str:
-    """A coefficient as a factor: parenthesised when it is a sum."""
-    text = coefficient(sp.sympify(c))
+    """A coefficient as a factor: parenthesised when it is a sum or negative (in the papers'
+    signs: (1 − β)/η is neither)."""
     c = sp.sympify(c)
-    return f"\\left({text}\\right)" if c.is_Add or c.could_extract_minus_sign() else text
+    text = coefficient(c)
+    shown = _papers_signs(c)
+    return f"\\left({text}\\right)" if shown.is_Add or shown.could_extract_minus_sign() else text
 
 
 def linear_combination(v: dict, latex: bool = True, render=tree) -> str:
@@ -186,11 +277,10 @@ def linear_combination(v: dict, latex: bool = True, render=tree) -> str:
     parts = []
     for t in sorted(v, key=lambda t: (T.size(t), t)):
         scalar, shown = split_scalar(t)
-        c = sp.factor(scalar * v[t])
-        c = _papers_signs(c) if latex else c
+        c = _papers_signs(sp.factor(scalar * v[t]))
         negative = c.could_extract_minus_sign()
         mag = -c if negative else c
-        factor = "" if mag == 1 else coefficient(mag, latex)
+        factor = "" if mag == 1 else coefficient(mag.xreplace(_UNFLIP), latex)
         if factor and (mag.is_Add):
             factor = f"\\left({factor}\\right)" if latex else f"({factor})"
         sep = "\\," if latex and factor else ("·" if factor and not latex else "")
@@ -239,9 +329,9 @@ def tree_json(t: T.Tree) -> Any:
     """ "theta" (a leaf's name), "grad" (∇L), [c1, ..] (∇^{k+1}L[c1, ..]); a labelled node
     ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}."""
     if T.is_leaf(t):
-        return t[1]
+        return t.name
     if T.is_elementwise(t):
-        return {"elementwise": sp.sstr(t[2]), "arguments": [tree_json(a) for a in t[3]]}
+        return {"elementwise": sp.sstr(t.f), "arguments": [tree_json(a) for a in t.args]}
     kids = T.children(t)
     body = "grad" if not kids else [tree_json(c) for c in kids]
     return body if T.label(t) is None else {"loss": T.label(t), "tree": body}

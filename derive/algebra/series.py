@@ -92,7 +92,8 @@ class Flow:
             return cached
         out: T.Vec = {}
         for a in range(m + 1):
-            T.add_to(out, T.derivative(self.lie(key, G, j - 1, a), self.F[m - a]))
+            T.add_derivative(out, self.lie(key, G, j - 1, a), self.F[m - a])
+        out = {t: c for t, c in out.items() if c != 0}
         final = len(self.F) if self.final is None else self.final
         if m < final:
             self._cache[(key, j, m)] = out

@@ -1,13 +1,14 @@
 """Elementary differentials of the loss: the dimension-free algebra of the engine.
 
-A *tree* is a vector-valued elementary differential:
+A *tree* is a vector-valued elementary differential, one of four named tuples whose first
+field is its kind (so that trees of all kinds sort together, as tuples):
 
-* a leaf ``("v", name)``: a vector symbol -- ``theta`` (the point θ itself), or an external
+* a leaf :class:`Leaf` ``("v", name)``: a vector symbol -- ``theta`` (the point θ itself), or an external
   vector (a symmetry's ``c``, a direction ``u``, an unknown of the solver);
-* a node ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
+* a node :class:`Node` ``("n", children)``: ∇^{k+1}L(θ)[t_1, ..., t_k], the (k+1)-th derivative of L with k
   slots filled by the child trees and one slot open. ``("n", ())`` is ∇L, ``("n", (g,))`` is
   ∇²L∇L, ``("n", (g, g))`` is ∇³L[∇L, ∇L]. Children are sorted: derivatives are symmetric.
-* an element-wise node ``("e", key, f, args)``: the vector whose i-th entry is
+* an element-wise node :class:`Elementwise` ``("e", key, f, args)``: the vector whose i-th entry is
   f(a_1[i], ..., a_k[i]) for a scalar sympy function f of the placeholders ``_e0.._e{k-1}`` and
   the trees a_j = ``args`` (sorted, distinct, none element-wise itself: nested element-wise
   functions are composed into one f). This is how adaptive optimizers enter: Adam's
@@ -15,11 +16,13 @@ A *tree* is a vector-valued elementary differential:
   ``key`` is ``srepr(f)``, so that trees stay totally ordered. f carries every scalar factor
   that is not a plain coefficient of one argument: terms c·a_j (c free of the placeholders)
   are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
-* a labelled node ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
+* a labelled node :class:`LabelledNode` ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
   (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.stochastic.minibatch`).
 
-A :data:`Vec` is a linear combination ``{tree: coefficient}`` with sympy coefficients (rational
-functions of the hyper-parameters). Differentiation follows the chain rule
+A :data:`Vec` is a linear combination ``{tree: coefficient}``; coefficients are rational
+functions of the hyper-parameters: elements of :class:`~nmech.derive.algebra.ratfunc.RationalField`
+inside the solver, their factored sympy form in results. Element-wise functions are
+canonicalised in exact polynomial arithmetic (:mod:`nmech.derive.algebra.entrywise`). Differentiation follows the chain rule
 D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k], and for
 element-wise nodes D_u f(a_1..a_k) = Σ_j (∂_j f)(a_1..a_k) ⊙ D_u a_j.
 """
@@ -29,32 +32,74 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from itertools import product
-from typing import Any
+from typing import Any, NamedTuple
 
 import sympy as sp
 
-Tree = tuple  # ("v", name) | ("n", kids) | ("b", label, kids) | ("e", key, f, args)
-Vec = dict  # dict[Tree, sp.Expr]
+from nmech.derive.algebra import entrywise
+
+
+class Leaf(NamedTuple):
+    """A vector symbol ``name``: θ, an external vector, a solver's unknown (``?F``)."""
+
+    kind: str  # "v"
+    name: str
+
+
+class Node(NamedTuple):
+    """∇^{k+1}L[children]: the derivative of L with its slots filled (sorted)."""
+
+    kind: str  # "n"
+    children: tuple
+
+
+class LabelledNode(NamedTuple):
+    """∇^{k+1}L̂_label[children], for the mini-batch loss L̂_label."""
+
+    kind: str  # "b"
+    label: str
+    children: tuple
+
+
+class Elementwise(NamedTuple):
+    """f(args) entry-wise: ``f`` a sympy function of the placeholders _e0.._e{k−1}, ``key``
+    its srepr (so that trees stay totally ordered), ``args`` the non-element-wise trees."""
+
+    kind: str  # "e"
+    key: str
+    f: sp.Expr
+    args: tuple
+
+
+#: A tree is one of the four named tuples; the kind comes first, so trees of different kinds
+#: still compare (and sort) as tuples do.
+Tree = Leaf | Node | LabelledNode | Elementwise
+Vec = dict  # dict[Tree, coefficient]
 Coeff = sp.Expr | int
 
-THETA: Tree = ("v", "theta")
-GRAD: Tree = ("n", ())
+THETA: Tree = Leaf("v", "theta")
+GRAD: Tree = Node("n", ())
 
 
 def leaf(name: str) -> Tree:
     """The leaf for vector ``name`` (θ, an external vector, a solver's unknown)."""
-    return ("v", name)
+    return Leaf("v", name)
 
 
 def node(children: Iterable[Tree], label: str | None = None) -> Tree:
     """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss."""
     kids = tuple(sorted(children))
-    return ("n", kids) if label is None else ("b", label, kids)
+    return Node("n", kids) if label is None else LabelledNode("b", label, kids)
+
+
+def elementwise(f: sp.Expr, args: tuple[Tree, ...], key: str | None = None) -> Tree:
+    """The element-wise node f(args) (``key``: f's srepr, computed when not given)."""
+    return Elementwise("e", sp.srepr(f) if key is None else key, f, tuple(args))
 
 
 def label(t: Tree) -> str | None:
     """The loss label of a labelled node; None for L itself."""
-    return t[1] if t[0] == "b" else None
+    return t.label if t[0] == "b" else None
 
 
 def is_leaf(t: Tree) -> bool:
@@ -139,7 +184,7 @@ def _numerically_nonzero(v: Mapping[Tree, Coeff]) -> bool:
     fixed generic point (all symbols set to distinct irrational-looking values)."""
     groups: dict[tuple[Tree, ...], sp.Expr] = {}
     for t, c in v.items():
-        groups[t[3]] = groups.get(t[3], sp.Integer(0)) + as_expr(c) * t[2]
+        groups[t.args] = groups.get(t.args, sp.Integer(0)) + as_expr(c) * t.f
     for total in groups.values():
         point = {
             s: sp.Float(0.3 + 0.1731 * i) for i, s in enumerate(sorted(total.free_symbols, key=str))
@@ -155,7 +200,7 @@ def _numerically_nonzero(v: Mapping[Tree, Coeff]) -> bool:
 def contains(t: Tree, name: str) -> bool:
     """Whether leaf ``name`` occurs in tree t."""
     if is_leaf(t):
-        return t[1] == name
+        return t.name == name
     return any(contains(c, name) for c in children(t))
 
 
@@ -199,11 +244,19 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
 def derivative(v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
     """The directional derivative v'(θ)·direction of a field v, bilinear in (v, direction)."""
     out: Vec = {}
+    add_derivative(out, v, direction)
+    return {t: c for t, c in out.items() if c != 0}
+
+
+def add_derivative(acc: Vec, v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
+    """acc += v'(θ)·direction, in place (zeros may remain: filter before use)."""
+    get = acc.get
     for t, c in v.items():
         for d, cd in direction.items():
+            scale = c * cd
             for dt, k in _derivative(t, d):
-                add_to(out, {dt: c * cd * k})
-    return out
+                acc[dt] = get(dt, 0) + (scale if k == 1 else scale * k)
+    return acc
 
 
 def substitute(v: Mapping[Tree, Coeff], values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec:
@@ -216,11 +269,11 @@ def substitute(v: Mapping[Tree, Coeff], values: Mapping[str, Mapping[Tree, Coeff
 
 def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec:
     if is_leaf(t):
-        return dict(values[t[1]]) if t[1] in values else {t: 1}
+        return dict(values[t.name]) if t.name in values else {t: 1}
     if not any(contains(t, name) for name in values):
         return {t: 1}
     if is_elementwise(t):
-        return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t[3]])
+        return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t.args])
     return multilinear([_substitute_tree(c, values) for c in children(t)], label(t))
 
 
@@ -242,42 +295,11 @@ def as_expr(c: Any) -> sp.Expr:
     return sp.Rational(int(c.numerator), int(c.denominator))
 
 
-def _sign_squared_is_one(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
-    """An expanded polynomial in s reduced with s² = 1."""
-    return e.replace(lambda a: a.is_Pow and a.base == s, lambda a: s ** (int(a.exp) % 2))
-
-
 @lru_cache(maxsize=65536)
 def _canonical(f: sp.Expr) -> sp.Expr:
-    """A canonical form of an element-wise function.
-
-    sign(x) is written x/|x|. For every placeholder x met as |x|, write x = s·a with a = |x| > 0
-    and s² = 1; rationalising the denominator in s leaves f = Σ_S (Π_{j∈S} s_j) R_S(a, …) with
-    each R_S a factored rational function, unique because s² = 1 is the only relation. Back in
-    x, s_j a_j = x_j: the form Σ_S (Π_{j∈S} x_j) R_S/Π_{j∈S}|x_j| (e.g. ε/(|x| + ε)², not a
-    quotient of expanded polynomials in x and |x|)."""
-    f = sp.cancel(f.replace(sp.sign, lambda a: a / sp.Abs(a)))
-    absolute = sorted({a.args[0] for a in f.atoms(sp.Abs) if a.args[0].is_Symbol}, key=str)
-    if not absolute:
-        return f
-    mag = {x: sp.Dummy(f"a{j}", positive=True) for j, x in enumerate(absolute)}
-    sgn = {x: sp.Dummy(f"s{j}") for j, x in enumerate(absolute)}
-    g = f.xreplace({sp.Abs(x): mag[x] for x in absolute})
-    g = g.xreplace({x: sgn[x] * mag[x] for x in absolute})
-    num, den = sp.fraction(sp.cancel(g))
-    for x in absolute:
-        s_ = sgn[x]
-        conjugate = den.xreplace({s_: -s_})
-        num, den = sp.expand(num * conjugate), sp.expand(den * conjugate)
-        num, den = _sign_squared_is_one(num, s_), _sign_squared_is_one(den, s_)
-    parts = []
-    monomials = sp.Poly(num, *[sgn[x] for x in absolute]).terms()
-    for powers, coeff in monomials:
-        chosen = [x for x, p in zip(absolute, powers) if p]
-        r = sp.factor(sp.cancel(coeff / (den * sp.Mul(*[mag[x] for x in chosen]))))
-        r = r.xreplace({mag[x]: sp.Abs(x) for x in absolute})
-        parts.append(sp.Mul(*chosen) * r)
-    return sp.Add(*parts)
+    """The canonical form of an element-wise function (:mod:`nmech.derive.algebra.entrywise`:
+    Σ_S (Π_{j∈S} x_j) R_S/Π_{j∈S}|x_j| with each R_S a factored rational function)."""
+    return entrywise.canonical(f)
 
 
 def apply(
@@ -294,14 +316,14 @@ def apply(
     atoms: set[Tree] = set()
     for v in arguments.values():
         for t in v:
-            atoms.update(t[3] if is_elementwise(t) else (t,))
+            atoms.update(t.args if is_elementwise(t) else (t,))
     order = sorted(atoms)
     index = {t: placeholder(j) for j, t in enumerate(order)}
 
     def scalar(t: Tree) -> sp.Expr:
         if not is_elementwise(t):
             return index[t]
-        return t[2].xreplace({placeholder(j): index[a] for j, a in enumerate(t[3])})
+        return t.f.xreplace({placeholder(j): index[a] for j, a in enumerate(t.args)})
 
     composed = f.xreplace(
         {x: sp.Add(*[as_expr(c) * scalar(t) for t, c in v.items()]) for x, v in arguments.items()}
@@ -309,27 +331,36 @@ def apply(
     return _split(_canonical(composed), order, convert)
 
 
+@lru_cache(maxsize=65536)
+def _split_linear(f: sp.Expr, k: int) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr]:
+    """The linear part of f in its first k placeholders, and the canonical rest."""
+    return entrywise.split_linear(f, [placeholder(j) for j in range(k)])
+
+
+@lru_cache(maxsize=65536)
+def _key(f: sp.Expr) -> str:
+    """The sort key of an element-wise node's function (its srepr)."""
+    return sp.srepr(f)
+
+
 def _split(f: sp.Expr, order: list[Tree], convert: Callable[[sp.Expr], Any]) -> Vec:
     out: Vec = {}
+    slopes, f = _split_linear(f, len(order))
     for j, t in enumerate(order):
-        x = placeholder(j)
-        slope = sp.diff(f, x)
-        if slope != 0 and not any(slope.has(placeholder(i)) for i in range(len(order))):
-            add_to(out, {t: convert(slope)})
-            f = f - slope * x
-    f = _canonical(f)
+        if placeholder(j) in slopes:
+            add_to(out, {t: convert(slopes[placeholder(j)])})
     if f == 0:
         return out
     used = [(j, t) for j, t in enumerate(order) if f.has(placeholder(j))]
     f = f.xreplace({placeholder(j): placeholder(i) for i, (j, _) in enumerate(used)})
     args = tuple(t for _, t in used)
-    add_to(out, {("e", sp.srepr(f), f, args): 1})
+    add_to(out, {elementwise(f, args, _key(f)): 1})
     return out
 
 
 @cache
 def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
-    f, args = t[2], t[3]
+    f, args = t.f, t.args
     slot = sp.Symbol("_slot", real=True)
     out: Vec = {}
     for j, a in enumerate(args):
@@ -344,7 +375,7 @@ def _elementwise_derivative(t: Tree, direction: Tree) -> Vec:
 def _substitute_elementwise(t: Tree, values: list[Vec]) -> Vec:
     """f(a_1..a_k) with a_j replaced by values[j]. Linear combinations entering f linearly are
     distributed (their coefficients may live in any domain); others are composed."""
-    f = t[2]
+    f = t.f
     single = [len(v) == 1 and next(iter(v.values())) == 1 for v in values]
     out: Vec = {}
     for j, v in enumerate(values):
@@ -371,10 +402,10 @@ def merge_elementwise(v: Mapping[Tree, Coeff]) -> Vec:
     groups: dict[tuple[Tree, ...], list[tuple[Tree, Coeff]]] = {}
     for t, c in v.items():
         if is_elementwise(t):
-            groups.setdefault(t[3], []).append((t, c))
+            groups.setdefault(t.args, []).append((t, c))
         else:
             add_to(out, {t: as_expr(c)})
     for args, items in groups.items():
-        f = sp.Add(*[as_expr(c) * t[2] for t, c in items])
+        f = sp.Add(*[as_expr(c) * t.f for t, c in items])
         add_to(out, apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)}))
     return out

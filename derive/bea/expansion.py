@@ -16,7 +16,7 @@ sympy and applied entry-wise (:func:`nmech.derive.algebra.trees.apply`).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from functools import cache, lru_cache
 from math import factorial
 from typing import Any
 
@@ -30,21 +30,25 @@ from nmech.errors import NmechError
 
 @lru_cache(maxsize=4096)
 def scalar_series(c: sp.Expr, order: int) -> tuple[sp.Expr, ...]:
-    """Coefficients c_0..c_order of a scalar c(η) = Σ c_k η^k."""
+    """Coefficients c_0..c_order of a scalar c(η) = Σ c_k η^k, for c = P(η)/Q(η) a rational
+    function of η with Q(0) ≠ 0 (power-series division c_k = (p_k − Σ_{i≥1} q_i c_{k−i})/q_0).
+    Anything else (η**β, √η, 1/η, …) has no Taylor series at η = 0 and is refused."""
     if not c.has(eta):
         return (c,) + (sp.Integer(0),) * order
-    if c.is_polynomial(eta):
-        poly = sp.Poly(sp.expand(c), eta)
-        return tuple(poly.coeff_monomial(eta**k) for k in range(order + 1))
-    try:
-        expansion = sp.series(c, eta, 0, order + 1).removeO()
-    except Exception as exc:  # sympy raises several types for non-analytic input
-        raise NmechError(f"coefficient {c} has no power series in eta ({exc})") from None
-    if not sp.expand(expansion).is_polynomial(eta):
+    if not c.is_rational_function(eta):
         raise NmechError(
-            f"coefficient {c} has no Taylor series in eta (singular or fractional power at eta = 0)"
+            f"coefficient {c} is not a rational function of eta (no Taylor series at eta = 0)"
         )
-    return tuple(sp.expand(expansion).coeff(eta, k) for k in range(order + 1))
+    num, den = sp.fraction(sp.cancel(sp.together(c)))
+    p, q = sp.Poly(num, eta), sp.Poly(den, eta)
+    q0 = q.coeff_monomial(1)
+    if q0 == 0:
+        raise NmechError(f"coefficient {c} is singular at eta = 0 (no Taylor series)")
+    coeffs: list[sp.Expr] = []
+    for k in range(order + 1):
+        lagged = sum(q.coeff_monomial(eta**i) * coeffs[k - i] for i in range(1, k + 1))
+        coeffs.append(sp.cancel((p.coeff_monomial(eta**k) - lagged) / q0))
+    return tuple(coeffs)
 
 
 class Expander:
@@ -176,12 +180,14 @@ class Expander:
 def unknowns(v: Mapping[T.Tree, object]) -> set[str]:
     """Names of the solver's unknown leaves (named ``?...``) occurring in v."""
     names: set[str] = set()
-    stack = list(v)
-    while stack:
-        t = stack.pop()
-        if T.is_leaf(t):
-            if t[1].startswith("?"):
-                names.add(t[1])
-        else:
-            stack.extend(T.children(t))
+    for t in v:
+        names |= _unknowns_in(t)
     return names
+
+
+@cache
+def _unknowns_in(t: T.Tree) -> frozenset[str]:
+    """The unknown leaves of one tree (each subtree looked at once)."""
+    if T.is_leaf(t):
+        return frozenset({t.name}) if t.name.startswith("?") else frozenset()
+    return frozenset().union(*map(_unknowns_in, T.children(t)))

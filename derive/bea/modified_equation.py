@@ -13,6 +13,7 @@ for multi-step and state rules). Known results it reproduces (see the tests):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,13 @@ from nmech.derive.symbols import eta
 from nmech.errors import NmechError
 
 JSON_SCHEMA = "nmech.modified_equation/1"
+#: The definition of D = ε + |∇L| (notation.Names) in the JSON document.
+DENOMINATOR_JSON = {
+    "name": "D",
+    "text": "eps + |∇L|",
+    "latex": "\\epsilon + \\left|\\nabla L\\right|",
+    "tree": {"elementwise": "eps + Abs(_e0)", "arguments": ["grad"]},
+}
 
 
 @dataclass(frozen=True, repr=False)
@@ -38,7 +46,7 @@ class ModifiedEquation(Derivation):
     rule: Rule
     order: int
     terms: tuple[T.Vec, ...]
-    states: dict[str, tuple[T.Vec, ...]]
+    states: Mapping[str, tuple[T.Vec, ...]]
 
     def correction(self, k: int) -> T.Vec:
         """F_k: the coefficient of η^k (k = 0 is the leading, gradient-flow term)."""
@@ -46,12 +54,19 @@ class ModifiedEquation(Derivation):
 
     # ------------------------------------------------------------ presentation
     def latex(self) -> str:
-        """``\\dot\\theta = Σ_k η^k F_k + O(η^{order+1})`` in LaTeX."""
-        return notation.flow_latex(self.terms, self.order)
+        """``\\dot\\theta = Σ_k η^k F_k + O(η^{order+1})`` in LaTeX, then one line
+        ``u_i = …`` for each element-wise node named inside the trees
+        (:class:`~nmech.derive.algebra.notation.Names`)."""
+        names = notation.Names(self.terms)
+        flow = notation.flow_latex(self.terms, self.order, render=names.render)
+        return "\n".join([flow, *names.definitions()])
 
     def text(self) -> str:
-        """The same in plain text, ``dθ/dt = …``."""
-        return notation.flow_text(self.terms, self.order)
+        """The same in plain text, ``dθ/dt = …`` and ``where u1 = …, …``."""
+        names = notation.Names(self.terms)
+        flow = notation.flow_text(self.terms, self.order, render=names.render)
+        where = names.definitions(latex=False)
+        return flow + (f"\n  where {';  '.join(where)}" if where else "")
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``nmech.modified_equation/1``::
@@ -62,10 +77,14 @@ class ModifiedEquation(Derivation):
                         "tree": nested lists ("grad" = ∇L; [c1, ..] = ∇^{k+1}L[c1, ..]; "theta";
                                  {"elementwise": f, "arguments": [a0, ..]} = f(a0, ..) entry-wise,
                                  f written in _e0, _e1, ..)}],
+             "definitions": [{"name": "D" or "u1", …, "text", "latex", "tree"}] (what the
+                             differentials name: D = eps + |∇L|, the element-wise nodes u_i),
              "modified_loss": the nmech.modified_loss/1 document of :meth:`modified_loss`}
 
-        The field is Σ_terms eta**order * coefficient * differential.
+        The field is Σ_terms eta**order * coefficient * differential; coefficients are written
+        with (1 - beta) factors, as in the text and the LaTeX.
         """
+        names = notation.Names(self.terms)
         terms = []
         for k, f in enumerate(self.terms):
             for t in sorted(f, key=lambda t: (T.size(t), t)):
@@ -74,19 +93,31 @@ class ModifiedEquation(Derivation):
                 terms.append(
                     {
                         "order": k,
-                        "coefficient": sp.sstr(c),
-                        "coefficient_latex": sp.latex(c),
-                        "differential": notation.tree(shown, latex=False),
-                        "differential_latex": notation.tree(shown),
+                        "coefficient": notation.plain(c, machine=True),
+                        "coefficient_latex": notation.coefficient(c),
+                        "differential": names.render(shown, latex=False),
+                        "differential_latex": names.render(shown),
                         "tree": notation.tree_json(shown),
                     }
                 )
+        definitions = [
+            {
+                "name": names.name(t, latex=False),
+                "text": notation.elementwise(t.f, t.args, False, names),
+                "latex": notation.elementwise(t.f, t.args, True, names),
+                "tree": notation.tree_json(t),
+            }
+            for t in sorted(names.index, key=names.index.get)
+        ]
+        if names.uses_denominator:
+            definitions.insert(0, DENOMINATOR_JSON)
         return {
             "schema": JSON_SCHEMA,
             "rule": self.rule.name,
             "order": self.order,
             "variable": "eta",
             "terms": terms,
+            "definitions": definitions,
             "modified_loss": self.modified_loss().to_json(),
         }
 
@@ -116,14 +147,17 @@ class ModifiedEquation(Derivation):
         return modified_loss(self.terms, self.order)
 
 
-def modified_equation(rule: Rule, order: int = 1) -> ModifiedEquation:
+def modified_equation(
+    rule: Rule, order: int = 1, progress: Callable[[int, int], None] | None = None
+) -> ModifiedEquation:
     """Backward error analysis of ``rule`` through η^order (see module docstring); a rule with
-    bias corrections is taken after its transient (:meth:`Rule.after_transient`)."""
+    bias corrections is taken after its transient (:meth:`Rule.after_transient`).
+    ``progress(done, total)`` is told of each solved level (:func:`.slow_manifold.solve`)."""
     rule = rule.after_transient()
-    manifold = solve(rule, order)
+    manifold = solve(rule, order, progress)
     return ModifiedEquation(
         rule=rule,
         order=order,
         terms=tuple(manifold.F[: order + 1]),
-        states={s: tuple(u) for s, u in manifold.U.items()},
+        states=manifold.U,
     )

@@ -88,7 +88,7 @@ class ModifiedLoss(Derivation):
         terms = [
             {
                 "order": k,
-                "coefficient": sp.sstr(sp.factor(c)),
+                "coefficient": notation.plain(c, machine=True),
                 "scalar": s.latex(latex=False),
                 "scalar_latex": s.latex(),
                 "indices": s.loss_labels(),
@@ -100,7 +100,7 @@ class ModifiedLoss(Derivation):
             "schema": JSON_SCHEMA,
             "latex": self.latex() if self.terms else None,
             "text": self.text(),
-            "scale": sp.sstr(self.scale),
+            "scale": notation.plain(self.scale, machine=True),
             "exists_through_order": self.exists_through,
             "obstruction_order": self.obstruction,
             "verdict": self.verdict(),

@@ -117,7 +117,7 @@ class _Builder:
 
     def tree(self, t: T.Tree, parent: int | None) -> int:
         if T.is_leaf(t):
-            return self.add(t[1], parent)
+            return self.add(t.name, parent)
         v = self.add(_vertex(t), parent)
         for child in T.children(t):
             self.tree(child, v)

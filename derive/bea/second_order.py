@@ -52,7 +52,7 @@ class SecondOrderFlow(Derivation):
         """The same in plain text."""
 
         def f(c: sp.Expr) -> str:
-            text = sp.sstr(c)
+            text = notation.plain(c)
             return f"({text})" if c.is_Add or c.could_extract_minus_sign() else text
 
         lhs = f"{f(self.m)}·θ'' + {f(self.gamma)}·θ'"
@@ -70,7 +70,7 @@ class SecondOrderFlow(Derivation):
         fields.update(rho=self.rho, kappa=self.kappa)
         return {
             "schema": "nmech.second_order_flow/1",
-            **{k: sp.sstr(v) for k, v in fields.items()},
+            **{k: notation.plain(v, machine=True) for k, v in fields.items()},
             "latex": self.latex(),
         }
 

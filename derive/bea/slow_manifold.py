@@ -18,17 +18,18 @@ rule has no dimension-free modified equation and the solver says so.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sympy as sp
-from sympy import QQ
-from sympy.polys.matrices import DomainMatrix
 
 from nmech.derive.algebra import trees as T
+from nmech.derive.algebra.ratfunc import RationalField, solve_linear
 from nmech.derive.algebra.series import Flow, Series
 from nmech.derive.bea.expansion import Expander, unknowns
-from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
+from nmech.derive.rules.rule import NEXT, PARAMETER, Rule, rule_key
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
 
@@ -40,27 +41,50 @@ def _unknown(state: str) -> str:
     return "?" + state
 
 
+class StateSeries(Mapping):
+    """{state: (U_0, U_1, …)}, each state's slow-manifold series converted to its stored form
+    when it is first read: most callers read only the field, and the conversion of a momentum
+    rule's states was a third of its derivation time."""
+
+    def __init__(self, solver: _Solver, levels: int) -> None:
+        self._solver, self._levels = solver, levels
+        self._done: dict[str, tuple[T.Vec, ...]] = {}
+
+    def __getitem__(self, state: str) -> tuple[T.Vec, ...]:
+        if state not in self._done:
+            series = self._solver.U[state][: self._levels]  # KeyError for an unknown state
+            self._done[state] = tuple(self._solver.stored(u, merge=False) for u in series)
+        return self._done[state]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._solver.U)
+
+    def __len__(self) -> int:
+        return len(self._solver.U)
+
+
 @dataclass
 class SlowManifold:
     """F[k]: coefficient of η^k in the modified field; U[s][k]: of η^k in state s."""
 
     rule: Rule
     F: list[T.Vec]
-    U: dict[str, list[T.Vec]]
+    U: Mapping[str, tuple[T.Vec, ...]]
 
 
 class _Solver:
-    """Coefficients live in the field Q(parameters) of sympy's polys (canonical and fast);
-    they are converted back to sympy expressions at the end."""
+    """Coefficients live in the field Q(parameters) (:mod:`nmech.derive.algebra.ratfunc`,
+    canonical and fast); they are converted to their factored sympy form at the end."""
 
     def __init__(self, rule: Rule) -> None:
         self.rule = rule
-        params = sorted(rule.parameters() - {eta}, key=str)
-        self.K = QQ.frac_field(*params) if params else QQ
+        self.K = RationalField(rule.parameters() - {eta})
         self.states = rule.states
         self.F: list[T.Vec] = []
         self.U: dict[str, list[T.Vec]] = {s: [] for s in self.states}
         self.flow = Flow(self.F, convert=self.K.convert)
+        self.levels = 0  # levels solved so far
+        self._stored: dict[tuple[int, bool], tuple[T.Vec, T.Vec]] = {}
 
     # -- series of the known solution, with the level's unknowns in place
     def _state_series(self, s: str) -> Series:
@@ -90,16 +114,19 @@ class _Solver:
         return eqs
 
     def _convert(self, c: sp.Expr) -> Any:
-        try:
-            return self.K.from_sympy(sp.sympify(c))
-        except (sp.polys.polyerrors.CoercionFailed, TypeError, ValueError):
-            raise NmechError(
-                f"coefficient {c} is not a rational function of the rule's parameters"
-            ) from None
+        return self.K.convert(c)
 
-    def to_sympy(self, v: T.Vec) -> T.Vec:
-        """Back to sympy (p/q in lowest terms; factoring is left to the presentation)."""
-        return {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
+    def stored(self, v: T.Vec, merge: bool = True) -> T.Vec:
+        """Back to sympy, in the stored (factored) form of :meth:`RationalField.to_sympy`;
+        with ``merge`` the element-wise nodes on the same arguments merged into one (cached:
+        solved coefficients never change)."""
+        key = (id(v), merge)
+        if key not in self._stored:
+            out = {t: self.K.to_sympy(c) for t, c in v.items() if c != 0}
+            if merge and any(map(T.is_elementwise, out)):
+                out = T.merge_elementwise(out)
+            self._stored[key] = (v, out)
+        return dict(self._stored[key][1])
 
     # -- one level of the linear system
     def level(self, n: int) -> None:
@@ -115,30 +142,27 @@ class _Solver:
             self.U[s][n] = solution[_unknown(s)]
         if n == 0:
             self._check_consistent()
+        self.levels = n + 1
 
     def _solve(self, n: int, names: list[str], eqs: list[T.Vec]) -> dict[str, T.Vec]:
         K = self.K
-        bare = DomainMatrix(
-            [[K.convert(eq.get(T.leaf(u), 0)) for u in names] for eq in eqs],
-            (len(eqs), len(names)),
-            K,
-        )
+        bare = [[K.convert(eq.get(T.leaf(u), 0)) for u in names] for eq in eqs]
         rest = []
         for eq in eqs:
             known, inner = {}, {}
             for t, c in eq.items():
-                if T.is_leaf(t) and t[1] in names:
+                if T.is_leaf(t) and t.name in names:
                     continue
                 (inner if unknowns({t: 1}) else known)[t] = c
             rest.append((known, inner))
         if not names:
             return {}
-        if bare.det() == 0:
+        inverse = solve_linear(bare, K)
+        if inverse is None:
             raise NmechError(
                 f"the slow manifold is degenerate at order {n}: the rule's states are not "
                 "determined by theta (is a state unused, or the momentum equal to 1?)"
             )
-        inverse = bare.inv().to_list()
         solution: dict[str, T.Vec] = {u: {} for u in names}
         for _ in range(len(names) + 2):
             rhs = [
@@ -166,22 +190,43 @@ class _Solver:
             )
 
 
-def _merged(v: T.Vec) -> T.Vec:
-    """The element-wise nodes of a field on the same arguments merged into one."""
-    return T.merge_elementwise(v) if any(map(T.is_elementwise, v)) else v
+#: Solvers kept between calls (by the rule's mathematics): order p + 1 continues from the
+#: levels that order p solved instead of starting again.
+_SOLVERS: OrderedDict[str, _Solver] = OrderedDict()
+KEEP_SOLVERS = 8
 
 
-def solve(rule: Rule, order: int) -> SlowManifold:
-    """F_0..F_order and the slow manifold of every state through η^{order+1}."""
+def _solver_for(rule: Rule) -> _Solver:
+    key = rule_key(rule)
+    solver = _SOLVERS.pop(key, None) or _Solver(rule)
+    _SOLVERS[key] = solver
+    while len(_SOLVERS) > KEEP_SOLVERS:
+        _SOLVERS.popitem(last=False)
+    return solver
+
+
+def solve(
+    rule: Rule, order: int, progress: Callable[[int, int], None] | None = None
+) -> SlowManifold:
+    """F_0..F_order and the slow manifold of every state through η^{order+1}; ``progress(done,
+    total)`` is called after each of the order + 2 levels (it may raise to stop). Levels solved
+    by an earlier call for the same rule are reused."""
     if not isinstance(order, int) or isinstance(order, bool):
         raise NmechError(f"order must be an integer, got {order!r}")
     if order < 0 or order > MAX_ORDER:
         raise NmechError(f"order {order} is outside the supported range 0..{MAX_ORDER}")
-    solver = _Solver(rule)
-    for n in range(order + 2):
-        solver.level(n)
+    solver = _solver_for(rule)
+    try:
+        for n in range(order + 2):
+            if n >= solver.levels:
+                solver.level(n)
+            if progress is not None:
+                progress(n + 1, order + 2)
+    except BaseException:
+        _SOLVERS.pop(rule_key(rule), None)  # a level left half-solved
+        raise
     return SlowManifold(
         rule=rule,
-        F=[_merged(solver.to_sympy(f)) for f in solver.F],
-        U={s: [solver.to_sympy(u) for u in us] for s, us in solver.U.items()},
+        F=[solver.stored(f) for f in solver.F[: order + 1]],
+        U=StateSeries(solver, order + 2),
     )

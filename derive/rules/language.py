@@ -11,6 +11,14 @@ Products, quotients, powers and functions of vectors act entry-wise (Adam's
 ``m_next/(sqrt(v_next) + eps)``); a scalar added to a vector is broadcast. ``step`` is the
 iteration count, allowed only as an exponent (bias corrections ``1 - beta1**step``).
 
+Rule text is ASCII outside comments: Python's parser would read the full-width ``ｅｔａ`` and
+the mathematical bold ``𝐠𝐫𝐚𝐝`` as ``eta`` and ``grad`` (NFKC), so such look-alikes are refused
+(a UTF-8 byte-order mark at the start is dropped). Every number the text computes stays below
+:data:`MAX_BITS` bits; elementary functions apply to vectors only (a function of a constant or
+a parameter is no rational coefficient, and evaluating ``sin(exp(exp(40)))`` would not end).
+Hyper-parameters (``eta``, ``beta``, …) and ``step`` are not states, and no assignment may use
+its own target.
+
 Each right-hand side is read by Python's ``ast`` parser (which builds a tree and runs nothing);
 the tree is then walked against the whitelist above and turned into sympy objects directly, so
 rule text never reaches ``eval``, ``sympify`` or ``parse_expr``. Anything else -- attribute access,
@@ -32,7 +40,7 @@ import re
 import sympy as sp
 
 from nmech.derive.rules.rule import NEXT, PARAMETER, Assignment, Rule
-from nmech.derive.symbols import grad, scalar, vector
+from nmech.derive.symbols import HYPERPARAMETERS, grad, scalar, vector
 from nmech.errors import NmechError
 
 MAX_TEXT = 20_000
@@ -65,6 +73,11 @@ def _bits(number: sp.Expr) -> int:
     return max(int(abs(p)).bit_length(), int(abs(q)).bit_length(), 1)
 
 
+def _too_large(expr: sp.Expr) -> bool:
+    """Whether a rational number in ``expr`` has more than :data:`MAX_BITS` bits."""
+    return any(n.is_Rational and _bits(n) > MAX_BITS for n in expr.atoms(sp.Number))
+
+
 class _Where:
     """Position of the text being parsed, for error messages."""
 
@@ -89,7 +102,10 @@ class _Converter:
         if isinstance(node, ast.BinOp) and isinstance(node.op, _BINARY):
             left = self.convert(node.left, depth + 1)
             right = self.convert(node.right, depth + 1)
-            return self._binary(node, left, right)
+            out = self._binary(node, left, right)
+            if _too_large(out):
+                raise self.where.error(f"number too large (more than {MAX_BITS} bits)", node)
+            return out
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             inner = self.convert(node.operand, depth + 1)
             return -inner if isinstance(node.op, ast.USub) else inner
@@ -150,17 +166,31 @@ class _Converter:
             what = "the point" if func == "grad" else "a vector or scalar"
             raise self.where.error(f"{func} takes exactly one argument, {what}", node)
         inner = self.convert(node.args[0], depth + 1)
-        return grad(inner) if func == "grad" else ELEMENTWISE[func](inner)
+        if func == "grad":
+            return grad(inner)
+        if not (inner.has(grad) or any(str(s) in self.vectors for s in inner.free_symbols)):
+            raise self.where.error(
+                f"{func} of a constant or parameter: coefficients must be rational functions "
+                "of the parameters (functions apply entry-wise to vectors)",
+                node,
+            )
+        return ELEMENTWISE[func](inner)
 
 
 def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:
-    """(first, target, rhs, rhs column) of one line, or None for blank/comment lines."""
+    """(first, target, rhs, rhs column) of one line, or None for blank/comment lines; the
+    column is that of the first character of the stripped right-hand side."""
     text = raw.split("#", 1)[0].rstrip()
     if not text.strip():
         return None
     where = _Where(number, 0)
     if len(raw) > MAX_LINE:
         raise where.error(f"line longer than {MAX_LINE} characters")
+    for col, ch in enumerate(text):
+        if not (ch.isascii() and (ch.isprintable() or ch == "\t")):
+            raise _Where(number, col).error(
+                f"character {ascii(ch)} is not allowed (rule text is ASCII outside comments)"
+            )
     if text.count("=") != 1:
         raise where.error("expected one assignment 'name = expression'")
     lhs, rhs = text.split("=")
@@ -169,7 +199,7 @@ def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:
     target = words[-1] if words else ""
     if len(words) != (2 if first else 1) or not IDENT.match(target) or target in RESERVED:
         raise where.error(f"'{lhs.strip()}' is not a valid assignment target")
-    return first, target, rhs, len(lhs) + 1
+    return first, target, rhs.strip(), len(lhs) + 1 + len(rhs) - len(rhs.lstrip())
 
 
 def parse_rule(text: str, name: str = "user") -> Rule:
@@ -178,6 +208,7 @@ def parse_rule(text: str, name: str = "user") -> Rule:
         raise NmechError("rule text must be a string")
     if len(text) > MAX_TEXT:
         raise NmechError(f"rule text longer than {MAX_TEXT} characters")
+    text = text.removeprefix("\ufeff")
     lines = [
         (n, parts)
         for n, raw in enumerate(text.splitlines(), start=1)
@@ -188,6 +219,13 @@ def parse_rule(text: str, name: str = "user") -> Rule:
     if len(lines) > MAX_LINES:
         raise NmechError(f"rule has more than {MAX_LINES} assignments")
     targets = [target for _, (_, target, _, _) in lines]
+    for number, (_, target, _, _) in lines:
+        base = target.removesuffix(NEXT)
+        if base in HYPERPARAMETERS:
+            raise _Where(number, 0).error(
+                f"'{base}' is a hyper-parameter (or the step count), not a state: it cannot be "
+                "assigned"
+            )
     carried = {t[: -len(NEXT)] for t in targets if t.endswith(NEXT)}
     vectors = {PARAMETER, *targets, *carried, *(c + "_prev" for c in carried)}
     body: list[Assignment] = []
@@ -196,7 +234,7 @@ def parse_rule(text: str, name: str = "user") -> Rule:
     for number, (first, target, rhs, column) in lines:
         where = _Where(number, column)
         try:
-            tree = ast.parse(rhs.strip(), mode="eval")
+            tree = ast.parse(rhs, mode="eval")
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             col = getattr(exc, "offset", None) or 1
             raise _Where(number, column + col - 1).error("syntax error") from None
@@ -205,7 +243,9 @@ def parse_rule(text: str, name: str = "user") -> Rule:
         except RecursionError:
             raise where.error("expression too deeply nested") from None
         used = {str(s) for s in expr.free_symbols} & {t for t in targets if t not in carried}
-        missing = sorted(u for u in used if u not in assigned and u != target)
+        if target in used:
+            raise where.error(f"'{target}' is used in its own definition")
+        missing = sorted(u for u in used if u not in assigned)
         if missing:
             raise where.error(f"'{missing[0]}' is used before it is assigned")
         if first:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from nmech.derive.symbols import step, vector
+from nmech.derive.symbols import DOMAINS, step, vector
 from nmech.errors import NmechError
 
 PARAMETER = "theta"
@@ -115,14 +115,34 @@ class Rule:
 
     def after_transient(self) -> Rule:
         """The autonomous rule reached after the start-up transient: every bias-correction
-        power b**step (|b| < 1) replaced by 0. The rule itself if it has none."""
+        power b**step replaced by 0, which needs |b| < 1: b a number in (−1, 1) or a decay
+        parameter (β, β₁, β₂, α, each in [0, 1)). Any other use of ``step`` is refused. The
+        rule itself if it has none."""
         if step not in self.parameters():
             return self
+
+        def vanishing(e: sp.Expr) -> sp.Expr:
+            base, k = e.base, sp.cancel(e.exp / step)
+            if any(str(s) in self.vectors for s in base.free_symbols) or base.has(sp.Function):
+                raise NmechError(f"'{e}': 'step' may be the exponent of a scalar only")
+            if not k.is_Rational:
+                raise NmechError(f"'{e}': the exponent must be a constant multiple of step")
+            decay = (
+                DOMAINS.get(base.name, (0, 0, 0, True))[1:] == (1, 1, False)
+                if base.is_Symbol
+                else False
+            )
+            if not ((decay and k > 0) or (base.is_Number and abs(base) ** k < 1)):
+                raise NmechError(
+                    f"'{e}' does not vanish as step grows: derivations drop b**step only for "
+                    "|b| < 1 (a number, or beta, beta1, beta2, alpha)"
+                )
+            return sp.S.Zero
 
         def drop(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
             out = []
             for a in items:
-                expr = a.expr.replace(lambda e: e.is_Pow and e.exp == step, lambda e: sp.S.Zero)
+                expr = a.expr.replace(lambda e: e.is_Pow and e.exp.has(step), vanishing)
                 if expr.has(step):
                     raise NmechError(
                         f"'{a.target}': 'step' may appear only as an exponent b**step "

@@ -214,7 +214,7 @@ def _terms_json(patterns: Iterable[T.Vec]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "order": k,
-                    "coefficient": sp.sstr(sp.factor(f[t])),
+                    "coefficient": notation.plain(f[t], machine=True),
                     "differential": B.render_tree(t, latex=False),
                     "differential_latex": B.render_tree(t),
                     "indices": B.index_names((t,)),

@@ -105,7 +105,7 @@ class MinibatchSDE(Derivation):
         Σ_terms Σ_indices coefficient·(left rightᵀ + right leftᵀ)/2."""
         covariance = [
             {
-                "coefficient": sp.sstr(sp.factor(c)),
+                "coefficient": notation.plain(c, machine=True),
                 "indices": B.index_names(item),
                 "left": notation.tree_json(item[0]),
                 "right": notation.tree_json(item[1]),

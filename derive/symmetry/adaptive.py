@@ -66,7 +66,7 @@ class AdaptiveStep:
 
     def text(self) -> str:
         """θ[n+1] = a·θ[n] − η·u[n] and u in plain text."""
-        return f"θ[n+1] = ({sp.sstr(self.a)})·θ[n] - η·u[n],  u = {sp.sstr(self.u)}"
+        return f"θ[n+1] = ({notation.plain(self.a)})·θ[n] - η·u[n],  u = {notation.plain(self.u)}"
 
     def latex(self) -> str:
         """θ_{n+1} = a θ_n − η u_n and u in LaTeX."""

@@ -81,7 +81,7 @@ class ContinuousDynamics:
         """The ODE and its solution in plain text, a line each."""
 
         def f(c: sp.Expr) -> str:
-            text = sp.sstr(c)
+            text = notation.plain(c)
             return f"({text})" if c.is_Add or c.could_extract_minus_sign() else text
 
         force = " + ".join(f"{f(w)}·{n}(t)" for n, w in self.forcing.items()) or "0"
@@ -94,16 +94,27 @@ class ContinuousDynamics:
         return f"{ode}\n{sol}"
 
     def latex(self) -> str:
-        """The ODE and its solution as an integral, a line each."""
+        """The ODE and its solution as an integral, a line each (zero terms left out)."""
         f = notation.factor_latex
         names = {n: "\\mathrm{{{}}}".format(n.replace("_", "\\_")) for n in self.forcing}
-        force = " + ".join(f"{f(w)}\\,{names[n]}(t)" for n, w in self.forcing.items()) or "0"
-        if self.ode_order == 1:
-            ode = f"\\dot Q = -{f(self.rate)}\\,Q + {force}"
-            sol = f"Q(t) = e^{{-{f(self.rate)} t}} Q(0) + \\int_0^t e^{{-{f(self.rate)}(t-s)}} F(s)\\,ds"
-        else:
-            ode = f"\\ddot Q + 2{f(self.gamma)}\\,\\dot Q + {f(self.omega2)}\\,Q = {force}"
-            sol = "Q(t) = K(t)\\,Q(0) + \\int_0^t G(t-s)\\,F(s)\\,ds"
+        force = " + ".join(f"{f(w)}\\,{names[n]}(t)" for n, w in self.forcing.items())
+        if self.ode_order == 2:
+            ode = f"\\ddot Q + 2{f(self.gamma)}\\,\\dot Q + {f(self.omega2)}\\,Q = {force or '0'}"
+            sol = (
+                "Q(t) = K(t)\\,Q(0) + \\int_0^t G(t-s)\\,F(s)\\,ds"
+                if force
+                else "Q(t) = K(t)\\,Q(0)"
+            )
+            return f"{ode}\n{sol}"
+        if self.rate == 0:
+            ode = f"\\dot Q = {force or '0'}"
+            sol = "Q(t) = Q(0) + \\int_0^t F(s)\\,ds" if force else "Q(t) = Q(0)"
+            return f"{ode}\n{sol}"
+        rate = f(self.rate)
+        ode = f"\\dot Q = -{rate}\\,Q" + (f" + {force}" if force else "")
+        sol = f"Q(t) = e^{{-{rate} t}} Q(0)"
+        if force:
+            sol += f" + \\int_0^t e^{{-{rate}(t-s)}} F(s)\\,ds"
         return f"{ode}\n{sol}"
 
 
@@ -117,7 +128,7 @@ def _reduce_pairing(sym: Symmetry, field: T.Vec) -> tuple[sp.Expr, dict[str, sp.
             continue
         if not sym.has_J:
             continue  # ⟨c, ∇^{k+1}L[...]⟩ = −Σ ∇^k L[.., J·, ..] = 0 for J = 0
-        children = tree[1]
+        children = tree.children
         if children == ():
             continue  # ⟨Jθ, ∇L⟩ = 0
         if children == (T.THETA,):

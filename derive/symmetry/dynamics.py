@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 import sympy as sp
 
@@ -142,10 +142,11 @@ class SymmetryDynamics(Derivation):
         lines.append("% continuous:")
         lines.append(c.latex())
         if c.ode_order == 2:
+            conditions = {"over": "\\Gamma > \\omega", "under": "\\Gamma < \\omega"}
             for regime, (K, G) in kernels().items():
+                lines.append(f"% {regime}-damped, {conditions.get(regime, 'Gamma = omega')}:")
                 lines.append(
-                    f"% {regime}-damped: K(t) = {notation.coefficient(K)},\\quad "
-                    f"G(t) = {notation.coefficient(G)}"
+                    f"K(t) = {notation.coefficient(K)},\\quad G(t) = {notation.coefficient(G)}"
                 )
         lines.append("% exact discrete recursion:")
         lines.append(self.recursion.latex())
@@ -170,31 +171,32 @@ class SymmetryDynamics(Derivation):
         c = self.continuous
         rec = self.recursion
         update = self.adaptive
+        sstr = partial(notation.plain, machine=True)
         return {
             "schema": "nmech.symmetry_dynamics/1",
             "rule": self.rule.name,
             "symmetry": self.symmetry.name,
-            "update": None if update is None else {"a": sp.sstr(update.a), "u": sp.sstr(update.u)},
+            "update": None if update is None else {"a": sstr(update.a), "u": sstr(update.u)},
             "equilibrium": None
             if self.equilibrium is None
             else {
-                "norm": sp.sstr(self.equilibrium.norm),
-                "angular_update": sp.sstr(self.equilibrium.angular_update),
+                "norm": f"({sstr(self.equilibrium.norm_power)})**(1/{self.equilibrium.root})",
+                "angular_update": f"sqrt({sstr(self.equilibrium.angular_sq)})",
             },
             "continuous": {
                 "ode_order": c.ode_order,
-                "rate": sp.sstr(c.rate),
-                "gamma": sp.sstr(c.gamma),
-                "omega2": sp.sstr(c.omega2),
-                "forcing": {k: sp.sstr(v) for k, v in c.forcing.items()},
+                "rate": sstr(c.rate),
+                "gamma": sstr(c.gamma),
+                "omega2": sstr(c.omega2),
+                "forcing": {k: sstr(v) for k, v in c.forcing.items()},
             },
             "exact": {
                 "signals": {n: SIGNAL_LATEX[n] for n in rec.signals},
-                "hidden": [sp.sstr(h) for h in rec.hidden],
-                "A": [[sp.sstr(x) for x in row] for row in rec.A.tolist()],
-                "B": [[sp.sstr(x) for x in row] for row in rec.B.tolist()],
-                "a1": [sp.sstr(x) for x in rec.a1],
-                "B1": [[sp.sstr(x) for x in row] for row in rec.B1.tolist()],
+                "hidden": [sstr(h) for h in rec.hidden],
+                "A": [[sstr(x) for x in row] for row in rec.A.tolist()],
+                "B": [[sstr(x) for x in row] for row in rec.B.tolist()],
+                "a1": [sstr(x) for x in rec.a1],
+                "B1": [[sstr(x) for x in row] for row in rec.B1.tolist()],
             },
         }
 

@@ -79,8 +79,8 @@ class Equilibrium:
     def text(self) -> str:
         """|θ| and η_r in plain text."""
         return (
-            f"|θ| = ({sp.sstr(self.norm_power)})^(1/{self.root}),  "
-            f"η_r = sqrt({sp.sstr(self.angular_sq)})"
+            f"|θ| = ({notation.plain(self.norm_power)})^(1/{self.root}),  "
+            f"η_r = sqrt({notation.plain(self.angular_sq)})"
         )
 
     def latex(self) -> str:

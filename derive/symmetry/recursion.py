@@ -221,10 +221,7 @@ class Recursion:
             expr, names = _readable(name)
             lines.append(f"h^{{({i})}}_n = {notation.coefficient(expr, names=names)}")
         for i in range(len(self.hidden)):
-            rhs = sum(self.A[i, j] * h[j] for j in range(len(h))) + sum(
-                self.B[i, j] * sig[j] for j in range(len(sig))
-            )
-            body = notation.coefficient(sp.collect(sp.expand(rhs), h + sig))
+            body = notation.coefficient(self._row(i, h, sig))
             lines.append(f"{sp.latex(h1[i])} = {body}")
         return "\n".join(lines)
 
@@ -232,13 +229,17 @@ class Recursion:
         """The same in plain text: h_i[n] = ⟨Gram entries⟩, h_i[n+1] = Σ A h[n] + Σ B σ[n]."""
         h = [sp.Symbol(f"h{i}[n]") for i in range(len(self.hidden))]
         sig = [sp.Symbol(f"{n}[n]") for n in self.signals]
-        lines = [f"h{i}[n] = {sp.sstr(sp.factor(name))}" for i, name in enumerate(self.hidden)]
+        lines = [f"h{i}[n] = {notation.plain(name)}" for i, name in enumerate(self.hidden)]
         for i in range(len(self.hidden)):
-            rhs = sum(self.A[i, j] * h[j] for j in range(len(h))) + sum(
-                self.B[i, j] * sig[j] for j in range(len(sig))
-            )
-            lines.append(f"h{i}[n+1] = {sp.sstr(sp.collect(sp.expand(rhs), h + sig))}")
+            lines.append(f"h{i}[n+1] = {notation.plain(self._row(i, h, sig))}")
         return "\n".join(lines)
+
+    def _row(self, i: int, h: list[sp.Symbol], sig: list[sp.Symbol]) -> sp.Expr:
+        """Σ_j A_ij h_j + Σ_k B_ik σ_k, each coefficient factored."""
+        return sp.Add(
+            *[sp.factor(self.A[i, j]) * h[j] for j in range(len(h))],
+            *[sp.factor(self.B[i, k]) * sig[k] for k in range(len(sig))],
+        )
 
 
 def _vector_latex(name: str) -> str:

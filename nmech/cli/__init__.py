@@ -1,12 +1,17 @@
 """The ``nmech`` command line: one sub-command per job.
 
 Every sub-command reports bad input as a single line ``nmech: error: ...`` on stderr and exits
-with status 2; no traceback reaches the user for an input problem.
+with status 2; no traceback reaches the user for an input problem. Ctrl-C exits 130 and
+SIGTERM 143 with one line (a command may first save its work: ``validate`` installs its own
+handlers); output cut short by a closed pipe (``nmech derive ... | head``) ends quietly with
+status 141, as a process killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -55,18 +60,44 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(Exception):
+    """Raised in the main thread by SIGTERM (outside commands that handle it themselves)."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of a closed pipe
+    raises nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``nmech`` command: parse ``argv`` (default: the command line) and run the sub-command; bad input is one line ``nmech: error: ...`` and exit 2, Ctrl-C exit 130."""
+    """The ``nmech`` command: parse ``argv`` (default: the command line) and run the sub-command; bad input is one line ``nmech: error: ...`` and exit 2, Ctrl-C exit 130, SIGTERM 143, a closed output pipe 141 (module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    selected = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(selected if selected in COMMANDS else None)
-    args = parser.parse_args(argv)
-    run: Runner = args._run
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return run(args)
+        selected = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(selected if selected in COMMANDS else None)
+        args = parser.parse_args(argv)
+        run: Runner = args._run
+        code = run(args)
+        sys.stdout.flush()
+        return code
     except NmechError as exc:
         print(f"nmech: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nmech: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("nmech: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -2,16 +2,26 @@
 
 Built-in rules by name, or a rule file in the rule language (see nmech.derive.rules.language);
 ``minibatch --batches M`` for mini-batch SGD over an epoch (random reshuffling, or
-``--replacement``), ``--format sde`` for its stochastic modified equation.
+``--replacement``), ``--format sde`` for its stochastic modified equation (with replacement).
+A derivation shows its progress level by level on stderr (on a terminal) and stops with one
+line when it passes ``--max-seconds`` or ``--max-memory``, or, from the levels done so far, is
+predicted to.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
+import stat
+import time
 from pathlib import Path
+from types import FrameType
 
-from nmech.derive import rules
+from nmech.derive import latex, rules
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
+from nmech.derive.bea.slow_manifold import MAX_ORDER
 from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
@@ -25,6 +35,11 @@ from nmech.errors import NmechError
 RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd", "rmsprop", "adam", "adamw")
 MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
+DEFAULT_MAX_SECONDS = 600.0
+CHECK_EVERY_S = 0.25
+MAX_SECONDS = 1e6  # about 11 days
+MAX_MEMORY_MIB = float(2**30)  # 1 PiB
+MIN_LEVEL_S = 1.0  # levels shorter than this are not extrapolated from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +52,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--order", type=int, default=1, help="keep corrections through eta^P")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        help=f"stop (or refuse early) a derivation longer than this (default {DEFAULT_MAX_SECONDS:g}; 0: no limit)",
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        help="stop a derivation whose resident memory passes this many MiB (default: no limit)",
+    )
     parser.add_argument("--batches", type=int, help="minibatch: the number m of mini-batches")
     parser.add_argument(
         "--replacement", action="store_true", help="minibatch: draw batches with replacement"
@@ -46,14 +73,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("latex", "json", "text", "sde"),
+        choices=("latex", "json", "text", "sde", "sde-json"),
         default="latex",
-        help="sde: minibatch's stochastic modified equation (LaTeX, then JSON)",
+        help="sde, sde-json: minibatch's stochastic modified equation (LaTeX, JSON)",
+    )
+    add_standalone(parser)
+
+
+def add_standalone(parser: argparse.ArgumentParser) -> None:
+    """The ``--standalone`` option (LaTeX output as a complete document)."""
+    parser.add_argument(
+        "--standalone", action="store_true", help="LaTeX: a complete document (pdflatex)"
     )
 
 
+def latex_output(title: str, body: str, args: argparse.Namespace) -> str:
+    """LaTeX lines as display math with their legend (:mod:`nmech.derive.latex`), a complete
+    document with ``--standalone``."""
+    shown = latex.display(body)
+    return latex.document(shown, title) if args.standalone else shown
+
+
+def rule_name(path: Path) -> str:
+    """A rule's name from its file: the stem with anything but letters, digits, '-', '_' and
+    '.' replaced by '_' (a name is printed in LaTeX comments and JSON)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:64] or "rule"
+
+
+def read_rule_file(path: Path) -> str:
+    """The text of a rule file: a regular file of at most 1 MiB, UTF-8 (a byte-order mark is
+    accepted); one-line errors that say what the path is otherwise."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise NmechError(f"rule file '{path}' does not exist") from None
+    except OSError as exc:
+        raise NmechError(f"rule file '{path}' cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise NmechError(f"rule file '{path}' is a directory")
+    if not stat.S_ISREG(info.st_mode):
+        raise NmechError(f"rule file '{path}' is not a regular file")
+    if info.st_size > MAX_RULE_FILE:
+        raise NmechError(f"rule file '{path}' is larger than 1 MiB")
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_RULE_FILE + 1)
+    except OSError as exc:
+        raise NmechError(f"rule file '{path}' cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_RULE_FILE:
+        raise NmechError(f"rule file '{path}' is larger than 1 MiB")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise NmechError(f"rule file '{path}' is not UTF-8 text") from None
+
+
 def load_rule(args: argparse.Namespace) -> rules.Rule:
-    """The rule named by the options: a built-in (with its flags) or a rule file (UTF-8, at most 1 MiB)."""
+    """The rule named by the options: a built-in (with its flags) or a rule file (UTF-8, at
+    most 1 MiB); the built-ins' flags with a rule file are an error, not ignored."""
     if (args.rule is None) == (args.rule_file is None):
         raise NmechError("give exactly one of a built-in rule name or --rule-file FILE")
     if args.rule_file is None:
@@ -63,28 +140,114 @@ def load_rule(args: argparse.Namespace) -> rules.Rule:
             nesterov=getattr(args, "torch_nesterov", False),
             dampening=getattr(args, "dampening", False),
         )
+    for flag in ("weight_decay", "torch_nesterov", "dampening"):
+        if getattr(args, flag, False):
+            option = "--" + flag.replace("_", "-")
+            raise NmechError(
+                f"{option} applies to the built-in rules: write it into the rule file instead"
+            )
     path: Path = args.rule_file
-    if not path.is_file():
-        raise NmechError(f"rule file '{path}' does not exist")
-    if path.stat().st_size > MAX_RULE_FILE:
-        raise NmechError(f"rule file '{path}' is larger than 1 MiB")
+    return rules.parse(read_rule_file(path), name=rule_name(path))
+
+
+class Stopped(NmechError):
+    """A derivation stopped by its time or memory guard."""
+
+
+def _resident_mib() -> float:
+    """The process's resident memory in MiB (Linux /proc; 0 where unavailable)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise NmechError(f"rule file '{path}' is not UTF-8 text") from None
-    return rules.parse(text, name=path.stem)
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def present(title: str, result: ModifiedEquation | MinibatchEquation, fmt: str) -> str:
-    """A modified equation and its modified loss (or why there is none) in ``fmt``."""
-    if fmt == "json":
+class Guard:
+    """Bounds a derivation: a timer checks elapsed time and resident memory every
+    :data:`CHECK_EVERY_S` seconds, and after each level of the solver the time of the levels
+    still to come is extrapolated geometrically (each level costs the last one times the last
+    ratio) so that what cannot finish in time is refused early. Shows a progress bar (tqdm, on
+    stderr, when stderr is a terminal)."""
+
+    def __init__(self, max_seconds: float, max_memory: float | None, total: int) -> None:
+        if not (0 <= max_seconds <= MAX_SECONDS):  # False for nan
+            raise NmechError(
+                f"--max-seconds must be a finite number in 0..{MAX_SECONDS:g}, got {max_seconds}"
+            )
+        if max_memory is not None and not (0 < max_memory <= MAX_MEMORY_MIB):
+            raise NmechError(
+                f"--max-memory must be a finite number of MiB in (0, {MAX_MEMORY_MIB:g}], got "
+                f"{max_memory}"
+            )
+        self.max_seconds, self.max_memory, self.total = max_seconds, max_memory, total
+        self.start = self.last = time.monotonic()
+        self.levels: list[float] = []
+        self.bar = None
+
+    def __enter__(self) -> Guard:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, desc="derive", unit="level", disable=None, leave=False)
+        self._previous = signal.signal(signal.SIGALRM, self._check)
+        signal.setitimer(signal.ITIMER_REAL, CHECK_EVERY_S, CHECK_EVERY_S)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, self._previous)
+        self.bar.close()
+
+    def _check(self, _signum: int, _frame: FrameType | None) -> None:
+        elapsed = time.monotonic() - self.start
+        if self.max_seconds and elapsed > self.max_seconds:
+            raise Stopped(
+                f"derivation stopped after {elapsed:.0f} s (--max-seconds {self.max_seconds:g}; "
+                f"{len(self.levels)} of {self.total} levels done): lower --order or raise the limit"
+            )
+        if self.max_memory is not None and _resident_mib() > self.max_memory:
+            raise Stopped(
+                f"derivation stopped at {_resident_mib():.0f} MiB resident "
+                f"(--max-memory {self.max_memory:g}): lower --order or raise the limit"
+            )
+
+    def level(self, done: int, total: int) -> None:
+        """The solver's progress callback: level ``done`` of ``total`` finished."""
+        now = time.monotonic()
+        self.levels.append(now - self.last)
+        self.last = now
+        self.bar.update(1)
+        if not self.max_seconds or len(self.levels) < 3 or done >= total:
+            return
+        a, b = self.levels[-2], self.levels[-1]
+        if b < max(MIN_LEVEL_S, self.max_seconds / 50):
+            return  # too short to extrapolate from: the timer still bounds the run
+        growth = max(b / a, 1.0) if a > 0 else 1.0
+        ahead = sum(b * growth**k for k in range(1, total - done + 1))
+        elapsed = now - self.start
+        if elapsed + ahead > self.max_seconds:
+            raise Stopped(
+                f"refused: the remaining {total - done} levels would take about {ahead:.0f} s "
+                f"(last level {b:.1f} s, growing x{growth:.1f} a level), past --max-seconds "
+                f"{self.max_seconds:g}; lower --order or raise the limit"
+            )
+
+
+def present(
+    title: str, result: ModifiedEquation | MinibatchEquation, args: argparse.Namespace
+) -> str:
+    """A modified equation and its modified loss (or why there is none) in ``args.format``."""
+    if args.standalone and args.format not in ("latex", "sde"):
+        raise NmechError("--standalone is for LaTeX output (--format latex or sde)")
+    if args.format == "json":
         return result.to_json_text()
     loss = result.modified_loss()
-    if fmt == "text":
+    if args.format == "text":
         shown = f"\n  {loss.text()}" if loss.terms else ""
         return f"{title}: {result.text()}{shown}\n  {loss.verdict()}"
     shown = f"{loss.latex()}\n" if loss.terms else ""
-    return f"% {title}\n{result.latex()}\n{shown}% {loss.verdict()}"
+    return latex_output(title, f"% {title}\n{result.latex()}\n{shown}% {loss.verdict()}", args)
 
 
 def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
@@ -104,17 +267,27 @@ def render_minibatch(args: argparse.Namespace) -> str:
     """``nmech derive minibatch``: the mean-epoch flow and loss, or the SDE with ``--format sde``."""
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
-    if args.format == "sde":
+    if args.format in ("sde", "sde-json"):
         if args.batches is None or args.general:
             raise NmechError("--format sde needs --batches M")
         if args.order != 1:
             raise NmechError(
                 "--format sde is the first-order SDE (drift through eta): drop --order"
             )
+        if not args.replacement:
+            raise NmechError(
+                "--format sde is the SDE of batches drawn with replacement (one uniform draw a "
+                "step): add --replacement"
+            )
         sde = minibatch_sde(args.batches)
-        return f"% {sde.latex()}\n{sde.to_json_text()}"
+        if args.format == "sde-json":
+            if args.standalone:
+                raise NmechError("--standalone is for LaTeX output (--format latex or sde)")
+            return sde.to_json_text()
+        title = f"stochastic modified equation of SGD, m = {args.batches}"
+        return latex_output(title, f"% {title}\n{sde.latex()}", args)
     me = _minibatch(args)
-    return present(me.title(), me, args.format)
+    return present(me.title(), me, args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,8 +295,12 @@ def run(args: argparse.Namespace) -> int:
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0
-    if args.batches is not None or args.replacement or args.general or args.format == "sde":
+    if args.batches is not None or args.replacement or args.general or "sde" in args.format:
         raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = load_rule(args)
-    print(present(rule.name, modified_equation(rule, args.order), args.format))
+    if not isinstance(args.order, int) or not 0 <= args.order <= MAX_ORDER:
+        raise NmechError(f"order {args.order} is outside the supported range 0..{MAX_ORDER}")
+    with Guard(args.max_seconds, args.max_memory, args.order + 2) as guard:
+        me = modified_equation(rule, args.order, progress=guard.level)
+    print(present(rule.name, me, args))
     return 0

@@ -100,8 +100,8 @@ def test_latex_output(capsys):
     code, out, err = derive(capsys, "gd", "--order", "2", "--format", "latex")
     assert code == 0 and err == ""
     assert "\\nabla^2 L" in out
-    assert "\\dot\\theta = -\\nabla L" in out
-    assert "\\tilde L = L + \\eta" in out
+    assert "\\dot\\theta &= -\\nabla L \\\\\n&\\quad + \\eta\\left(" in out  # display math
+    assert "\\tilde L &= L" in out
     assert "no modified loss at order 2" in out
 
 
@@ -224,3 +224,131 @@ def test_argparse_errors_are_one_line(capsys):
     assert info.value.code == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("nmech: error: ")
+
+
+# ------------------------------------------------------------------ issue 16 / no silent flags
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nmech: error: "), err
+    return lines[0]
+
+
+def test_rule_file_kinds_are_named(capsys, tmp_path):
+    """A directory, a FIFO and a device are not reported as missing files."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, expected in (
+        (tmp_path, "is a directory"),
+        (fifo, "is not a regular file"),
+        ("/dev/zero", "is not a regular file"),
+        (tmp_path / "missing.rule", "does not exist"),
+    ):
+        code, out, err = derive(capsys, "--rule-file", str(path))
+        assert code == 2 and out == "" and expected in one_error_line(err)
+
+
+def test_rule_file_with_a_byte_order_mark(capsys, tmp_path):
+    path = tmp_path / "bom.rule"
+    path.write_bytes(b"\xef\xbb\xbftheta_next = theta - eta*grad(theta)\n")
+    code, out, _ = derive(capsys, "--rule-file", str(path), "--format", "text")
+    assert code == 0 and "dθ/dt = (-∇L)" in out
+
+
+def test_file_name_cannot_inject_latex_lines(capsys, tmp_path):
+    path = tmp_path / "evil\n\\input{x}.rule"
+    path.write_text("theta_next = theta - eta*grad(theta)\n", encoding="utf-8")
+    code, out, _ = derive(capsys, "--rule-file", str(path))
+    assert code == 0
+    assert not any(line.startswith("\\input") for line in out.splitlines())
+    assert out.splitlines()[0] == "% evil__input_x_"  # the name, made safe, on its one line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--weight-decay"], "--weight-decay applies to the built-in rules"),
+        (["--dampening"], "--dampening applies to the built-in rules"),
+        (["--torch-nesterov"], "--torch-nesterov applies to the built-in rules"),
+    ],
+)
+def test_builtin_flags_with_a_rule_file_are_refused(capsys, tmp_path, argv, expected):
+    path = tmp_path / "gd.rule"
+    path.write_text("theta_next = theta - eta*grad(theta)\n", encoding="utf-8")
+    code, out, err = derive(capsys, "--rule-file", str(path), *argv)
+    assert code == 2 and out == "" and expected in one_error_line(err)
+
+
+def test_sde_needs_replacement(capsys):
+    code, out, err = derive(capsys, "minibatch", "--batches", "2", "--format", "sde")
+    assert code == 2 and out == "" and "add --replacement" in one_error_line(err)
+    code, out, _ = derive(
+        capsys, "minibatch", "--batches", "2", "--replacement", "--format", "sde-json"
+    )
+    assert code == 0 and "nmech.minibatch_sde/1" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--max-seconds", "nan"], "--max-seconds must be a finite number in"),
+        (["--max-seconds", "inf"], "--max-seconds must be a finite number in"),
+        (["--max-seconds", "-1"], "--max-seconds must be a finite number in"),
+        (["--max-memory", "0"], "--max-memory must be a finite number of MiB"),
+        (["--max-memory", "nan"], "--max-memory must be a finite number of MiB"),
+    ],
+)
+def test_guard_values(capsys, argv, expected):
+    code, out, err = derive(capsys, "gd", *argv)
+    assert code == 2 and out == "" and expected in one_error_line(err)
+
+
+def test_long_derivation_is_refused_early(capsys):
+    """Nesterov at order 12 would take far longer than 20 s: refused from the levels' growth
+    well before the limit, with one line that says why."""
+    import time
+
+    start = time.monotonic()
+    code, out, err = derive(capsys, "nesterov", "--order", "12", "--max-seconds", "20")
+    line = one_error_line(err)
+    assert code == 2 and out == "" and "refused" in line and "--max-seconds 20" in line
+    assert time.monotonic() - start < 20
+
+
+def test_memory_guard_stops_with_one_line(capsys):
+    code, out, err = derive(capsys, "gd", "--order", "12", "--max-memory", "1")
+    assert code == 2 and out == "" and "--max-memory 1" in one_error_line(err)
+
+
+def _nmech(*argv: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nmech.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_sigterm_stops_a_derivation_with_one_line():
+    import signal
+    import time
+
+    proc = _nmech("derive", "gd", "--order", "12", "--max-seconds", "0")
+    time.sleep(4)  # importing or deriving: the handler is installed first thing
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip() == "nmech: terminated (SIGTERM)" and out == ""
+
+
+def test_output_into_a_closed_pipe_prints_no_traceback():
+    """`nmech derive ... | head -1`: the reader goes away; no BrokenPipeError traceback."""
+    proc = _nmech("derive", "gd", "--order", "6", "--format", "json")
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode in (0, 141)

@@ -51,3 +51,29 @@ def test_bad_input(argv, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nmech: error:")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--rule", "torch-sgd", "--weight-decay"],
+        ["--rule", "heavy-ball", "--weight-decay"],
+        ["--rule", "gd"],
+        ["--rule", "adamw", "--weight-decay"],
+    ],
+)
+def test_paper_that_would_change_nothing_is_refused(argv, capsys):
+    """Issue 14: --paper drops the eta*lam^2 term of a one-step rule with weight decay; for any
+    other rule it is a one-line error instead of a silent no-op."""
+    code = main(["dynamics", *argv, "--symmetry", "scale", "--paper"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--paper" in err[0]
+
+
+def test_paper_changes_gd_with_weight_decay(capsys):
+    args = ["dynamics", "--rule", "gd", "--weight-decay", "--symmetry", "scale"]
+    assert main([*args, "--format", "json"]) == 0
+    full = json.loads(capsys.readouterr().out)["continuous"]["rate"]
+    assert main([*args, "--paper", "--format", "json"]) == 0
+    paper = json.loads(capsys.readouterr().out)["continuous"]["rate"]
+    assert full != paper and "eta" in full and "eta" not in paper

@@ -34,6 +34,47 @@ def refused(text: str) -> str:
 
 
 # ------------------------------------------------------------------ valid rules
+def test_error_column_counts_the_spaces_after_the_equals_sign():
+    """Issue 16: the column of an error inside the right-hand side is the column in the line."""
+    # 'grad' (where the attribute access starts) is the 29th / 26th character of the line
+    assert refused("theta_next =    theta - eta*grad(theta).real").startswith(
+        "rule line 1, column 29:"
+    )
+    assert refused("theta_next = theta - eta*grad(theta).real").startswith(
+        "rule line 1, column 26:"
+    )
+
+
+def test_byte_order_mark_is_accepted():
+    rule = rules.parse("\ufefftheta_next = theta - eta*grad(theta)\n")
+    assert rule.assignments[0].target == "theta_next"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("theta_next = theta - eta**beta*grad(theta)", "not a rational function of eta"),
+        ("theta_next = theta - eta*grad(theta)*(1 + 2**step)", "does not vanish"),
+        ("theta_next = theta - eta*grad(theta)*theta**step", "exponent of a scalar only"),
+        ("theta_next = theta - eta*grad(theta)*(1 - tau**step)", "does not vanish"),
+        ("theta_next = theta - eta/(1 - eta)**-1*grad(theta)/eta**2", "singular at eta = 0"),
+    ],
+)
+def test_rules_that_gave_silent_wrong_answers_are_refused(text, expected):
+    """Issue 16: each of these gave dθ/dt = 0 or dropped a growing 2**step term, exit 0."""
+    rule = rules.parse(text)
+    with pytest.raises(NmechError, match=expected) as info:
+        modified_equation(rule, 1)
+    assert "\n" not in str(info.value)
+
+
+def test_vanishing_bias_corrections_are_still_dropped():
+    """b**step with |b| < 1 (a number, or a decay parameter) is the transient that vanishes."""
+    text = "theta_next = theta - eta*grad(theta)/(1 - beta1**step) + eta*(1/2)**step*theta"
+    me = modified_equation(rules.parse(text), 1)
+    assert me.terms == modified_equation(rules.gd(), 1).terms
+
+
 def test_torch_text_parses_to_torch_sgd_assignments():
     parsed = rules.parse(TORCH_TEXT)
     torch = rules.torch_sgd(momentum=True, weight_decay=True)
@@ -120,7 +161,7 @@ BAD = [
     ("theta_next = theta + 1e999*eta*theta", "out of range"),
     ("theta_next = _hidden", "not allowed"),
     ("theta_next = grad", "not allowed"),
-    ("θ_next = theta", "not a valid assignment target"),
+    ("θ_next = theta", "is not allowed (rule text is ASCII"),
     ("theta_next = θ", "not allowed"),
     ("theta_next == theta", "one assignment"),
     ("theta_next = theta\ntheta_next = theta", "assigned twice"),
@@ -128,7 +169,20 @@ BAD = [
     ("first theta_next = theta", "never assigns 'theta_next'"),
     ("", "no assignment"),
     ("# nothing but a comment\n\n", "no assignment"),
-    ("theta_next = theta\x00", "syntax error"),
+    ("theta_next = theta\x00", "'\\x00' is not allowed"),
+    # issue 16: look-alikes (NFKC would read them as eta / grad), self-reference, huge numbers,
+    # functions of constants (exp(exp(exp(100))) overflowed, sin(exp(exp(40))) never ended),
+    # hyper-parameters as states
+    ("theta_next = theta - ｅｔａ*grad(theta)", "'\\uff45' is not allowed"),
+    ("theta_next = theta - eta*𝐠𝐫𝐚𝐝(theta)", "is not allowed"),
+    ("y = theta - eta*grad(y)\ntheta_next = y", "'y' is used in its own definition"),
+    ("theta_next = theta_next - eta*grad(theta)", "used in its own definition"),
+    ("theta_next = theta - eta*grad(theta)*" + "*".join(["(10**14)**64"] * 5), "too large"),
+    ("theta_next = theta - eta*grad(theta)*exp(exp(exp(100)))", "exp of a constant"),
+    ("theta_next = theta - eta*grad(theta)*sin(exp(exp(40)))", "of a constant"),
+    ("theta_next = theta - sqrt(eta)*grad(theta)", "sqrt of a constant or parameter"),
+    ("eta_next = eta/2\ntheta_next = theta - eta*grad(theta)", "'eta' is a hyper-parameter"),
+    ("step_next = step\ntheta_next = theta - eta*grad(theta)", "not a state"),
     ("theta_next = " + "-" * 500 + "theta", "nested"),
     ("theta_next = " + "(" * 300 + "theta" + ")" * 300, "rule line 1"),
     ("theta_next = theta + eta*(" + "+".join(["theta"] * 600) + ")", "longer than"),
@@ -142,10 +196,11 @@ def test_bad_rule_text_is_refused_with_one_line(text, expected):
 
 
 def test_error_names_line_and_column():
-    assert refused("theta_next = theta - eta*foo(theta)").startswith("rule line 1, column 25:")
+    """1-based columns of the line ('foo' is its 26th character; the space after '=' counts)."""
+    assert refused("theta_next = theta - eta*foo(theta)").startswith("rule line 1, column 26:")
     text = "# comment\nv_next = beta*v + grad(theta)\ntheta_next = theta - eta*abs(v_next)"
-    assert refused(text).startswith("rule line 3, column 25:")
-    assert refused("theta_next = theta.real").startswith("rule line 1, column 13:")
+    assert refused(text).startswith("rule line 3, column 26:")
+    assert refused("theta_next = theta.real").startswith("rule line 1, column 14:")
 
 
 def test_non_string_rule_is_refused():

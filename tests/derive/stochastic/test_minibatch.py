@@ -282,10 +282,11 @@ def test_cli_outputs(capsys):
     assert "η·(1/4·‖∇L‖²)" in out and "Σ_k" not in out
     code, out, _ = derive(capsys, "minibatch", "--general", "--format", "text")
     assert "L̃ = L + η·(1/(4*m)·Σ_k ‖∇L̂_k‖²)" in out
-    code, out, _ = derive(capsys, "minibatch", "--batches", "2", "--format", "sde")
-    assert code == 0
-    latex, _, body = out.partition("\n")
-    assert latex.startswith("% d\\theta = ") and json.loads(body)["batches"] == 2
+    args = ("minibatch", "--batches", "2", "--replacement")
+    code, out, _ = derive(capsys, *args, "--format", "sde")
+    assert code == 0 and "d\\theta &= " in out and "\\Sigma" in out
+    code, out, _ = derive(capsys, *args, "--format", "sde-json")
+    assert code == 0 and json.loads(out)["batches"] == 2
 
 
 @pytest.mark.parametrize(
