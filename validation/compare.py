@@ -1,7 +1,8 @@
 """Predictions of the derived dynamics for every recorded block, and their errors.
 
-For each kind (scale, rescale, translation) the derivation engine gives the dynamics of Q under
-the run's torch SGD or AdamW (AdamW: the recursion driven by the recorded update u_n);
+For each kind (a registered one: :mod:`nmech.validation.kinds`) the derivation engine gives the
+dynamics of Q under the run's optimizer (its derived rule, :mod:`nmech.validation.optimizers`;
+adaptive rules and the fallback: the recursion driven by the recorded update u_n);
 ``nmech.numerics.predict`` evaluates them from Q_0 and the measured signals in two forms:
 ``exact`` (the discrete recursion, which should match to float32 round-off) and ``continuous``
 (the paper's modified-flow solution).
@@ -26,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from nmech.validation.optim import Settings, settings_from_dict
-from nmech.validation.records import KindRecords, Records
+from nmech.validation.kinds import kind as registered_kind
+from nmech.validation.optimizers import Settings, settings_from_dict
+from nmech.validation.records import KindRecords, Records, load_records
 
 FORMS: tuple[str, ...] = ("exact", "continuous")
 FLOOR = 1e-2
@@ -43,13 +45,14 @@ class EnginePredictor:
         self._dynamics: dict[tuple[str, Settings], Any] = {}
 
     def dynamics(self, kind: str, settings: Settings) -> Any:
-        """``nmech.derive.symmetry.dynamics.derive(rule, symmetry.<kind>())`` for the run's optimizer."""
+        """``nmech.derive.symmetry.dynamics.derive(rule, symmetry)`` for the run's optimizer and
+        the registered kind's symmetry."""
         key = (kind, settings)
         if key not in self._dynamics:
-            from nmech.derive import symmetry
             from nmech.derive.symmetry import dynamics
 
-            self._dynamics[key] = dynamics.derive(settings.rule(), getattr(symmetry, kind)())
+            symmetry = registered_kind(kind).symmetry()
+            self._dynamics[key] = dynamics.derive(settings.rule(), symmetry)
         return self._dynamics[key]
 
     def __call__(
@@ -64,8 +67,9 @@ class EnginePredictor:
         from nmech.numerics import predict
 
         dyn = self.dynamics(kind, settings)
-        vals = settings.engine_values()
-        pred = predict(dyn, q0, signals, steps=steps, form=form, **vals)
+        vals = settings.values()
+        keyword = {k: vals[k] for k in ("eta", "beta", "lam", "tau") if k in vals}
+        pred = predict(dyn, q0, signals, steps=steps, form=form, **keyword)
         return np.asarray(pred, dtype=np.float64)
 
 
@@ -95,11 +99,27 @@ class FormResult:
 
 @dataclass
 class KindComparison:
-    """Measured Q of one kind and each form's prediction."""
+    """Measured Q of one kind and each form's prediction (``forms[form].predicted``,
+    ``.errors`` per channel); :attr:`Q`, :attr:`predicted` and :attr:`errors` are the arrays."""
 
     kind: str
     measured: KindRecords
     forms: dict[str, FormResult] = field(default_factory=dict)
+
+    @property
+    def Q(self) -> np.ndarray:
+        """Measured Q, float64 [N+1, blocks]."""
+        return self.measured.Q
+
+    @property
+    def predicted(self) -> dict[str, np.ndarray | None]:
+        """Form -> predicted Q [N+1, blocks] (None where the form is unavailable)."""
+        return {form: res.predicted for form, res in self.forms.items()}
+
+    @property
+    def errors(self) -> dict[str, np.ndarray | None]:
+        """Form -> per-channel error [blocks] (module docstring)."""
+        return {form: res.errors for form, res in self.forms.items()}
 
 
 def channel_errors(
@@ -111,6 +131,11 @@ def channel_errors(
     denom = np.maximum(np.maximum(peak, floor), np.finfo(np.float64).tiny)
     diff = np.abs(pred - meas)
     return diff.max(axis=0) / denom, diff[-1] / denom, int(np.sum(floor > peak))
+
+
+def compare_file(path: str | Any, predictor: Predictor | None = None) -> dict[str, KindComparison]:
+    """:func:`compare` of the records file at ``path`` (any records file, however written)."""
+    return compare(load_records(path), predictor)
 
 
 def compare(records: Records, predictor: Predictor | None = None) -> dict[str, KindComparison]:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from nmech.errors import NmechError
-from nmech.validation.channels import QUADRATIC, Group, Part, reduce_part
+from nmech.validation.channels import Group, Part, reduce_part
 
 DEFAULT_TOL = 1e-3
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -197,7 +197,7 @@ def violations(
     """Per group and channel, |<g, xi>_A| / (|g_A| |xi_A| + 1e-30) with xi = J theta + c."""
     out = []
     for g in groups:
-        if g.kind in QUADRATIC:
+        if g.quadratic:
             xi = {p.param: params[p.param] * p.sign for p in g.parts}
         else:
             xi = {p.param: torch.ones_like(params[p.param]) for p in g.parts}

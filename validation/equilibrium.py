@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nmech.validation.optim import AdamWSettings, Settings
+from nmech.validation.optimizers import Settings
 from nmech.validation.records import KindRecords
 
 TAIL = 0.25
@@ -53,13 +53,6 @@ class EquilibriumCheck:
         }
 
 
-def _values(settings: Settings) -> dict[str, float]:
-    values = dict(settings.engine_values())
-    if isinstance(settings, AdamWSettings):
-        values.update(beta1=settings.beta1, beta2=settings.beta2, eps=settings.eps)
-    return values
-
-
 def check(scale: KindRecords, settings: Settings, equilibrium: Any) -> EquilibriumCheck | None:
     """Measured vs predicted equilibrium (module docstring); None without the needed records
     (channel sizes for AdamW, step_sq)."""
@@ -75,7 +68,7 @@ def check(scale: KindRecords, settings: Settings, equilibrium: Any) -> Equilibri
     tail = slice(steps - max(1, int(round(TAIL * steps))), None)
     inner = (q[:-1] + q[1:] - scale.signals["step_sq"]) / 2
     angle = np.arccos(np.clip(inner / np.sqrt(q[:-1] * q[1:]), -1.0, 1.0))
-    subs = {scalar(k): v for k, v in _values(settings).items()}
+    subs = {scalar(k): v for k, v in settings.values().items()}
     power = sp.lambdify([C, G_UNIT], equilibrium.norm_power.xreplace(subs), "numpy")
     g_unit = np.mean((scale.signals["grad_sq"] * q[:-1])[tail], axis=0)
     size = scale.size if scale.size is not None else np.zeros(q.shape[1])

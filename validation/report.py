@@ -25,7 +25,7 @@ from nmech.validation.compare import FLOOR, FORMS, EnginePredictor, KindComparis
 from nmech.validation.compare import compare as compare_records
 from nmech.validation.equilibrium import check as equilibrium_check
 from nmech.validation.figures import equilibrium_figure, per_parameter_figure, symmetry_figure
-from nmech.validation.optim import Settings, settings_from_dict
+from nmech.validation.optimizers import Settings, settings_from_dict
 from nmech.validation.records import Records, load_records
 
 KIND_ORDER = ("scale", "rescale", "translation")
@@ -67,14 +67,14 @@ def _fmt(x: float) -> str:
 
 
 def _optimizer_name(settings: dict[str, Any]) -> str:
-    return "AdamW" if settings.get("optimizer") == "adamw" else "SGD"
+    return settings_from_dict(settings).adapter.title
 
 
 def _equations(settings: Settings, kinds: list[str], predictor: Predictor) -> str:
     """LaTeX of each kind's derived dynamics (``SymmetryDynamics.latex()``)."""
     engine = predictor if isinstance(predictor, EnginePredictor) else EnginePredictor()
     name = _optimizer_name(settings.as_dict())
-    parts = [f"% torch.optim.{name} {json.dumps(settings.as_dict())}"]
+    parts = [f"% {name} {json.dumps(settings.as_dict())}"]
     for kind in kinds:
         try:
             body = engine.dynamics(kind, settings).latex()

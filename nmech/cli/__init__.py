@@ -67,4 +67,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nmech: interrupted", file=sys.stderr)
         return 130
-
