@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nmech.errors import NmechError
+from nmech.validation.registry import Registry
 
 QUADRATIC_FAMILY = "quadratic"
 LINEAR_FAMILY = "linear"
@@ -61,17 +61,10 @@ def _derive(name: str) -> Callable[[], Any]:
     return make
 
 
-KINDS: dict[str, Kind] = {}
+KINDS: Registry[Kind] = Registry("symmetry kind", family=(QUADRATIC_FAMILY, LINEAR_FAMILY))
 
-
-def register_kind(kind: Kind) -> Kind:
-    """Add ``kind`` to the registry (its name must be new); returns it."""
-    if kind.name in KINDS:
-        raise NmechError(f"symmetry kind {kind.name!r} is already registered")
-    if kind.family not in (QUADRATIC_FAMILY, LINEAR_FAMILY):
-        raise NmechError(f"kind {kind.name!r}: family must be quadratic or linear")
-    KINDS[kind.name] = kind
-    return kind
+#: Add an entry to the registry (its name must be new); returns it.
+register_kind = KINDS.register
 
 
 register_kind(Kind("scale", QUADRATIC_FAMILY, _derive("scale"), r"scale: $|\theta_A|^2$",
@@ -85,9 +78,7 @@ register_kind(Kind("translation", LINEAR_FAMILY, _derive("translation"),
 
 def kind(name: str) -> Kind:
     """The registered kind ``name`` (a one-line NmechError for an unknown one)."""
-    if name not in KINDS:
-        raise NmechError(f"unknown symmetry kind {name!r}; known: {', '.join(KINDS)}")
-    return KINDS[name]
+    return KINDS.entry(name)
 
 
 def ordered(names: Any) -> list[str]:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nmech.errors import NmechError
 from nmech.validation.kinds import LINEAR_FAMILY, QUADRATIC_FAMILY
+from nmech.validation.registry import Registry
 
 #: The element symbols a summand may use (their names in :mod:`nmech.validation.codegen`).
 ELEMENTS: tuple[str, ...] = ("theta", "theta_next", "g", "u")
@@ -42,17 +42,10 @@ class Signal:
     formula: str
 
 
-SIGNALS: dict[str, Signal] = {}
+SIGNALS: Registry[Signal] = Registry("signal", family=(QUADRATIC_FAMILY, LINEAR_FAMILY))
 
-
-def register_signal(signal: Signal) -> Signal:
-    """Add ``signal`` to the registry (its name must be new); returns it."""
-    if signal.name in SIGNALS:
-        raise NmechError(f"signal {signal.name!r} is already registered")
-    if signal.family not in (QUADRATIC_FAMILY, LINEAR_FAMILY):
-        raise NmechError(f"signal {signal.name!r}: family must be quadratic or linear")
-    SIGNALS[signal.name] = signal
-    return signal
+#: Add an entry to the registry (its name must be new); returns it.
+register_signal = SIGNALS.register
 
 
 def _step(e: dict[str, Any]) -> Any:

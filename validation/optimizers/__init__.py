@@ -21,17 +21,13 @@ from nmech.validation.optimizers.adapter import OptimizerAdapter, Settings, Upda
 from nmech.validation.optimizers.fallback import FallbackAdapter
 from nmech.validation.optimizers.rmsprop import RMSpropAdapter
 from nmech.validation.optimizers.sgd import SGDAdapter
+from nmech.validation.registry import Registry
 
-OPTIMIZERS: dict[str, OptimizerAdapter] = {}
+OPTIMIZERS: Registry[OptimizerAdapter] = Registry("optimizer")
 FALLBACK = FallbackAdapter()
 
-
-def register_optimizer(adapter: OptimizerAdapter) -> OptimizerAdapter:
-    """Add ``adapter`` to the registry (its name must be new); returns it."""
-    if not adapter.name or adapter.name in OPTIMIZERS or adapter.name == FALLBACK.name:
-        raise NmechError(f"optimizer {adapter.name!r} is already registered (or unnamed)")
-    OPTIMIZERS[adapter.name] = adapter
-    return adapter
+#: Add an entry to the registry (its name must be new); returns it.
+register_optimizer = OPTIMIZERS.register
 
 
 for _adapter in (SGDAdapter(), AdamAdapter(), AdamWAdapter(), RMSpropAdapter(), AdagradAdapter()):
@@ -42,9 +38,7 @@ def adapter_named(name: str) -> OptimizerAdapter:
     """The adapter registered as ``name`` (``fallback`` included)."""
     if name == FALLBACK.name:
         return FALLBACK
-    if name not in OPTIMIZERS:
-        raise NmechError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
+    return OPTIMIZERS.entry(name)
 
 
 def adapter_for(optimizer: torch.optim.Optimizer) -> OptimizerAdapter:
