@@ -1,61 +1,80 @@
-"""Find the paper's symmetries in any ``nn.Module`` from its torch.fx graph, then check them.
+"""Find the symmetries of any ``nn.Module`` from its torch.fx graph, then check them on a batch.
 
-Candidates come from the graph alone (no table of layer names):
+``discover(model, (x, y))`` traces the model (:mod:`.trace`: a model fx cannot trace is a
+one-line error naming the layer), proposes candidate blocks and checks each on the batch:
 
-* scale -- a Conv/Linear whose only user is a BatchNorm: each output channel (weight row and bias
-  entry) is a block A; the loss is invariant under theta_A -> a*theta_A, so J = P_A,
-  Q = |theta_A|^2.
-* rescale -- a Conv/Linear layer i whose output reaches the input of Conv/Linear layer i+1 only
-  through positively homogeneous, channel-wise maps (ReLU, LeakyReLU, max/avg pooling, Dropout,
-  Flatten, view/reshape) and no BatchNorm: hidden channel c gives A1 = (row c of W_i, b_i[c])
-  and A2 = the inputs of layer i+1 fed by c (after Flatten, columns c*HW .. (c+1)*HW - 1).
-  Invariance under (a*theta_A1, theta_A2/a) gives J = P_A1 - P_A2, Q = |theta_A1|^2 -
-  |theta_A2|^2.
-* translation -- the Linear whose output is the model output, under softmax cross-entropy:
-  each input column W[:, j] over classes, and the bias vector, is a block; adding a constant to
-  it shifts every logit equally, so c = 1_A, J = 0, Q = <1_A, theta>.
+* scale and rescale (:mod:`.propagate`, :mod:`.blocks`): every positive channel scaling that
+  the graph provably leaves unchanged — weights feeding a BatchNorm (per channel), a GroupNorm
+  (per group), a LayerNorm or RMSNorm (the whole layer, or per head when a per-head norm
+  follows a reshape: QK-norm); a Linear/Conv or a normalisation's affine channel and the
+  columns of the next Linear/Conv across ReLU, pooling and shape ops; the channels of a
+  residual stream (every writer of a stream channel with every reader, joined by the
+  additions); attention values with the output projection. GELU, SiLU and other
+  non-homogeneous maps, products of two scaled tensors and a residual addition with an
+  unscaled summand end a candidate, and the reason is reported per layer, never guessed.
+* translation (:mod:`.translation`): softmax cross-entropy logits (the output layer's columns
+  and bias) and attention keys (the key bias, whose gradient is identically zero).
 
-Every candidate block is then checked on a real batch: the generator xi_A = J theta + c must be
-orthogonal to the mini-batch gradient, and a block is kept only when
-
-    |<g, xi>_A| / (|g_A| |xi_A| + 1e-30)  <=  tol      (default ``DEFAULT_TOL`` = 1e-3).
-
-The tolerance covers float32 round-off and BatchNorm's eps, which breaks scale invariance by
-about eps / Var(pre-activation). Blocks that fail are listed in ``Discovery.failures`` and left
-out of the returned groups, never silently kept.
+Every candidate block is then checked (:mod:`.check`): kept when its generator is orthogonal to
+the batch gradient within the tolerance, else listed in ``Discovery.failures`` with its
+violation, never silently kept. ``Discovery.summary()`` says per layer what was found, what
+failed and by how much, and why nothing was proposed where nothing was.
 """
 
 from __future__ import annotations
 
-import operator
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from nmech.errors import NmechError
-from nmech.validation.channels import Group, Part, reduce_part
+from nmech.validation.channels import Group, Part
+from nmech.validation.discovery.blocks import symmetry_groups
+from nmech.validation.discovery.check import LINEAR_TOL_FACTOR, violations
+from nmech.validation.discovery.propagate import Propagation, propagate
+from nmech.validation.discovery.trace import trace
+from nmech.validation.discovery.translation import attention_keys, output_head
+from nmech.validation.kinds import ordered
 
 DEFAULT_TOL = 1e-3
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_LINEAR_MAPS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_HOMOGENEOUS_MODULES = (
-    nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d,
-    nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.Dropout, nn.Dropout1d,
-    nn.Dropout2d, nn.Dropout3d, nn.Flatten, nn.Identity,
-)  # fmt: skip
-_HOMOGENEOUS_FUNCTIONS = {
-    F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d,
-    F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.dropout,
-    F.dropout1d, F.dropout2d, torch.flatten,
-}  # fmt: skip
-_HOMOGENEOUS_METHODS = {"relu", "relu_", "view", "reshape", "flatten", "contiguous"}
-_SHAPE_QUERIES = {"size", "dim"}
+__all__ = [
+    "DEFAULT_TOL", "BlockFailure", "Discovery", "Traced", "FINDERS", "candidate_groups",
+    "discover", "Part",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Traced:
+    """What a candidate finder reads: the traced graph, the label propagation (:mod:`.propagate`),
+    the parameter shapes, and whether the loss is a softmax cross-entropy over the output."""
+
+    gm: fx.GraphModule
+    prop: Propagation
+    shapes: dict[str, torch.Size]
+    softmax_cross_entropy: bool
+
+
+def _scalings(t: Traced) -> list[Group]:
+    return symmetry_groups(t.prop, t.shapes)
+
+
+def _output_head(t: Traced) -> list[Group]:
+    return output_head(t.gm) if t.softmax_cross_entropy else []
+
+
+def _attention_keys(t: Traced) -> list[Group]:
+    return attention_keys(t.gm, t.prop)
+
+
+#: The candidate finders, in order; each maps a :class:`Traced` model to candidate groups (of
+#: registered kinds). A new kind's finder is appended here (``docs/extending.md``).
+FINDERS: list[Callable[[Traced], list[Group]]] = [_scalings, _output_head, _attention_keys]
 
 
 @dataclass(frozen=True)
@@ -70,141 +89,116 @@ class BlockFailure:
 
 @dataclass
 class Discovery:
-    """The symmetry groups that passed the check, and every block that did not."""
+    """The symmetry groups that passed the check, every block that did not, and per layer why
+    nothing was proposed (``notes[layer][reason]`` = channels)."""
 
     groups: list[Group]
     failures: list[BlockFailure] = field(default_factory=list)
     tol: float = DEFAULT_TOL
+    notes: dict[str, dict[str, int]] = field(default_factory=dict)
+    layers: dict[str, str] = field(default_factory=dict)  # layer -> module class, graph order
 
     def of_kind(self, kind: str) -> list[Group]:
         """The groups of one kind, in graph order."""
         return [g for g in self.groups if g.kind == kind]
 
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds found, in registry order."""
+        return ordered({g.kind for g in self.groups})
+
+    def blocks(self, kind: str) -> int:
+        """Number of kept blocks of ``kind``."""
+        return sum(len(g.kept) for g in self.of_kind(kind))
+
+    def per_layer(self) -> dict[str, dict[str, Any]]:
+        """``{layer: {"type", "found": [..], "failed": [..], "notes": {reason: channels}}}``."""
+        out: dict[str, dict[str, Any]] = {
+            name: {"type": t, "found": [], "failed": [], "notes": {}}
+            for name, t in self.layers.items()
+        }
+
+        def entry(group_parts: tuple[Part, ...]) -> dict[str, Any]:
+            layer = group_parts[0].param.rsplit(".", 1)[0]
+            return out.setdefault(layer, {"type": "", "found": [], "failed": [], "notes": {}})
+
+        by_name = {}
+        for g in self.groups:
+            by_name[g.name] = g
+            entry(g.parts)["found"].append(
+                {"kind": g.kind, "group": g.name, "blocks": len(g.kept), "channels": g.channels}
+            )
+        failed: dict[tuple[str, str], list[float]] = {}
+        for f in self.failures:
+            failed.setdefault((f.kind, f.group), []).append(f.violation)
+        for (kind, group), v in failed.items():
+            parts = by_name[group].parts if group in by_name else (Part(group, None),)
+            entry(parts)["failed"].append(
+                {"kind": kind, "group": group, "blocks": len(v), "min_violation": min(v),
+                 "max_violation": max(v)}
+            )  # fmt: skip
+        for layer, reasons in self.notes.items():
+            out.setdefault(layer, {"type": "", "found": [], "failed": [], "notes": {}})["notes"] = (
+                reasons
+            )
+        return out
+
     def summary(self) -> str:
-        """One line per kind: groups, blocks, and failed blocks."""
+        """Per layer: the symmetries found, the candidates that failed their check and by how
+        much, and why nothing was proposed (the reason and the channels it concerns)."""
         lines = []
-        for kind in ("scale", "rescale", "translation"):
-            groups = self.of_kind(kind)
-            failed = sum(1 for f in self.failures if f.kind == kind)
-            blocks = sum(len(g.kept) for g in groups)
-            lines.append(f"{kind}: {len(groups)} layers, {blocks} blocks, {failed} failed check")
+        if not self.groups:
+            lines.append("no symmetry found in this model (reasons per layer below)")
+        else:
+            total = ", ".join(f"{k}: {self.blocks(k)} blocks" for k in self.kinds)
+            lines.append(f"found {total}; {len(self.failures)} candidate blocks failed the check")
+        for layer, info in self.per_layer().items():
+            if not (info["found"] or info["failed"] or info["notes"]):
+                continue
+            head = f"{layer} ({info['type']})" if info["type"] else layer
+            items = [f"{f['kind']} {f['blocks']}/{f['channels']} blocks ({f['group']})"
+                     for f in info["found"]]  # fmt: skip
+            items += [
+                f"{f['kind']} {f['blocks']} blocks failed ({f['group']}; violation "
+                f"{f['min_violation']:.1e}..{f['max_violation']:.1e} > tol)"
+                for f in info["failed"]
+            ]
+            items += [f"no symmetry for {n} channels: {why}" for why, n in info["notes"].items()]
+            lines.append(f"  {head}: " + "; ".join(items))
         return "\n".join(lines)
 
-
-def _module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(str(node.target)) if node.op == "call_module" else None
-
-
-def _is_homogeneous(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module":
-        return isinstance(_module_of(gm, node), _HOMOGENEOUS_MODULES)
-    if node.op == "call_function":
-        return node.target in _HOMOGENEOUS_FUNCTIONS
-    return node.op == "call_method" and node.target in _HOMOGENEOUS_METHODS
-
-
-def _data_users(node: fx.Node) -> list[fx.Node]:
-    """Users that consume the tensor's values (shape queries such as ``x.size(0)`` excluded)."""
-    return [
-        u
-        for u in node.users
-        if not (u.op == "call_method" and u.target in _SHAPE_QUERIES)
-        and not (u.op == "call_function" and u.target in (getattr, operator.getitem))
-    ]
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for ``discovery-<model>.json``."""
+        return {
+            "tolerance": self.tol,
+            "linear_tolerance": self.tol * LINEAR_TOL_FACTOR,
+            "groups": [
+                {"kind": g.kind, "name": g.name, "channels": g.channels, "kept": len(g.kept)}
+                for g in self.groups
+            ],
+            "failures": [vars(f) for f in self.failures],
+            "layers": self.per_layer(),
+        }
 
 
-def _out_channels(m: nn.Module) -> int:
-    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
-
-
-def _own_parts(name: str, m: nn.Module) -> tuple[Part, ...]:
-    parts = [Part(f"{name}.weight", 0)]
-    if m.bias is not None:
-        parts.append(Part(f"{name}.bias", 0))
-    return tuple(parts)
-
-
-def _rescale_group(name: str, m: nn.Module, nxt_name: str, nxt: nn.Module) -> Group | None:
-    """Group for the hidden channels between ``m`` and ``nxt``; None if shapes do not pair."""
-    c = _out_channels(m)
-    if isinstance(nxt, nn.Linear):
-        if nxt.in_features % c:
-            return None
-        fan = nxt.in_features // c
-    elif nxt.groups == 1 and nxt.in_channels == c:
-        fan = 1
-    else:
-        return None
-    out = Part(f"{nxt_name}.weight", 1, fan, -1.0)
-    return Group("rescale", f"{name}->{nxt_name}", (*_own_parts(name, m), out), c)
-
-
-def _candidate(gm: fx.GraphModule, node: fx.Node, translation: bool) -> list[Group]:
-    """Candidate groups starting at the Conv/Linear ``node``, following its single data path."""
-    name, m = str(node.target), _module_of(gm, node)
-    cur, flattened = node, False
-    while True:
-        users = _data_users(cur)
-        if len(users) != 1:
-            return []
-        u = users[0]
-        mod = _module_of(gm, u)
-        if cur is node and isinstance(mod, _NORMS):
-            return [Group("scale", name, _own_parts(name, m), _out_channels(m))]
-        if isinstance(mod, _LINEAR_MAPS) and u.args and u.args[0] is cur:
-            if isinstance(mod, nn.Linear) and not isinstance(m, nn.Linear) and not flattened:
-                return []
-            group = _rescale_group(name, m, str(u.target), mod)
-            return [] if group is None else [group]
-        if u.op == "output" and cur is node and translation and isinstance(m, nn.Linear):
-            cols = Group(
-                "translation", f"{name}.weight", (Part(f"{name}.weight", 1),), m.in_features
-            )
-            if m.bias is None:
-                return [cols]
-            return [cols, Group("translation", f"{name}.bias", (Part(f"{name}.bias", None),), 1)]
-        if not _is_homogeneous(gm, u):
-            return []
-        flattened = flattened or isinstance(mod, nn.Flatten) or u.target in ("view", "reshape")
-        flattened = flattened or u.target in (torch.flatten, "flatten")
-        cur = u
-
-
-def candidate_groups(model: nn.Module, softmax_cross_entropy: bool = True) -> list[Group]:
-    """All candidate symmetry groups of ``model`` read off its torch.fx graph, in graph order."""
-    if not isinstance(model, nn.Module):
-        raise NmechError(f"expected an nn.Module, got {type(model).__name__}")
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable code
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NmechError(f"cannot trace {type(model).__name__} with torch.fx: {first}") from exc
-    groups: list[Group] = []
-    for node in gm.graph.nodes:
-        if isinstance(_module_of(gm, node), _LINEAR_MAPS):
-            groups.extend(_candidate(gm, node, softmax_cross_entropy))
-    return groups
-
-
-def _norm_sq(group: Group, t: dict[str, torch.Tensor]) -> torch.Tensor:
-    """|t_A|^2 per channel (every part counted positively), float64."""
-    return sum(reduce_part(p, t[p.param].double() ** 2) for p in group.parts)
-
-
-def violations(
-    groups: list[Group], params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor]
-) -> list[torch.Tensor]:
-    """Per group and channel, |<g, xi>_A| / (|g_A| |xi_A| + 1e-30) with xi = J theta + c."""
-    out = []
-    for g in groups:
-        if g.quadratic:
-            xi = {p.param: params[p.param] * p.sign for p in g.parts}
-        else:
-            xi = {p.param: torch.ones_like(params[p.param]) for p in g.parts}
-        dot = sum(reduce_part(p, grads[p.param].double() * xi[p.param].double()) for p in g.parts)
-        scale = (_norm_sq(g, grads) * _norm_sq(g, xi)).sqrt() + 1e-30
-        out.append(dot.abs() / scale)
-    return out
+def candidate_groups(
+    model: nn.Module, example: torch.Tensor, softmax_cross_entropy: bool = True
+) -> tuple[list[Group], dict[str, dict[str, int]], dict[str, str]]:
+    """Candidate groups of ``model`` (graph order), the reasons it has none elsewhere (per
+    layer), and the layers' classes; ``example`` is an input batch."""
+    gm = trace(model)
+    prop = propagate(gm, example)
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    traced = Traced(gm, prop, shapes, softmax_cross_entropy)
+    groups = [g for finder in FINDERS for g in finder(traced)]
+    notes: dict[str, Counter] = {}
+    for v, (writer, _) in enumerate(prop.origin):
+        reason = prop.reason(v)
+        if reason is not None:
+            notes.setdefault(writer, Counter())[reason] += 1
+    layers = {name: type(m).__name__ for name, m in model.named_modules() if name and name in
+              set(prop.order) | {p.rsplit(".", 1)[0] for p in shapes}}  # fmt: skip
+    return groups, {k: dict(v) for k, v in notes.items()}, layers
 
 
 def discover(
@@ -217,23 +211,28 @@ def discover(
     """Candidate groups of ``model`` that pass the orthogonality check on ``batch = (x, y)``.
 
     The model runs in its current mode (use train mode: BatchNorm in eval mode is not scale
-    invariant, and those blocks fail). ``p.grad`` is left untouched.
+    invariant, and is reported so). ``p.grad`` is left untouched. ``softmax_cross_entropy``:
+    ``loss_fn`` is a softmax cross-entropy over the output's last dim (translation of the
+    output layer).
     """
-    groups = candidate_groups(model, softmax_cross_entropy)
-    named = dict(model.named_parameters())
-    names = sorted({p.param for g in groups for p in g.parts})
     x, y = batch
+    groups, notes, layers = candidate_groups(model, x, softmax_cross_entropy)
+    named = dict(model.named_parameters())
+    names = [n for n, p in named.items() if p.requires_grad]
     loss = loss_fn(model(x), y)
-    grads = dict(zip(names, torch.autograd.grad(loss, [named[n] for n in names]), strict=True))
+    grads = torch.autograd.grad(loss, [named[n] for n in names], allow_unused=True)
+    grads = {
+        n: torch.zeros_like(named[n]) if g is None else g for n, g in zip(names, grads, strict=True)
+    }
     params = {n: named[n].detach() for n in names}
     kept: list[Group] = []
     failures: list[BlockFailure] = []
-    for g, v in zip(groups, violations(groups, params, grads), strict=True):
-        v = v.cpu().tolist()
-        ok = tuple(c for c, val in enumerate(v) if val <= tol)
-        failures += [
-            BlockFailure(g.kind, g.name, c, val) for c, val in enumerate(v) if not val <= tol
-        ]
+    usable = [g for g in groups if all(p.param in grads for p in g.parts)]
+    for g, v in zip(usable, violations(usable, params, grads), strict=True):
+        bound = tol if g.quadratic else tol * LINEAR_TOL_FACTOR
+        v = v.tolist()
+        ok = tuple(c for c in g.kept if v[c] <= bound)
+        failures += [BlockFailure(g.kind, g.name, c, v[c]) for c in g.kept if not v[c] <= bound]
         if ok:
             kept.append(replace(g, keep=None if len(ok) == g.channels else ok))
-    return Discovery(kept, failures, tol)
+    return Discovery(kept, failures, tol, notes, layers)
