@@ -92,6 +92,13 @@ def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Te
     return [v.view(p.shape) for v, p in zip(pieces, params, strict=True)]
 
 
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``torch._foreach_copy_`` (one kernel per dtype group), nothing for empty lists (a model
+    without any symmetry block records only its loss)."""
+    if dst:
+        torch._foreach_copy_(dst, src)
+
+
 def _sqrt(x: Any) -> Any:
     return torch.sqrt(x) if isinstance(x, torch.Tensor) else math.sqrt(x)
 
@@ -358,7 +365,7 @@ class Recorder:
 
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
-        torch._foreach_copy_(self.theta_views, self.plist)
+        _copy(self.theta_views, self.plist)
         self.versions = [p._version for p in self.plist]
         self.q_sums = None
 
@@ -383,7 +390,7 @@ class Recorder:
                 key = source.removeprefix("state:")
                 if any(key not in st for st in states):
                     raise NmechError(f"optimizer state has no {key!r} after the step")
-                torch._foreach_copy_(self.state_views[name], [st[key] for st in states])
+                _copy(self.state_views[name], [st[key] for st in states])
         arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad,
                   **self.state_bufs}  # fmt: skip
         step = self._step_count(states) if states and "step" in states[0] else 0.0
@@ -391,20 +398,21 @@ class Recorder:
             p.run(arrays, step, row)
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
-        """A few weights of the first recorded channel of the first quadratic group."""
-        quad = [g for g in groups if g.quadratic and g.parts[0].dim in (0, None)]
+        """A few weights of the first recorded channel of the first quadratic group (from its
+        largest part along dim 0, e.g. a conv's weight rather than its bias)."""
+        quad = [g for g in groups if g.quadratic and any(p.dim == 0 for p in g.parts)]
         if not quad:
             return None, torch.empty(0, dtype=torch.int64)
         g = quad[0]
-        part = g.parts[0]
+        rows = [p for p in g.parts if p.dim == 0]
+        part = max(
+            rows, key=lambda p: self.params[p.param].numel() // self.params[p.param].shape[0]
+        )
         p = self.params[part.param]
         channel = part.first + g.kept[0]
-        if part.dim == 0:
-            row = p.detach()[channel * part.fan : (channel + 1) * part.fan]
-            base = channel * part.fan * (p.numel() // p.shape[0])
-        else:
-            row, base = p.detach(), 0
-        n = min(TRACE_PARAMS, row.numel())
+        per_row = p.numel() // p.shape[0]
+        base = channel * part.fan * per_row
+        n = min(TRACE_PARAMS, part.fan * per_row)
         self._trace_block = f"{g.name}[{g.kept[0]}]"
         return part.param, torch.arange(base, base + n, device=self.device)
 
@@ -467,7 +475,7 @@ class Recorder:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
         if self.versions != [p._version for p in self.plist]:
             self._load_theta()
-        torch._foreach_copy_(self.grad_views, grads)
+        _copy(self.grad_views, grads)
         self._record_state(self.row)
         if loss is not None:
             self.loss_given = True
@@ -482,7 +490,7 @@ class Recorder:
         theta_{n+1}^2 for the next step's Q."""
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
-        torch._foreach_copy_(self.next_views, self.plist)
+        _copy(self.next_views, self.plist)
         if self.update_passes:
             self._record_update(self.row)
         if self.quad is not None:

@@ -187,7 +187,13 @@ def test_equilibrium_check_measures_angles_and_norms():
     "argv, message",
     [
         (["--optimizer", "lion"], "unknown optimizer 'lion'"),
-        (["--optimizer", "adamw", "--momentum", "0.9"], "--momentum applies to --optimizer sgd"),
+        (
+            ["--optimizer", "adamw", "--momentum", "0.9"],
+            "--momentum does not apply to --optimizer adamw (it reads --lr, --wd)",
+        ),
+        (["--optimizer", "adagrad", "--nesterov"], "--nesterov does not apply to --optimizer"),
+        (["--models", "charlm"], "model charlm takes tokens, data set synthetic gives images"),
+        (["--data", "mnist"], "unknown data set 'mnist'"),
     ],
 )
 def test_cli_bad_optimizer_input(tmp_path, capsys, argv, message):

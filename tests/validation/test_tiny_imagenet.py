@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nmech.errors import NmechError
-from nmech.validation.tiny_imagenet import load_tiny_imagenet
+from nmech.validation.datasets.tiny_imagenet import load_tiny_imagenet
 
 WNIDS = ["n01", "n02", "n03"]
 
