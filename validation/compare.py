@@ -17,6 +17,11 @@ translation). D_c is the channel's max |Q| except where Q stays below FLOOR = 1%
 magnitude -- a rescale channel whose in- and out-norms nearly cancel, or the zero-initialised
 bias sum -- whose Q float32 parameters resolve only to about 1e-7 * M_c. ``end`` is the same
 quotient at the last step only.
+
+A channel whose magnitude stays below NOISE = 1e-6 of the largest channel magnitude of its kind
+in the file (a zero-initialised attention key bias: its gradient is identically zero, so it
+holds only float32 round-off) carries no measurable Q: its error is kept per channel but left
+out of ``max``, ``median`` and ``end``, and counted as ``at_noise_floor``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from nmech.validation.records import KindRecords, Records, load_records
 
 FORMS: tuple[str, ...] = ("exact", "continuous")
 FLOOR = 1e-2
+NOISE = 1e-6
 
 #: predictor(kind, form, q0, signals, steps, settings) -> [N+1, blocks]
 Predictor = Callable[[str, str, np.ndarray, dict[str, np.ndarray], int, Settings], np.ndarray]
@@ -75,25 +81,36 @@ class EnginePredictor:
 
 @dataclass
 class FormResult:
-    """One form's prediction [N+1, blocks] and per-channel errors, or why it is missing."""
+    """One form's prediction [N+1, blocks] and per-channel errors, or why it is missing;
+    ``noise`` marks the channels at the noise floor (module docstring)."""
 
     predicted: np.ndarray | None
     errors: np.ndarray | None
     end_errors: np.ndarray | None
     floored: int = 0
     problem: str | None = None
+    noise: np.ndarray | None = None
+
+    def measurable(self) -> tuple[np.ndarray, np.ndarray]:
+        """(errors, end errors) of the channels above the noise floor."""
+        assert self.errors is not None and self.end_errors is not None
+        keep = slice(None) if self.noise is None else ~self.noise
+        return self.errors[keep], self.end_errors[keep]
 
     def summary(self) -> dict[str, Any]:
-        """``{"max", "median", "end", "channels", "floored"}`` (NaN and a reason if missing)."""
+        """``{"max", "median", "end", "channels", "floored", "at_noise_floor"}`` (NaN and a
+        reason if missing)."""
+        nan = float("nan")
         if self.errors is None or self.end_errors is None or len(self.errors) == 0:
-            nan = float("nan")
             return {"max": nan, "median": nan, "end": nan, "channels": 0, "problem": self.problem}
+        errors, end = self.measurable()
         return {
-            "max": float(np.max(self.errors)),
-            "median": float(np.median(self.errors)),
-            "end": float(np.max(self.end_errors)),
-            "channels": int(len(self.errors)),
+            "max": float(np.max(errors)) if errors.size else nan,
+            "median": float(np.median(errors)) if errors.size else nan,
+            "end": float(np.max(end)) if end.size else nan,
+            "channels": int(errors.size),
             "floored": self.floored,
+            "at_noise_floor": int(len(self.errors) - errors.size),
         }
 
 
@@ -133,6 +150,12 @@ def channel_errors(
     return diff.max(axis=0) / denom, diff[-1] / denom, int(np.sum(floor > peak))
 
 
+def noise_floor(mag: np.ndarray) -> np.ndarray:
+    """Channels whose magnitude stays below NOISE of the kind's largest (module docstring)."""
+    scale = np.abs(mag).max(axis=0) if mag.size else np.zeros(mag.shape[1:])
+    return scale <= NOISE * (scale.max() if scale.size else 0.0)
+
+
 def compare_file(path: str | Any, predictor: Predictor | None = None) -> dict[str, KindComparison]:
     """:func:`compare` of the records file at ``path`` (any records file, however written)."""
     return compare(load_records(path), predictor)
@@ -159,6 +182,6 @@ def compare(records: Records, predictor: Predictor | None = None) -> dict[str, K
                 comp.forms[form] = FormResult(None, None, None, problem=problem)
                 continue
             err, end, floored = channel_errors(pred, kr.Q, kr.Q_abs)
-            comp.forms[form] = FormResult(pred, err, end, floored)
+            comp.forms[form] = FormResult(pred, err, end, floored, noise=noise_floor(kr.Q_abs))
         out[kind] = comp
     return out
