@@ -28,7 +28,7 @@ SUBSET = 2  # channels the naive loop is timed on (it is linear in channels)
 
 
 def _matrices(dyn, params):
-    return recursion_matrices(dyn.recursion_at(params))
+    return recursion_matrices(dyn.exact_at(params))
 
 
 def _vectorised_loop(dyn, q0, s, params):
@@ -62,6 +62,7 @@ def _timed(fn, *args):
 
 
 def run(quick: bool = False) -> list[dict]:
+    """The numerics records (module docstring); ``quick``: smaller sizes."""
     steps, channels = (3_910, 4_224) if quick else (39_100, 4_224)
     dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
     rng = np.random.default_rng(0)
@@ -70,7 +71,7 @@ def run(quick: bool = False) -> list[dict]:
     records = []
     for regime, (beta, lam) in REGIMES.items():
         params = {"eta": 0.1, "beta": beta, "lam": lam}
-        dyn.recursion_at(params)  # derived once, outside the timing
+        dyn.exact_at(params)  # derived once, outside the timing
         args = (dyn, q0, {"step_sq": s}, 0.1, beta, lam, 0.0, "exact")
         t_fresh, _ = _timed(predict, *args)
         buffer = np.empty((steps + 1, channels))

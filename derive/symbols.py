@@ -10,7 +10,13 @@ transient, b**step → 0 for |b| < 1.
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+
 import sympy as sp
+
+from nmech.errors import NmechError
 
 eta, beta, lam, tau = sp.symbols("eta beta lam tau", real=True)
 beta1, beta2, alpha = sp.symbols("beta1 beta2 alpha", real=True)
@@ -45,3 +51,59 @@ def vector(name: str) -> sp.Symbol:
 def scalar(name: str) -> sp.Symbol:
     """A scalar parameter; the four hyper-parameters keep their shared (real) symbols."""
     return HYPERPARAMETERS.get(name) or sp.Symbol(name, real=True)
+
+
+#: Where each hyper-parameter is meaningful: (lowest, highest, lowest included, highest included).
+DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
+    "eta": (0.0, float("inf"), False, False),
+    "beta": (0.0, 1.0, True, False),
+    "beta1": (0.0, 1.0, True, False),
+    "beta2": (0.0, 1.0, True, False),
+    "alpha": (0.0, 1.0, True, False),
+    "lam": (0.0, float("inf"), True, False),
+    "tau": (0.0, 1.0, True, True),
+    "eps": (0.0, float("inf"), False, False),
+}
+
+
+def _in_domain(name: str, x: float) -> bool:
+    low, high, low_in, high_in = DOMAINS[name]
+    return (low < x or (low_in and x == low)) and (x < high or (high_in and x == high))
+
+
+def exact_values(
+    values: Mapping[str, object], needed: Iterable[sp.Symbol]
+) -> dict[sp.Symbol, sp.Rational]:
+    """The numbers a derived expression is evaluated at, as exact rationals keyed by symbol.
+
+    ``values`` maps the shared hyper-parameter names (:data:`HYPERPARAMETERS`, and any other
+    scalar a rule names) to real numbers; every symbol in ``needed`` must be given. A float is
+    taken as the exact decimal its ``repr`` shows (0.1 is 1/10), so that expressions with poles
+    at β = 1 are evaluated without cancellation and rounded once at the end. Raises
+    :class:`~nmech.errors.NmechError` naming the value for: a missing or non-numeric value
+    (bool, str, complex, array), a non-finite one, one outside its domain (:data:`DOMAINS`),
+    ``step`` (the iteration count is no parameter of a derived result)."""
+    if not isinstance(values, Mapping):
+        raise NmechError(f"values must be a mapping of parameter names to numbers, got {values!r}")
+    needed = {s.name: s for s in needed}
+    out: dict[sp.Symbol, sp.Rational] = {}
+    for name, value in values.items():
+        if not isinstance(name, str):
+            raise NmechError(f"parameter names must be strings, got {name!r}")
+        if name == "step":
+            raise NmechError("'step' is the iteration count, not a parameter value")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise NmechError(f"parameter {name} must be a real number, got {value!r}")
+        x = float(value)
+        if not math.isfinite(x):
+            raise NmechError(f"parameter {name} must be finite, got {x}")
+        if name in DOMAINS and not _in_domain(name, x):
+            low, high, low_in, high_in = DOMAINS[name]
+            span = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+            raise NmechError(f"parameter {name} = {x!r} is outside its domain {span}")
+        if name in needed:
+            out[needed[name]] = sp.Rational(repr(x))
+    missing = sorted(set(needed) - {s.name for s in out})
+    if missing:
+        raise NmechError(f"no value given for parameter(s) {', '.join(missing)}")
+    return out

@@ -35,6 +35,7 @@ def lambdify_vector(
 
 
 def gradient_function(loss: sp.Expr, coords: Sequence[sp.Symbol]) -> Field:
+    """∇L of a sympy loss as a numpy callable θ -> ∇L(θ)."""
     return lambdify_vector(sp.Matrix([sp.diff(loss, x) for x in coords]), coords, {})
 
 

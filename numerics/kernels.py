@@ -3,42 +3,40 @@
 :func:`nmech.derive.symmetry.continuous.kernels` gives K (response to Q(0) = 1, Q̇(0) = 0) and G
 (Green's function) in closed form for each damping regime of Q̈ + 2ΓQ̇ + ω²Q = F; a first-order
 law Q̇ = −aQ + F has K = G = e^{−at}. Here they become numpy callables of t at given parameter
-values, with the regime chosen from Γ² − ω² (critical within a relative 1e-12).
+values (:meth:`ContinuousDynamics.at`), with the regime chosen from Γ² − ω² (critical within a
+relative 1e-12).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
 
-from nmech.derive.symbols import HYPERPARAMETERS
-from nmech.derive.symmetry.continuous import ContinuousDynamics, Gamma, Omega, delta, kernels, t
+from nmech.derive.symmetry.continuous import Gamma, NumericContinuous, Omega, delta, kernels, t
 
 Kernel = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Kernels:
+    """K and G of one damping regime as numpy callables of t; |K|, |G| ≲ e^{−decay·t}."""
+
     regime: str
     K: Kernel
     G: Kernel
-    decay: float  # Γ (second order) or a (first order): |K|, |G| ≲ e^{−decay·t}
+    decay: float  # Γ (second order) or a (first order)
 
 
-def evaluate(expr: sp.Expr, values: Mapping[str, float]) -> float:
-    subs = {HYPERPARAMETERS[k]: v for k, v in values.items() if k in HYPERPARAMETERS}
-    return float(sp.sympify(expr).xreplace(subs))
-
-
-def numeric_kernels(c: ContinuousDynamics, values: Mapping[str, float]) -> Kernels:
+def numeric_kernels(c: NumericContinuous) -> Kernels:
+    """The kernels of the continuous form ``c`` (at numbers), the regime chosen from Γ² − ω²
+    (critical within a relative 1e-12)."""
     if c.ode_order == 1:
-        rate = evaluate(c.rate, values)
-        fn = sp.lambdify(t, sp.exp(-rate * t), "numpy")
-        return Kernels("first-order", fn, fn, rate)
-    gam, w2 = evaluate(c.gamma, values), evaluate(c.omega2, values)
+        fn = sp.lambdify(t, sp.exp(-c.rate * t), "numpy")
+        return Kernels("first-order", fn, fn, c.rate)
+    gam, w2 = c.gamma, c.omega2
     disc = gam * gam - w2
     closed = kernels()
     if abs(disc) <= 1e-12 * max(gam * gam, w2, 1e-300):

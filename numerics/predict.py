@@ -1,7 +1,8 @@
 """Predictions of a symmetry's observable from recorded per-step signals.
 
 ``form="exact"``: the exact discrete recursion h_{n+1} = A h_n + B σ_n, h_1 = a_1 Q_0 + B_1 σ_0,
-Q_n = h_n[0], re-derived at the given parameter values and run as a linear filter
+Q_n = h_n[0], derived at the given parameter values (exact rationals, rounded once: the plain data
+of :meth:`SymmetryDynamics.exact_at`) and run as a linear filter
 (scipy.signal.lfilter along the step axis, vectorised over blocks, float64).
 
 ``form="continuous"``: the paper's form, Q(t_n) = K(t_n) Q_0 + η Σ_{k<n} G(t_n − t_k) F_k with
@@ -12,27 +13,30 @@ nothing is ever weighted by e^{+γτ}, and a million steps stay finite in every 
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Mapping
 
 import numpy as np
 from scipy import signal as sps
 
+from nmech.derive.symmetry.continuous import NumericContinuous
 from nmech.derive.symmetry.dynamics import SymmetryDynamics
-from nmech.derive.symmetry.recursion import Recursion
+from nmech.derive.symmetry.recursion import NumericRecursion
 from nmech.errors import NmechError
-from nmech.numerics.kernels import evaluate, numeric_kernels
+from nmech.numerics.kernels import numeric_kernels
 
 
-def _check_parameters(values: Mapping[str, float]) -> None:
-    eta, beta = values.get("eta"), values.get("beta", 0.0)
-    if eta is None or not np.isfinite(eta) or eta <= 0:
-        raise NmechError(f"learning rate eta must be a positive number, got {eta}")
-    if not 0 <= beta < 1:
-        raise NmechError(f"momentum beta must lie in [0, 1), got {beta}")
-    if values.get("lam", 0.0) < 0:
-        raise NmechError(f"weight decay lam must be >= 0, got {values['lam']}")
-    if not 0 <= values.get("tau", 0.0) <= 1:
-        raise NmechError(f"dampening tau must lie in [0, 1], got {values['tau']}")
+def _float_array(what: str, raw: object) -> np.ndarray:
+    """``raw`` as a float64 array, or a one-line error naming ``what`` (complex values, strings,
+    ragged lists and objects are refused rather than cast)."""
+    try:
+        arr = np.asarray(raw)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {arr.dtype}")
+        return np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise NmechError(f"{what} must be an array of real numbers ({exc})") from None
 
 
 def _signals(
@@ -43,7 +47,7 @@ def _signals(
     for name in names:
         if name not in signals:
             raise NmechError(f"signal '{name}' is needed but was not given")
-        arr = np.asarray(signals[name], dtype=np.float64)
+        arr = _float_array(f"signal '{name}'", signals[name])
         if arr.shape != (steps, blocks):
             raise NmechError(f"signal '{name}' has shape {arr.shape}, expected ({steps}, {blocks})")
         if not np.isfinite(arr.sum()) and not np.isfinite(arr).all():  # one cheap pass first
@@ -109,13 +113,29 @@ def _shape(q0: np.ndarray, signals: Mapping[str, np.ndarray], steps: int | None)
         if len(lengths) != 1:
             raise NmechError("give steps=N, or signal arrays of one common length N")
         steps = lengths.pop()
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise NmechError(f"steps must be a whole number, got {steps!r}")
     if steps < 0:
         raise NmechError(f"steps must be >= 0, got {steps}")
     return int(steps), q0.shape[0]
 
 
+def _physical_memory() -> int | None:
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _output(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     if out is None:
+        need, have = 8 * shape[0] * shape[1], _physical_memory()
+        if have is not None and need > have:
+            raise NmechError(
+                f"the prediction needs {need / 2**30:.3g} GiB ({shape[0]} x {shape[1]} float64), "
+                f"more than this machine's {have / 2**30:.3g} GiB"
+            )
         return np.empty(shape)
     if not isinstance(out, np.ndarray) or out.dtype != np.float64 or out.shape != shape:
         got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", None)
@@ -125,22 +145,20 @@ def _output(out: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def recursion_matrices(rec: Recursion) -> tuple[np.ndarray, ...]:
-    """(A, B, a1, B1) of an exact recursion derived at numbers, as float64 arrays."""
-    return tuple(
-        np.array(m.tolist(), dtype=np.float64).reshape(m.shape)
-        for m in (rec.A, rec.B, rec.a1, rec.B1)
-    )
+def recursion_matrices(rec: NumericRecursion) -> tuple[np.ndarray, ...]:
+    """(A, B, a1, B1) of an exact recursion at numbers as float64 arrays ([dim, dim],
+    [dim, signals], [dim, 1], [dim, signals])."""
+    dim = len(rec.A)
+    A = np.array(rec.A, dtype=np.float64).reshape(dim, dim)
+    B = np.array(rec.B, dtype=np.float64).reshape(dim, len(rec.signals))
+    a1 = np.array(rec.a1, dtype=np.float64).reshape(dim, 1)
+    B1 = np.array(rec.B1, dtype=np.float64).reshape(dim, len(rec.signals))
+    return A, B, a1, B1
 
 
 def _exact(
-    dyn: SymmetryDynamics,
-    q0: np.ndarray,
-    signals: Mapping[str, np.ndarray],
-    values: dict[str, float],
-    out: np.ndarray,
+    rec: NumericRecursion, q0: np.ndarray, signals: Mapping[str, np.ndarray], out: np.ndarray
 ) -> None:
-    rec = dyn.recursion_at(values)
     steps, blocks = out.shape[0] - 1, out.shape[1]
     sig = _signals(rec.signals, signals, steps, blocks)
     if steps == 0:
@@ -165,17 +183,12 @@ def _exact(
 
 
 def _continuous(
-    dyn: SymmetryDynamics,
-    q0: np.ndarray,
-    signals: Mapping[str, np.ndarray],
-    values: dict[str, float],
-    out: np.ndarray,
+    c: NumericContinuous, q0: np.ndarray, signals: Mapping[str, np.ndarray], out: np.ndarray
 ) -> None:
-    c = dyn.continuous
-    eta = values["eta"]
+    eta = c.eta
     steps, blocks = out.shape[0] - 1, out.shape[1]
-    sig = _signals(c.signals, signals, steps, blocks)
-    kern = numeric_kernels(c, values)
+    sig = _signals(tuple(c.forcing), signals, steps, blocks)
+    kern = numeric_kernels(c)
     K1, G1 = float(kern.K(eta)), float(kern.G(eta))
     if c.ode_order == 1:  # sampled kernels ρ^n, ρ = e^{−aη}; Riemann sum excludes s = t
         a, kb, gb = [1.0, -G1], [1.0], [0.0, G1]
@@ -184,10 +197,7 @@ def _continuous(
         a, kb, gb = [1.0, -a1, a2], [1.0, K1 - a1], [0.0, G1]
     # K and G share the denominator a: one filter, Q_0 as an impulse, the forcing as taps
     impulses = [(0, q0, kb)]
-    taps = [
-        (sj, 0, [eta * evaluate(w, values) * g for g in gb])
-        for w, sj in zip(c.forcing.values(), sig)
-    ]
+    taps = [(sj, 0, [eta * w * g for g in gb]) for w, sj in zip(c.forcing.values(), sig)]
     _filter(np.asarray(a), taps, impulses, out)
 
 
@@ -195,35 +205,31 @@ def predict(
     dynamics: SymmetryDynamics,
     q0: np.ndarray,
     signals: Mapping[str, np.ndarray] | None = None,
-    eta: float | None = None,
-    beta: float = 0.0,
-    lam: float = 0.0,
-    tau: float = 0.0,
+    *,
+    values: Mapping[str, float],
     form: str = "exact",
     steps: int | None = None,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Q_0..Q_N per block, float64 [N+1, blocks]. ``signals``: name -> [N, blocks] arrays (extra
-    names ignored); ``steps=N`` when the dynamics needs no signal.
+    """Q_0..Q_N per block, float64 [N+1, blocks].
+
+    ``values``: the hyper-parameters by their shared names (eta, beta, lam, tau, ...; see
+    :func:`nmech.derive.symbols.exact_values`), from which derive hands over plain float data
+    (:meth:`SymmetryDynamics.exact_at`, :meth:`SymmetryDynamics.continuous_at`).
+    ``signals``: name -> [N, blocks] arrays (extra names ignored); ``steps=N`` when the dynamics
+    needs no signal.
 
     ``out``: a C-contiguous float64 [N+1, blocks] array to write the prediction into (and
     return), e.g. reused across calls; at the paper run's size a fresh one is 1.3 GB, and
     first-touching that much memory can cost more than the filter itself."""
-    values = {"eta": eta, "beta": beta, "lam": lam, "tau": tau}
-    _check_parameters(values)
-    values = {k: float(v) for k, v in values.items()}
-    needed = {str(s) for s in dynamics.rule.parameters()}
-    values = {k: v for k, v in values.items() if k in needed or k == "eta"}
-    q0 = np.atleast_1d(np.asarray(q0, dtype=np.float64))
-    signals = dict(signals or {})
     if form not in ("exact", "continuous"):
-        raise NmechError(f"form must be 'exact' or 'continuous', got '{form}'")
+        raise NmechError(f"form must be 'exact' or 'continuous', got {form!r}")
+    q0 = np.atleast_1d(_float_array("q0", q0))
+    signals = dict(signals or {})
     n, blocks = _shape(q0, signals, steps)
     out = _output(out, (n + 1, blocks))
     if form == "exact":
-        _exact(dynamics, q0, signals, values, out)
+        _exact(dynamics.exact_at(values), q0, signals, out)
     else:
-        _continuous(
-            dynamics, q0, signals, {**{"beta": beta, "lam": lam, "tau": tau}, **values}, out
-        )
+        _continuous(dynamics.continuous_at(values), q0, signals, out)
     return out

@@ -73,9 +73,7 @@ class EnginePredictor:
         from nmech.numerics import predict
 
         dyn = self.dynamics(kind, settings)
-        vals = settings.values()
-        keyword = {k: vals[k] for k in ("eta", "beta", "lam", "tau") if k in vals}
-        pred = predict(dyn, q0, signals, steps=steps, form=form, **keyword)
+        pred = predict(dyn, q0, signals, values=settings.values(), steps=steps, form=form)
         return np.asarray(pred, dtype=np.float64)
 
 

@@ -56,22 +56,17 @@ class EquilibriumCheck:
 def check(scale: KindRecords, settings: Settings, equilibrium: Any) -> EquilibriumCheck | None:
     """Measured vs predicted equilibrium (module docstring); None without the needed records
     (channel sizes for AdamW, step_sq)."""
-    import sympy as sp
+    from nmech.numerics.equilibrium import equilibrium_at
 
-    from nmech.derive.symbols import scalar
-    from nmech.derive.symmetry.equilibrium import G_UNIT, C
-
-    if "step_sq" not in scale.signals or (scale.size is None and equilibrium.norm_power.has(C)):
+    predicted = equilibrium_at(equilibrium, settings.values())
+    if "step_sq" not in scale.signals or (scale.size is None and predicted.needs_size):
         return None
     q = np.maximum(scale.Q, np.finfo(np.float64).tiny)
     steps = q.shape[0] - 1
     tail = slice(steps - max(1, int(round(TAIL * steps))), None)
     inner = (q[:-1] + q[1:] - scale.signals["step_sq"]) / 2
     angle = np.arccos(np.clip(inner / np.sqrt(q[:-1] * q[1:]), -1.0, 1.0))
-    subs = {scalar(k): v for k, v in settings.values().items()}
-    power = sp.lambdify([C, G_UNIT], equilibrium.norm_power.xreplace(subs), "numpy")
     g_unit = np.mean((scale.signals["grad_sq"] * q[:-1])[tail], axis=0)
     size = scale.size if scale.size is not None else np.zeros(q.shape[1])
-    norm_eq = np.broadcast_to(power(size.astype(np.float64), g_unit), (q.shape[1],))
-    angle_eq = float(sp.sqrt(equilibrium.angular_sq.xreplace(subs)))
-    return EquilibriumCheck(np.sqrt(q), angle, norm_eq ** (1 / equilibrium.root), angle_eq, tail)
+    norm_eq = np.broadcast_to(predicted.norm(size, g_unit), (q.shape[1],))
+    return EquilibriumCheck(np.sqrt(q), angle, norm_eq, predicted.angular_update, tail)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sympy as sp
@@ -198,3 +199,49 @@ def linear_combination(v: dict, latex: bool = True, render=tree) -> str:
     for sign, body in parts[1:]:
         text += f" {sign} {body}"
     return text
+
+
+def sum_prefix(names: list[str], latex: bool) -> str:
+    """Σ over the mini-batch indices ``names`` (empty when there are none)."""
+    if not names:
+        return ""
+    joined = ",".join(names)
+    return f"\\sum_{{{joined}}} " if latex else f"Σ_{joined} "
+
+
+def eta_power(k: int) -> str:
+    """η^k in LaTeX (η for k = 1)."""
+    return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
+
+
+def flow_latex(terms: Sequence[T.Vec], order: int, render: Callable = tree) -> str:
+    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree."""
+    parts = []
+    for k, f in enumerate(terms):
+        if f:
+            body = linear_combination(f, render=render)
+            parts.append(body if k == 0 else f"{eta_power(k)}\\left({body}\\right)")
+    rhs = " + ".join(parts) if parts else "0"
+    return f"\\dot\\theta = {rhs} + O(\\eta^{{{order + 1}}})"
+
+
+def flow_text(terms: Sequence[T.Vec], order: int, render: Callable = tree) -> str:
+    """The same as plain text."""
+    parts = []
+    for k, f in enumerate(terms):
+        if f:
+            prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
+            parts.append(f"{prefix}({linear_combination(f, latex=False, render=render)})")
+    return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{order + 1})"
+
+
+def tree_json(t: T.Tree) -> Any:
+    """ "theta" (a leaf's name), "grad" (∇L), [c1, ..] (∇^{k+1}L[c1, ..]); a labelled node
+    ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}."""
+    if T.is_leaf(t):
+        return t[1]
+    if T.is_elementwise(t):
+        return {"elementwise": sp.sstr(t[2]), "arguments": [tree_json(a) for a in t[3]]}
+    kids = T.children(t)
+    body = "grad" if not kids else [tree_json(c) for c in kids]
+    return body if T.label(t) is None else {"loss": T.label(t), "tree": body}

@@ -42,6 +42,7 @@ GRAD: Tree = ("n", ())
 
 
 def leaf(name: str) -> Tree:
+    """The leaf for vector ``name`` (θ, an external vector, a solver's unknown)."""
     return ("v", name)
 
 
@@ -57,10 +58,12 @@ def label(t: Tree) -> str | None:
 
 
 def is_leaf(t: Tree) -> bool:
+    """Whether t is a vector leaf."""
     return t[0] == "v"
 
 
 def is_elementwise(t: Tree) -> bool:
+    """Whether t is an element-wise node f(a_1, …, a_k)."""
     return t[0] == "e"
 
 
@@ -71,6 +74,7 @@ def children(t: Tree) -> tuple[Tree, ...]:
 
 # ---------------------------------------------------------------- linear combinations
 def vec(*terms: tuple[Tree, Coeff]) -> Vec:
+    """The linear combination Σ c·t of the given (tree, coefficient) pairs."""
     out: Vec = {}
     for t, c in terms:
         add_to(out, {t: c})
@@ -89,6 +93,7 @@ def add_to(acc: Vec, other: Mapping[Tree, Coeff], scale: Coeff = 1) -> Vec:
 
 
 def combine(terms: Iterable[tuple[Coeff, Mapping[Tree, Coeff]]]) -> Vec:
+    """Σ scale·v over (scale, combination) pairs."""
     out: Vec = {}
     for scale, v in terms:
         add_to(out, v, scale)
@@ -96,6 +101,7 @@ def combine(terms: Iterable[tuple[Coeff, Mapping[Tree, Coeff]]]) -> Vec:
 
 
 def scaled(v: Mapping[Tree, Coeff], scale: Coeff) -> Vec:
+    """scale·v (empty when scale is 0)."""
     return {} if scale == 0 else {t: scale * c for t, c in v.items()}
 
 

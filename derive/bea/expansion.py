@@ -3,7 +3,8 @@
 Every vector name of a rule is given as a power series in η whose coefficients are linear
 combinations of trees (:mod:`nmech.derive.algebra.trees`); ``expand`` turns an expression of the rule
 into such a series, truncated at a given order. ``grad(p)`` with p = θ + δ, δ = O(η), is
-expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ].
+expanded by Taylor's formula  ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ]
+(:func:`nmech.derive.algebra.series.gradient_at`).
 
 Expressions that are not linear in their vectors (element-wise products, quotients, powers and
 ``sqrt`` of vectors: the adaptive optimizers) are scalar functions h(a_1, …, a_k) applied
@@ -22,10 +23,9 @@ from typing import Any
 import sympy as sp
 
 from nmech.derive.algebra import trees as T
+from nmech.derive.algebra.series import Series, gradient_at, zero_series
 from nmech.derive.symbols import eta, grad
 from nmech.errors import NmechError
-
-Series = list  # list[Vec], index = power of η
 
 
 @lru_cache(maxsize=4096)
@@ -45,10 +45,6 @@ def scalar_series(c: sp.Expr, order: int) -> tuple[sp.Expr, ...]:
             f"coefficient {c} has no Taylor series in eta (singular or fractional power at eta = 0)"
         )
     return tuple(sp.expand(expansion).coeff(eta, k) for k in range(order + 1))
-
-
-def zero_series(order: int) -> Series:
-    return [{} for _ in range(order + 1)]
 
 
 class Expander:
@@ -71,9 +67,11 @@ class Expander:
         self.convert = convert  # sympy coefficient -> the solver's coefficient domain
 
     def is_vector(self, expr: sp.Expr) -> bool:
+        """Whether ``expr`` involves a gradient or one of the rule's vectors."""
         return expr.has(grad) or any(str(s) in self.vectors for s in expr.free_symbols)
 
     def expand(self, expr: sp.Expr, order: int) -> Series:
+        """The η-series of a vector expression of the rule through η^order."""
         if order < 0:
             return []
         if expr.is_Symbol:
@@ -172,22 +170,7 @@ class Expander:
             raise NmechError(
                 f"grad({point}) is evaluated at a point that does not tend to theta as eta -> 0"
             )
-        delta = p[1:]
-        out = zero_series(order)
-        out[0] = {T.GRAD: 1}
-        # ordered compositions k_1 + … + k_m = k of the Taylor term ∇^{m+1}L[δ_{k_1}, …, δ_{k_m}]
-        compositions: dict[int, list[tuple[int, ...]]] = {0: [()]}
-        for m in range(1, order + 1):
-            grown: dict[int, list[tuple[int, ...]]] = {}
-            for total, seqs in compositions.items():
-                for k in range(1, order + 1 - total):
-                    grown.setdefault(total + k, []).extend(s + (k,) for s in seqs)
-            compositions = grown
-            for total, seqs in compositions.items():
-                for seq in seqs:
-                    term = T.multilinear([delta[k - 1] for k in seq])
-                    T.add_to(out[total], term, self.convert(sp.Rational(1, factorial(m))))
-        return out
+        return gradient_at(p, order, convert=self.convert)
 
 
 def unknowns(v: Mapping[T.Tree, object]) -> set[str]:

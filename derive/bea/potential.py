@@ -49,6 +49,7 @@ class Scalar:
 
     @property
     def key(self) -> Key:
+        """A canonical form of the unrooted tree (the least rooted form over all roots): equal keys, equal scalars."""
         if not self.labels:
             return ()
         return min(self._rooted(r, -1) for r in range(len(self.labels)))
@@ -82,6 +83,7 @@ class Scalar:
         return out
 
     def latex(self, latex: bool = True) -> str:
+        """The scalar as ‖a‖² or ⟨a, b⟩ of two vector trees (L for the loss itself); plain text with ``latex=False``."""
         if len(self.labels) == 1:
             return notation.loss(_loss_label(self.labels[0])[1], latex)
         edges = [(a, b) for a in range(len(self.labels)) for b in self.adjacency[a] if a < b]

@@ -15,18 +15,20 @@ damping ρ = β. Each coefficient is kept at its leading order in η, as in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sympy as sp
 
 from nmech.derive.algebra import notation
+from nmech.derive.result import Derivation
 from nmech.derive.rules.linear_step import linear_step
 from nmech.derive.rules.rule import PARAMETER, Rule
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
 
 
-@dataclass(frozen=True)
-class SecondOrderFlow:
+@dataclass(frozen=True, repr=False)
+class SecondOrderFlow(Derivation):
     """m θ̈ + γ θ̇ + λ_eff θ + η ρ ∇²L θ̇ = −κ ∇L."""
 
     m: sp.Expr
@@ -36,6 +38,7 @@ class SecondOrderFlow:
     kappa: sp.Expr
 
     def latex(self) -> str:
+        """The flow in LaTeX, terms with a zero coefficient left out."""
         f = notation.factor_latex
         lhs = f"{f(self.m)}\\,\\ddot\\theta + {f(self.gamma)}\\,\\dot\\theta"
         if self.lam_eff != 0:
@@ -44,6 +47,32 @@ class SecondOrderFlow:
             lhs += f" + \\eta\\,{f(self.rho)}\\,\\nabla^2 L\\,\\dot\\theta"
         rhs = "-\\nabla L" if self.kappa == 1 else f"-{f(self.kappa)}\\,\\nabla L"
         return f"{lhs} = {rhs}".replace("+ -", "- ")
+
+    def text(self) -> str:
+        """The same in plain text."""
+
+        def f(c: sp.Expr) -> str:
+            text = sp.sstr(c)
+            return f"({text})" if c.is_Add or c.could_extract_minus_sign() else text
+
+        lhs = f"{f(self.m)}·θ'' + {f(self.gamma)}·θ'"
+        if self.lam_eff != 0:
+            lhs += f" + {f(self.lam_eff)}·θ"
+        if self.rho != 0:
+            lhs += f" + η·{f(self.rho)}·∇²L θ'"
+        rhs = "-∇L" if self.kappa == 1 else f"-{f(self.kappa)}·∇L"
+        return f"{lhs} = {rhs}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Schema ``nmech.second_order_flow/1``: the five coefficients (sympy strings) of
+        m θ̈ + γ θ̇ + λ_eff θ + η ρ ∇²L θ̇ = −κ ∇L, and the LaTeX."""
+        fields = {"m": self.m, "gamma": self.gamma, "lam_eff": self.lam_eff}
+        fields.update(rho=self.rho, kappa=self.kappa)
+        return {
+            "schema": "nmech.second_order_flow/1",
+            **{k: sp.sstr(v) for k, v in fields.items()},
+            "latex": self.latex(),
+        }
 
 
 def modified_flow(rule: Rule) -> SecondOrderFlow:

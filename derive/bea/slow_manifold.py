@@ -19,7 +19,6 @@ rule has no dimension-free modified equation and the solver says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import factorial
 from typing import Any
 
 import sympy as sp
@@ -27,7 +26,8 @@ from sympy import QQ
 from sympy.polys.matrices import DomainMatrix
 
 from nmech.derive.algebra import trees as T
-from nmech.derive.bea.expansion import Expander, Series, unknowns
+from nmech.derive.algebra.series import Flow, Series
+from nmech.derive.bea.expansion import Expander, unknowns
 from nmech.derive.rules.rule import NEXT, PARAMETER, Rule
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
@@ -60,35 +60,17 @@ class _Solver:
         self.states = rule.states
         self.F: list[T.Vec] = []
         self.U: dict[str, list[T.Vec]] = {s: [] for s in self.states}
-        self._lie: dict[tuple[str, int, int], T.Vec] = {}
+        self.flow = Flow(self.F, convert=self.K.convert)
 
     # -- series of the known solution, with the level's unknowns in place
     def _state_series(self, s: str) -> Series:
         return [{T.THETA: 1}] if s == PARAMETER else self.U[s]
 
-    def _lie_power(self, s: str, j: int, m: int, level: int) -> T.Vec:
-        """Coefficient of η^m in L_f̃^j U_s (θ for s = theta)."""
-        if j == 0:
-            series = self._state_series(s)
-            return series[m] if m < len(series) else {}
-        key = (s, j, m)
-        if key in self._lie:
-            return self._lie[key]
-        out: T.Vec = {}
-        for a in range(m + 1):
-            T.add_to(out, T.derivative(self._lie_power(s, j - 1, a, level), self.F[m - a]))
-        if m <= level - 2:  # built from final coefficients only
-            self._lie[key] = out
-        return out
-
     def _flowed(self, s: str, n: int) -> T.Vec:
-        """Coefficient of η^n in exp(η L_f̃) U_s."""
-        out: T.Vec = {}
-        for j in range(n + 1):
-            T.add_to(
-                out, self._lie_power(s, j, n - j, n), self.K.convert(sp.Rational(1, factorial(j)))
-            )
-        return out
+        """Coefficient of η^n in exp(η L_f̃) U_s (θ for s = theta); at level n, F[n−1] and
+        U_s[n] are the level's unknowns, so only terms built from F[:n−1] are cached."""
+        self.flow.final = n - 1
+        return self.flow.coefficient(s, self._state_series(s), n)
 
     def _updates(self, n: int, assume: bool) -> dict[str, Series]:
         env = {PARAMETER: [{T.THETA: 1}], **{s: self.U[s] for s in self.states}}

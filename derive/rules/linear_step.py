@@ -30,6 +30,7 @@ class LinearStep:
 
     @property
     def basis(self) -> tuple[str, ...]:
+        """The names combinations are written in: the states, then the gradients."""
         return self.states + tuple(g for g, _ in self.gradients)
 
     def step_of(self, state: str = PARAMETER) -> Combination:

@@ -18,7 +18,8 @@ broadcast. ``step`` (the 1-based iteration count) appears only in bias correctio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -102,6 +103,15 @@ class Rule:
         for a in self.assignments + self.first_step:
             free |= {s for s in a.expr.free_symbols if str(s) not in self.vectors}
         return frozenset(free)
+
+    def with_values(self, values: Mapping[sp.Symbol, sp.Expr]) -> Rule:
+        """The same rule with parameter values put in (exact rationals, for derivations at
+        numbers)."""
+
+        def put(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
+            return tuple(Assignment(a.target, sp.expand(a.expr.xreplace(values))) for a in items)
+
+        return replace(self, assignments=put(self.assignments), first_step=put(self.first_step))
 
     def after_transient(self) -> Rule:
         """The autonomous rule reached after the start-up transient: every bias-correction

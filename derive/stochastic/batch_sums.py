@@ -39,6 +39,7 @@ def batch_label(j: int) -> str:
 
 
 def labels(m: int) -> list[str]:
+    """The labels of m mini-batch losses, "1".."m"."""
     return [batch_label(j) for j in range(1, m + 1)]
 
 
@@ -55,10 +56,12 @@ def outer(vecs: list[Mapping[T.Tree, sp.Expr]]) -> Items:
 
 
 def as_items(v: Mapping[T.Tree, sp.Expr]) -> Items:
+    """A vector combination as items (one tree each)."""
     return {(t,): c for t, c in v.items()}
 
 
 def as_vec(items: Mapping[Item, sp.Expr]) -> T.Vec:
+    """Vector items back as a combination of trees."""
     return {key[0]: c for key, c in items.items()}
 
 
@@ -162,16 +165,9 @@ def decompose(items: Mapping[Item, sp.Expr], m: int) -> Items:
 
 
 # ---------------------------------------------------------------- presentation
-def sum_prefix(names: list[str], latex: bool) -> str:
-    if not names:
-        return ""
-    joined = ",".join(names)
-    return f"\\sum_{{{joined}}} " if latex else f"Σ_{joined} "
-
-
 def render_tree(t: T.Tree, latex: bool = True) -> str:
     """A vector pattern: Σ over its indices, then the tree."""
-    return sum_prefix(index_names((t,)), latex) + notation.tree(t, latex)
+    return notation.sum_prefix(index_names((t,)), latex) + notation.tree(t, latex)
 
 
 def render_matrix(item: Item, latex: bool = True) -> str:
@@ -182,4 +178,4 @@ def render_matrix(item: Item, latex: bool = True) -> str:
         body = f"{ta}\\,{ta}^\\top" if latex else f"{ta}{ta}ᵀ"
     else:
         body = f"\\mathrm{{sym}}({ta}\\,{tb}^\\top)" if latex else f"sym({ta}{tb}ᵀ)"
-    return sum_prefix(index_names(item), latex) + body
+    return notation.sum_prefix(index_names(item), latex) + body

@@ -17,7 +17,7 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
   mean's field depends on n, through ∇³L̂ contracted with the batches' second moment: the mean
   of a noisy iteration is no autonomous flow, and the SDE below is the faithful description.
   Derived: F_2 = F_2^GD − ((n − 1)/4) ∇³L[Σ] with Σ the batch-gradient covariance below.
-* *General m* (:func:`general_equation`): the reshuffling coefficients, derived for several m,
+* *General m* (:func:`general_minibatch_equation`): the reshuffling coefficients, derived for several m,
   follow a + b/m + c/m²; through η²: F_1 = −(1/2m) Σ_k ∇²L̂_k∇L̂_k and F_2 =
   −(1/12m) Σ_k ∇³L̂_k[∇L̂_k, ∇L̂_k] − (1/3m) Σ_k (∇²L̂_k)²∇L̂_k + (1/12) Σ_k ∇³L̂_k[∇L̂_k, ∇L]
   − (1/12) Σ_k (∇²L̂_k)²∇L + (1/6) Σ_k ∇²L̂_k∇²L∇L̂_k − (1/12) Σ_k ∇³L[∇L̂_k, ∇L̂_k]
@@ -30,25 +30,18 @@ f̃ = Σ_k η^k F_k: exp(nη L_f̃)θ = θ + Σ_p η^p d_p, i.e. with P_1 = f̃,
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from math import factorial
 from typing import Any
 
 import sympy as sp
 
 from nmech.derive.algebra import notation
 from nmech.derive.algebra import trees as T
-from nmech.derive.bea import potential
-from nmech.derive.bea.expansion import Series, zero_series
-from nmech.derive.bea.modified_equation import (
-    ConcreteEvaluator,
-    eta_power,
-    flow_latex,
-    flow_text,
-    tree_json,
-)
+from nmech.derive.algebra.concrete import ConcreteEvaluator
+from nmech.derive.algebra.series import Flow, Series, gradient_at, zero_series
+from nmech.derive.bea.modified_loss import ModifiedLoss, modified_loss
+from nmech.derive.result import Derivation
 from nmech.derive.stochastic import batch_sums as B
 from nmech.derive.symbols import eta
 from nmech.errors import NmechError
@@ -62,30 +55,9 @@ JSON_SCHEMA = "nmech.minibatch/1"
 
 
 # ---------------------------------------------------------------- the epoch in trees
-def gradient_at(label: str, delta: Series, order: int) -> Series:
-    """∇L̂_label(θ + δ) through η^order for δ = Σ_{p≥1} η^p δ_p (``delta[0]`` is unused)."""
-    out = zero_series(order)
-    out[0] = {T.node((), label): 1}
-    for r in range(1, order + 1):
-        for powers in _compositions(order, r):
-            term = T.multilinear([delta[p] for p in powers], label)
-            T.add_to(out[sum(powers)], term, sp.Rational(1, factorial(r)))
-    return out
-
-
-def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
-    """Tuples of ``parts`` positive integers with sum at most ``total``."""
-    if parts == 0:
-        yield ()
-        return
-    for first in range(1, total - parts + 2):
-        for rest in _compositions(total - first, parts - 1):
-            yield (first,) + rest
-
-
 def step(delta: Series, label: str, order: int) -> Series:
     """δ − η∇L̂_label(θ + δ): the displacement after one more step."""
-    g = gradient_at(label, delta, order - 1)
+    g = gradient_at(delta, order - 1, label)
     return [T.combine([(1, delta[p]), (-1, g[p - 1] if p else {})]) for p in range(order + 1)]
 
 
@@ -149,32 +121,20 @@ def _check(m: int, sampling: str, steps: int) -> None:
 
 
 def modified_field(displacement: Series, steps: int, order: int) -> list[T.Vec]:
-    """F_0..F_order of the flow whose time-(steps·η) map is θ + Σ_p η^p d_p (module docstring)."""
+    """F_0..F_order of the flow whose time-(steps·η) map is θ + Σ_p η^p d_p (module docstring):
+    n F_{p−1} = d_p − Σ_{j≥2} (n^j/j!) [η^{p−j}] L_f̃^j θ, with n = ``steps``."""
     n = sp.Integer(steps)
     F: list[T.Vec] = []
-    lie: dict[tuple[int, int], T.Vec] = {}
-
-    def power(j: int, a: int) -> T.Vec:  # [η^a] P_j
-        if j == 1:
-            return F[a]
-        if (j, a) not in lie:
-            lie[(j, a)] = T.combine(
-                (1, T.derivative(power(j - 1, b), F[a - b])) for b in range(a + 1)
-            )
-        return lie[(j, a)]
-
+    flow, theta = Flow(F, time=n), [{T.THETA: 1}]
     for p in range(1, order + 2):
-        rhs = T.combine(
-            [(1, displacement[p])]
-            + [(-(n**j) / factorial(j), power(j, p - j)) for j in range(2, p + 1)]
-        )
+        rhs = T.combine([(1, displacement[p]), (-1, flow.coefficient("theta", theta, p, first=2))])
         F.append(T.simplify(T.scaled(rhs, 1 / n)))
     return F
 
 
 # ---------------------------------------------------------------- the result
-@dataclass(frozen=True)
-class MinibatchEquation:
+@dataclass(frozen=True, repr=False)
+class MinibatchEquation(Derivation):
     """θ̇ = Σ_k η^k F_k for the mean epoch of ``batches`` mini-batches; ``terms`` in labelled
     trees (labels "1".."m"), ``patterns`` the same written with Σ_k and L (batch_sums)."""
 
@@ -185,17 +145,13 @@ class MinibatchEquation:
     terms: tuple[T.Vec, ...]
     patterns: tuple[T.Vec, ...]
 
-    def modified_loss(self) -> tuple[list[dict], int | None]:
-        """(per order k, {potential.Scalar: coefficient} of L̃'s η^k part with f̃ = −∇L̃; the
-        first order whose term is no gradient, or None). Σ over indices commutes with ∇, so
-        the potential is found on the patterns and its gradient checked on the labelled terms."""
-        phis: list[dict] = []
-        for k, pattern in enumerate(self.patterns):
-            phi = potential.potential(pattern)
-            if phi is None or (self.terms and not self._has_gradient(k, phi)):
-                return phis, k
-            phis.append({s: sp.factor(-c) for s, c in phi.items()})
-        return phis, None
+    def modified_loss(self) -> ModifiedLoss:
+        """L̃ with f̃ = −∇L̃ (L = (1/m) Σ_k L̂_k), order by order while it exists. Σ over
+        indices commutes with ∇, so the potential is found on the patterns and its gradient
+        checked on the labelled terms."""
+        return modified_loss(
+            self.patterns, self.order, None if not self.terms else self._has_gradient
+        )
 
     def _has_gradient(self, k: int, phi: dict) -> bool:
         """Whether ∇Φ, written in the labelled losses, is F_k."""
@@ -204,6 +160,7 @@ class MinibatchEquation:
         return T.is_zero(T.combine([(1, labelled), (-1, self.terms[k])]))
 
     def title(self) -> str:
+        """One line naming the setting (batches, sampling, epoch time)."""
         how = (
             "random reshuffling"
             if self.sampling == RESHUFFLING
@@ -213,20 +170,18 @@ class MinibatchEquation:
         return f"mini-batch SGD, {size} batches ({how}), epoch time {self.steps}·eta"
 
     def latex(self) -> str:
-        return flow_latex(self.patterns, self.order, render=B.render_tree)
+        """The mean-epoch flow in LaTeX, sums over batches written with Σ_k."""
+        return notation.flow_latex(self.patterns, self.order, render=B.render_tree)
 
     def text(self) -> str:
-        return flow_text(self.patterns, self.order, render=B.render_tree)
-
-    def loss_latex(self, latex: bool = True) -> str:
-        return loss_text(self.modified_loss()[0], latex)
+        """The same in plain text."""
+        return notation.flow_text(self.patterns, self.order, render=B.render_tree)
 
     def to_json(self) -> dict[str, Any]:
         """Schema ``nmech.minibatch/1``: {"schema", "batches", "sampling", "steps", "order",
         "terms": [{"order", "coefficient", "differential", "differential_latex", "indices",
-        "tree"}], "modified_loss": {"latex", "exists_through_order", "obstruction_order"}}.
-        A term is Σ_indices eta**order * coefficient * differential (L = (1/m) Σ_k L̂_k)."""
-        phis, obstruction = self.modified_loss()
+        "tree"}], "modified_loss": the nmech.modified_loss/1 document}. A term is
+        Σ_indices eta**order * coefficient * differential (L = (1/m) Σ_k L̂_k)."""
         return {
             "schema": JSON_SCHEMA,
             "batches": self.batches if self.terms else str(M),
@@ -235,15 +190,8 @@ class MinibatchEquation:
             "order": self.order,
             "variable": "eta",
             "terms": _terms_json(self.patterns),
-            "modified_loss": {
-                "latex": loss_text(phis),
-                "exists_through_order": len(phis) - 1,
-                "obstruction_order": obstruction,
-            },
+            "modified_loss": self.modified_loss().to_json(),
         }
-
-    def to_json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
 
     def field(self, batches: Mapping[str, sp.Expr], coords: list[sp.Symbol]) -> sp.Matrix:
         """Σ_k η^k F_k for concrete mini-batch losses {label: L̂_label(coords)}."""
@@ -270,36 +218,10 @@ def _terms_json(patterns: Iterable[T.Vec]) -> list[dict[str, Any]]:
                     "differential": B.render_tree(t, latex=False),
                     "differential_latex": B.render_tree(t),
                     "indices": B.index_names((t,)),
-                    "tree": tree_json(t),
+                    "tree": notation.tree_json(t),
                 }
             )
     return out
-
-
-def loss_body(phis: list[dict], latex: bool = True) -> str:
-    """Σ_k η^k Φ_k, each scalar's summation indices written as Σ."""
-    parts = []
-    for k, phi in enumerate(phis):
-        terms = []
-        for s, c in sorted(phi.items(), key=lambda kv: (len(kv[0].labels), kv[0].key)):
-            factor = {1: "", -1: "-"}.get(
-                c, notation.coefficient(c, latex) + ("\\," if latex else "·")
-            )
-            terms.append(factor + B.sum_prefix(s.loss_labels(), latex) + s.latex(latex))
-        if not terms:
-            continue
-        inner = " + ".join(terms)
-        if k == 0:
-            parts.append(inner)
-        elif latex:
-            parts.append(f"{eta_power(k)}\\left({inner}\\right)")
-        else:
-            parts.append(f"{'η' if k == 1 else f'η^{k}'}·({inner})")
-    return " + ".join(parts).replace("+ -", "- ")
-
-
-def loss_text(phis: list[dict], latex: bool = True) -> str:
-    return ("\\tilde L = " if latex else "L̃ = ") + loss_body(phis, latex)
 
 
 def minibatch_equation(
@@ -315,7 +237,7 @@ def minibatch_equation(
     return MinibatchEquation(batches, sampling, steps, order, tuple(terms), tuple(patterns))
 
 
-def general_equation(order: int = 1) -> MinibatchEquation:
+def general_minibatch_equation(order: int = 1) -> MinibatchEquation:
     """Random reshuffling for any number m of batches: each pattern's coefficient is fitted as
     a + b/m + c/m² on m = order+1..order+3 (the patterns are unique from m = order + 1 on) and
     confirmed at m = order + 4; ``terms`` is empty (no labelled form for a symbolic m)."""

@@ -14,7 +14,6 @@ over the m draws, makes the SDE a second-order weak approximation:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +22,13 @@ import sympy as sp
 
 from nmech.derive.algebra import notation
 from nmech.derive.algebra import trees as T
-from nmech.derive.bea.modified_equation import ConcreteEvaluator, tree_json
+from nmech.derive.algebra.concrete import ConcreteEvaluator
+from nmech.derive.result import Derivation
 from nmech.derive.stochastic import batch_sums as B
 from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     MinibatchEquation,
     epoch_moments,
-    loss_body,
     minibatch_equation,
 )
 from nmech.errors import NmechError
@@ -47,8 +46,8 @@ def centred_covariance(m: int) -> B.Items:
     return out
 
 
-@dataclass(frozen=True)
-class MinibatchSDE:
+@dataclass(frozen=True, repr=False)
+class MinibatchSDE(Derivation):
     """dθ = b dt + √η Σ^{1/2} dW; ``drift`` b through η, ``covariance`` Σ in labelled items,
     ``patterns`` Σ with Σ_k and L, ``centred`` whether Σ equals the batch-gradient covariance."""
 
@@ -59,6 +58,7 @@ class MinibatchSDE:
     centred: bool
 
     def covariance_latex(self, latex: bool = True) -> str:
+        """Σ written with Σ_k and L (plain text with ``latex=False``)."""
         if not self.patterns:
             return "0"
         items = sorted(self.patterns, key=lambda i: (len(B.index_names(i)) == 0, i))
@@ -75,8 +75,8 @@ class MinibatchSDE:
         return text
 
     def latex(self) -> str:
-        phis, _ = self.drift.modified_loss()
-        loss = loss_body(phis)
+        """dθ = −∇L̃ dt + √η Σ^{1/2} dW in LaTeX."""
+        loss = self.drift.modified_loss().body()
         sigma = self.covariance_latex()
         note = (
             f" = \\frac{{1}}{{{self.batches}}}\\sum_{{k}} (\\nabla \\hat L_{{k}} - \\nabla L)"
@@ -90,8 +90,8 @@ class MinibatchSDE:
         )
 
     def text(self) -> str:
-        phis, _ = self.drift.modified_loss()
-        loss = loss_body(phis, latex=False)
+        """The same in plain text."""
+        loss = self.drift.modified_loss().body(latex=False)
         return (
             f"dθ = -∇({loss}) dt + √η Σ(θ)^(1/2) dW,  Σ = {self.covariance_latex(latex=False)}"
             + ("  (the covariance of one mini-batch gradient)" if self.centred else "")
@@ -107,8 +107,8 @@ class MinibatchSDE:
             {
                 "coefficient": sp.sstr(sp.factor(c)),
                 "indices": B.index_names(item),
-                "left": tree_json(item[0]),
-                "right": tree_json(item[1]),
+                "left": notation.tree_json(item[0]),
+                "right": notation.tree_json(item[1]),
                 "differential": B.render_matrix(item, latex=False),
             }
             for item, c in sorted(self.patterns.items())
@@ -120,9 +120,6 @@ class MinibatchSDE:
             "drift": self.drift.to_json(),
             "diffusion": {"scale": "sqrt(eta)", "covariance": covariance, "centred": self.centred},
         }
-
-    def to_json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
 
     def matrix(self, batches: Mapping[str, sp.Expr], coords: list[sp.Symbol]) -> sp.Matrix:
         """Σ(θ) for concrete mini-batch losses {label: L̂_label(coords)}."""

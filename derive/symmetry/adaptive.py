@@ -64,7 +64,12 @@ class AdaptiveStep:
     a: sp.Expr
     u: sp.Expr
 
+    def text(self) -> str:
+        """θ[n+1] = a·θ[n] − η·u[n] and u in plain text."""
+        return f"θ[n+1] = ({sp.sstr(self.a)})·θ[n] - η·u[n],  u = {sp.sstr(self.u)}"
+
     def latex(self) -> str:
+        """θ_{n+1} = a θ_n − η u_n and u in LaTeX."""
         a = notation.coefficient(self.a)
         return (
             f"\\theta_{{n+1}} = \\left({a}\\right)\\theta_n - \\eta\\,u_n,\\quad "

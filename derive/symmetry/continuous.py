@@ -16,6 +16,7 @@ signals are read from the per-step ones: |θ̇|_J² ≈ step_sq/η², ⟨Jg, θ�
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -26,11 +27,25 @@ from nmech.derive.algebra import trees as T
 from nmech.derive.bea.modified_equation import modified_equation
 from nmech.derive.bea.second_order import modified_flow
 from nmech.derive.rules.rule import Rule
-from nmech.derive.symbols import eta, lam
+from nmech.derive.symbols import eta, exact_values, lam
 from nmech.derive.symmetry.generators import Symmetry
 from nmech.errors import NmechError
 
 t, Gamma, omega, delta, Omega = sp.symbols("t Gamma omega delta Omega", positive=True)
+
+
+@dataclass(frozen=True)
+class NumericContinuous:
+    """The continuous form at numbers, plain floats: ``ode_order`` 1, Q̇ = −rate·Q + F;
+    2, Q̈ + 2Γ Q̇ + ω² Q = F (``gamma`` = Γ, ``omega2`` = ω²); F = Σ forcing[name]·σ_name(t);
+    ``eta`` the step, t = nη."""
+
+    ode_order: int
+    rate: float
+    gamma: float
+    omega2: float
+    forcing: dict[str, float]
+    eta: float
 
 
 @dataclass(frozen=True)
@@ -45,9 +60,41 @@ class ContinuousDynamics:
 
     @property
     def signals(self) -> tuple[str, ...]:
+        """The driving signals' names, in the order of :attr:`forcing`."""
         return tuple(self.forcing)
 
+    def at(self, values: Mapping[str, float]) -> NumericContinuous:
+        """Every coefficient evaluated exactly at ``values`` (keyed by the shared names; floats
+        taken as exact decimals) and rounded once to float64."""
+        exprs = [self.rate, self.gamma, self.omega2, *self.forcing.values()]
+        needed = set().union(*(sp.sympify(e).free_symbols for e in exprs)) | {eta}
+        exact = exact_values(values, needed - {t, Gamma, omega, delta, Omega})
+
+        def num(e: sp.Expr) -> float:
+            return float(sp.sympify(e).xreplace(exact))
+
+        forcing = {name: num(w) for name, w in self.forcing.items()}
+        rate, gamma, omega2 = num(self.rate), num(self.gamma), num(self.omega2)
+        return NumericContinuous(self.ode_order, rate, gamma, omega2, forcing, float(exact[eta]))
+
+    def text(self) -> str:
+        """The ODE and its solution in plain text, a line each."""
+
+        def f(c: sp.Expr) -> str:
+            text = sp.sstr(c)
+            return f"({text})" if c.is_Add or c.could_extract_minus_sign() else text
+
+        force = " + ".join(f"{f(w)}·{n}(t)" for n, w in self.forcing.items()) or "0"
+        if self.ode_order == 1:
+            ode = f"dQ/dt = -{f(self.rate)}·Q + {force}"
+            sol = f"Q(t) = exp(-{f(self.rate)}·t)·Q(0) + ∫_0^t exp(-{f(self.rate)}·(t-s))·F(s) ds"
+        else:
+            ode = f"Q'' + 2·{f(self.gamma)}·Q' + {f(self.omega2)}·Q = {force}"
+            sol = "Q(t) = K(t)·Q(0) + ∫_0^t G(t-s)·F(s) ds"
+        return f"{ode}\n{sol}"
+
     def latex(self) -> str:
+        """The ODE and its solution as an integral, a line each."""
         f = notation.factor_latex
         names = {n: "\\mathrm{{{}}}".format(n.replace("_", "\\_")) for n in self.forcing}
         force = " + ".join(f"{f(w)}\\,{names[n]}(t)" for n, w in self.forcing.items()) or "0"

@@ -17,14 +17,16 @@ kernels and rational recursion matrices out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import sympy as sp
 
 from nmech.derive.algebra import notation
+from nmech.derive.result import Derivation
 from nmech.derive.rules.rule import Rule
-from nmech.derive.symbols import scalar
+from nmech.derive.symbols import exact_values
 from nmech.derive.symmetry.adaptive import (
     AdaptiveStep,
     adaptive_continuous,
@@ -32,14 +34,19 @@ from nmech.derive.symmetry.adaptive import (
     adaptive_step,
     is_adaptive,
 )
-from nmech.derive.symmetry.continuous import ContinuousDynamics, continuous_dynamics, kernels
+from nmech.derive.symmetry.continuous import (
+    ContinuousDynamics,
+    NumericContinuous,
+    continuous_dynamics,
+    kernels,
+)
 from nmech.derive.symmetry.equilibrium import Equilibrium, equilibrium
 from nmech.derive.symmetry.generators import Symmetry
 from nmech.derive.symmetry.recursion import (
     SIGNAL_LATEX,
+    NumericRecursion,
     Recursion,
     derive_recursion,
-    derive_recursion_at,
 )
 from nmech.errors import NmechError
 
@@ -47,8 +54,8 @@ from nmech.errors import NmechError
 GENERIC = {"eta": 0.0713, "beta": 0.3719, "lam": 0.0291, "tau": 0.1931}
 
 
-@dataclass(frozen=True, eq=False)
-class SymmetryDynamics:
+@dataclass(frozen=True, eq=False, repr=False)
+class SymmetryDynamics(Derivation):
     rule: Rule
     symmetry: Symmetry
     order: int = 1
@@ -73,6 +80,7 @@ class SymmetryDynamics:
 
     @cached_property
     def continuous(self) -> ContinuousDynamics:
+        """The continuous ODE of the observable (module docstring), with its driving signals."""
         if self.adaptive is not None:
             return adaptive_continuous(self.adaptive, self.symmetry)
         return continuous_dynamics(self.rule, self.symmetry, self.order, self.paper)
@@ -84,15 +92,33 @@ class SymmetryDynamics:
             return adaptive_recursion(self.adaptive, self.symmetry)
         return derive_recursion(self.rule, self.symmetry)
 
-    def recursion_at(self, values: dict[str, float]) -> Recursion:
-        """The exact recursion re-derived at numeric parameter values (exact rationals)."""
-        key = tuple(sorted((k, float(v)) for k, v in values.items()))
+    def recursion_at(self, values: Mapping[str, float]) -> Recursion:
+        """The exact recursion at numeric parameter values, in exact rationals (floats taken as
+        exact decimals): re-derived with the values put in the rule, so that a symbolic form
+        singular at an edge of the domain (λ = 0, ...) is never evaluated there."""
+        adaptive = self.recursion if self.adaptive is not None else None
+        if adaptive is None:
+            needed = self.rule.parameters()
+        else:
+            needed = set().union(*(m.free_symbols for m in _matrices(adaptive)))
+        exact = exact_values(values, needed)
+        key = tuple(sorted((s.name, v) for s, v in exact.items()))
         if key not in self._cache:
-            if self.adaptive is not None:
-                self._cache[key] = _substituted(self.recursion, values)
+            if adaptive is None:
+                rec = derive_recursion(self.rule.with_values(exact), self.symmetry)
             else:
-                self._cache[key] = derive_recursion_at(self.rule, self.symmetry, values)
+                put = [m.xreplace(exact) for m in _matrices(adaptive)]
+                rec = Recursion(adaptive.hidden, adaptive.signals, *put)
+            self._cache[key] = rec
         return self._cache[key]
+
+    def exact_at(self, values: Mapping[str, float]) -> NumericRecursion:
+        """The exact recursion at ``values`` as plain float data for numerics."""
+        return self.recursion_at(values).numeric()
+
+    def continuous_at(self, values: Mapping[str, float]) -> NumericContinuous:
+        """The continuous form at ``values`` as plain float data for numerics."""
+        return self.continuous.at(values)
 
     @property
     def signals(self) -> tuple[str, ...]:
@@ -104,9 +130,11 @@ class SymmetryDynamics:
 
     @property
     def continuous_signals(self) -> tuple[str, ...]:
+        """Per-step signals the continuous form needs."""
         return self.continuous.signals
 
     def latex(self) -> str:
+        """The continuous form with its kernels, the exact recursion (and the equilibrium)."""
         c = self.continuous
         lines = [f"% {self.symmetry.name} observable under {self.rule.name}"]
         if self.adaptive is not None:
@@ -125,7 +153,20 @@ class SymmetryDynamics:
             lines.append(self.equilibrium.latex())
         return "\n".join(lines)
 
+    def text(self) -> str:
+        """The continuous form, the exact recursion (and the equilibrium) in plain text."""
+        lines = [f"{self.symmetry.name} observable under {self.rule.name}"]
+        if self.adaptive is not None:
+            lines.append(f"update: {self.adaptive.text()}")
+        lines += ["continuous:", self.continuous.text(), "exact discrete recursion:"]
+        lines.append(self.recursion.text())
+        if self.equilibrium is not None:
+            lines.append(f"rotational equilibrium: {self.equilibrium.text()}")
+        return "\n".join(lines)
+
     def to_json(self) -> dict:
+        """Schema ``nmech.symmetry_dynamics/1``: update, equilibrium, continuous and exact forms
+        (sympy strings)."""
         c = self.continuous
         rec = self.recursion
         update = self.adaptive
@@ -158,15 +199,8 @@ class SymmetryDynamics:
         }
 
 
-def _substituted(rec: Recursion, values: dict[str, float]) -> Recursion:
-    """``rec`` with parameter values put in (floats taken as exact decimals)."""
-    free = set().union(*(m.free_symbols for m in (rec.A, rec.B, rec.a1, rec.B1)))
-    missing = sorted(str(s) for s in free if str(s) not in values)
-    if missing:
-        raise NmechError(f"no value given for parameter(s) {', '.join(missing)}")
-    subs = {scalar(str(s)): sp.Rational(repr(float(values[str(s)]))) for s in free}
-    put = [m.xreplace(subs).applyfunc(sp.nsimplify) for m in (rec.A, rec.B, rec.a1, rec.B1)]
-    return Recursion(rec.hidden, rec.signals, *put)
+def _matrices(rec: Recursion) -> tuple[sp.Matrix, ...]:
+    return rec.A, rec.B, rec.a1, rec.B1
 
 
 def derive(rule: Rule, symmetry: Symmetry, order: int = 1, paper: bool = False) -> SymmetryDynamics:

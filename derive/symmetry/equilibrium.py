@@ -68,13 +68,23 @@ class Equilibrium:
 
     @property
     def norm(self) -> sp.Expr:
+        """|θ| at equilibrium, ``norm_power``^(1/``root``), unevaluated."""
         return sp.Pow(self.norm_power, sp.Rational(1, self.root), evaluate=False)
 
     @property
     def angular_update(self) -> sp.Expr:
+        """η_r = √``angular_sq``, unevaluated."""
         return sp.Pow(self.angular_sq, sp.S.Half, evaluate=False)
 
+    def text(self) -> str:
+        """|θ| and η_r in plain text."""
+        return (
+            f"|θ| = ({sp.sstr(self.norm_power)})^(1/{self.root}),  "
+            f"η_r = sqrt({sp.sstr(self.angular_sq)})"
+        )
+
     def latex(self) -> str:
+        """|θ| and η_r in LaTeX, (1 − β) factors written the papers' way."""
         root = "\\sqrt" if self.root == 2 else f"\\sqrt[{self.root}]"
         return (
             f"% rotational equilibrium of a scale-invariant channel under {self.rule} "

@@ -73,14 +73,17 @@ class Symmetry:
 
     @property
     def gradient_constraint(self) -> str:
+        """⟨∇L, ξ⟩ = 0 in LaTeX."""
         return "\\langle \\nabla L, \\xi \\rangle = 0"
 
     @property
     def hessian_constraint(self) -> str:
+        """∇²L ξ + J∇L = 0 (∇²L ξ = 0 when J = 0) in LaTeX."""
         left, rhs = self.rewriting_rule(1)
         return "\\nabla^2 L\\,\\xi + J\\nabla L = 0" if rhs else "\\nabla^2 L\\,\\xi = 0"
 
     def generator_latex(self) -> str:
+        """ξ(θ) = Jθ + c (the parts that exist) in LaTeX."""
         parts = (["J\\theta"] if self.has_J else []) + (["c"] if self.has_c else [])
         return "\\xi(\\theta) = " + " + ".join(parts)
 
@@ -96,6 +99,7 @@ class Symmetry:
         return "Q = " + " + ".join(parts)
 
     def latex(self, max_order: int = 3) -> str:
+        """Generator, constraints, rewriting rules through ``max_order`` and the conserved Q."""
         lines = [
             f"% symmetry: {self.name} ({self.description})",
             self.generator_latex(),

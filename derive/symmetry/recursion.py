@@ -172,6 +172,26 @@ def _express(r: sp.Expr, basis: list[sp.Expr], symbols: set[sp.Symbol]) -> list[
 
 
 @dataclass(frozen=True)
+class NumericRecursion:
+    """The exact recursion at numbers, as plain float64 data (each entry an exact rational
+    rounded once): h_{n+1} = A h_n + B σ_n (n ≥ 1), h_1 = a1·Q_0 + B1 σ_0, Q_n = h_n[0], σ_n the
+    per-step values of ``signals``. What :func:`nmech.numerics.predict` runs as a filter."""
+
+    A: tuple[tuple[float, ...], ...]
+    B: tuple[tuple[float, ...], ...]
+    a1: tuple[float, ...]
+    B1: tuple[tuple[float, ...], ...]
+    signals: tuple[str, ...]
+
+
+def _floats(m: sp.Matrix) -> tuple[tuple[float, ...], ...]:
+    if m.free_symbols:
+        names = ", ".join(sorted(str(s) for s in m.free_symbols))
+        raise NmechError(f"the recursion still depends on {names}: give its value")
+    return tuple(tuple(float(x) for x in row) for row in m.tolist())
+
+
+@dataclass(frozen=True)
 class Recursion:
     """h_{n+1} = A h_n + B σ_n (n ≥ 1); h_1 = a1·Q_0 + B1 σ_0; Q_n = h_n[0]."""
 
@@ -182,7 +202,15 @@ class Recursion:
     a1: sp.Matrix
     B1: sp.Matrix
 
+    def numeric(self) -> NumericRecursion:
+        """The matrices as floats (a recursion derived at numbers: no symbol left)."""
+        a1 = tuple(row[0] for row in _floats(self.a1))
+        return NumericRecursion(
+            _floats(self.A), _floats(self.B), a1, _floats(self.B1), self.signals
+        )
+
     def latex(self) -> str:
+        """The hidden quantities and the recursion, a line each (signals named in a % line)."""
         h = [sp.Symbol(f"h^{{({i})}}_{{n}}") for i in range(len(self.hidden))]
         h1 = [sp.Symbol(f"h^{{({i})}}_{{n+1}}") for i in range(len(self.hidden))]
         sig = [sp.Symbol("\\mathrm{{{}}}_n".format(n.replace("_", "\\_"))) for n in self.signals]
@@ -198,6 +226,18 @@ class Recursion:
             )
             body = notation.coefficient(sp.collect(sp.expand(rhs), h + sig))
             lines.append(f"{sp.latex(h1[i])} = {body}")
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        """The same in plain text: h_i[n] = ⟨Gram entries⟩, h_i[n+1] = Σ A h[n] + Σ B σ[n]."""
+        h = [sp.Symbol(f"h{i}[n]") for i in range(len(self.hidden))]
+        sig = [sp.Symbol(f"{n}[n]") for n in self.signals]
+        lines = [f"h{i}[n] = {sp.sstr(sp.factor(name))}" for i, name in enumerate(self.hidden)]
+        for i in range(len(self.hidden)):
+            rhs = sum(self.A[i, j] * h[j] for j in range(len(h))) + sum(
+                self.B[i, j] * sig[j] for j in range(len(sig))
+            )
+            lines.append(f"h{i}[n+1] = {sp.sstr(sp.collect(sp.expand(rhs), h + sig))}")
         return "\n".join(lines)
 
 
@@ -305,26 +345,3 @@ def derive_recursion(rule: Rule, sym: Symmetry) -> Recursion:
     substituted (:func:`derive_recursion_at`), so a symbolic form that is singular at an edge
     of the domain (λ = 0, ...) is never evaluated there."""
     return _derive_cached(rule_key(rule), rule, sym)
-
-
-def substitute_rule(rule: Rule, values: dict[sp.Symbol, sp.Expr]) -> Rule:
-    """The rule with parameter values put in (exact rationals)."""
-    from dataclasses import replace
-
-    from nmech.derive.rules.rule import Assignment
-
-    def put(items: tuple[Assignment, ...]) -> tuple[Assignment, ...]:
-        return tuple(Assignment(a.target, sp.expand(a.expr.xreplace(values))) for a in items)
-
-    return replace(rule, assignments=put(rule.assignments), first_step=put(rule.first_step))
-
-
-def derive_recursion_at(rule: Rule, sym: Symmetry, values: dict[str, float]) -> Recursion:
-    """The exact recursion for numeric parameter values (floats are taken as exact decimals)."""
-    exact = {
-        s: sp.Rational(repr(float(values[str(s)]))) for s in rule.parameters() if str(s) in values
-    }
-    missing = sorted(str(s) for s in rule.parameters() if str(s) not in values)
-    if missing:
-        raise NmechError(f"no value given for parameter(s) {', '.join(missing)}")
-    return derive_recursion(substitute_rule(rule, exact), sym)

@@ -29,6 +29,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with the CLI's error contract: one line on stderr, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        """Print ``nmech: error: MESSAGE`` and exit with status 2."""
         self.exit(2, f"nmech: error: {message}\n")
 
 
@@ -54,6 +55,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``nmech`` command: parse ``argv`` (default: the command line) and run the sub-command; bad input is one line ``nmech: error: ...`` and exit 2, Ctrl-C exit 130."""
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(selected if selected in COMMANDS else None)

@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import argparse
 
+from nmech.cli.derive import present
 from nmech.derive import modified_equation, rules, symmetry
 from nmech.derive.symmetry.dynamics import derive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech demo``."""
     parser.add_argument("--order", type=int, default=2, help="order of the modified equations")
     parser.add_argument("--out", default="runs/cpu-demo", help="folder for the validation run")
     parser.add_argument("--skip-validation", action="store_true", help="derivations only")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
-        me = modified_equation(rule, args.order)
-        loss = me.modified_loss()
-        print(f"% {rule.name}, order {args.order}")
-        print(me.latex())
-        print(loss.latex())
-        if loss.obstruction is not None:
-            print(f"% no modified loss at order {loss.obstruction}: that term is not a gradient")
+        print(
+            present(
+                f"{rule.name}, order {args.order}", modified_equation(rule, args.order), "latex"
+            )
+        )
         print()
     dyn = derive(rules.torch_sgd(weight_decay=True), symmetry.scale())
     print(dyn.latex())

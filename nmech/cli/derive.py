@@ -8,16 +8,15 @@ Built-in rules by name, or a rule file in the rule language (see nmech.derive.ru
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from nmech.derive import rules
-from nmech.derive.bea.modified_equation import modified_equation
+from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
 from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
     RESHUFFLING,
     MinibatchEquation,
-    general_equation,
+    general_minibatch_equation,
     minibatch_equation,
 )
 from nmech.derive.stochastic.sde import minibatch_sde
@@ -29,6 +28,7 @@ MAX_RULE_FILE = 1 << 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech derive``."""
     parser.add_argument(
         "rule", nargs="?", choices=RULE_NAMES + (MINIBATCH,), help="a built-in rule"
     )
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_rule(args: argparse.Namespace) -> rules.Rule:
+    """The rule named by the options: a built-in (with its flags) or a rule file (UTF-8, at most 1 MiB)."""
     if (args.rule is None) == (args.rule_file is None):
         raise NmechError("give exactly one of a built-in rule name or --rule-file FILE")
     if args.rule_file is None:
@@ -74,30 +75,16 @@ def load_rule(args: argparse.Namespace) -> rules.Rule:
     return rules.parse(text, name=path.stem)
 
 
-def render(rule: rules.Rule, order: int, fmt: str) -> str:
-    me = modified_equation(rule, order)
-    try:
-        loss = me.modified_loss()
-    except NmechError as exc:  # e.g. an entry-wise preconditioned leading term
-        loss, verdict = None, str(exc)
-    else:
-        verdict = (
-            f"no modified loss at order {loss.obstruction} (the eta^{loss.obstruction} term is not a gradient)"
-            if loss.obstruction is not None
-            else f"a modified loss exists through order {order}"
-        )
+def present(title: str, result: ModifiedEquation | MinibatchEquation, fmt: str) -> str:
+    """A modified equation and its modified loss (or why there is none) in ``fmt``."""
     if fmt == "json":
-        doc = me.to_json()
-        doc["modified_loss"] = {
-            "latex": loss.latex() if loss else None,
-            "exists_through_order": loss.exists_through if loss else -1,
-            "obstruction_order": loss.obstruction if loss else 0,
-            "verdict": verdict,
-        }
-        return json.dumps(doc, indent=2, ensure_ascii=False)
+        return result.to_json_text()
+    loss = result.modified_loss()
     if fmt == "text":
-        return f"{rule.name}: {me.text()}\n  {verdict}"
-    return f"% {rule.name}\n{me.latex()}\n" + (f"{loss.latex()}\n" if loss else "") + f"% {verdict}"
+        shown = f"\n  {loss.text()}" if loss.terms else ""
+        return f"{title}: {result.text()}{shown}\n  {loss.verdict()}"
+    shown = f"{loss.latex()}\n" if loss.terms else ""
+    return f"% {title}\n{result.latex()}\n{shown}% {loss.verdict()}"
 
 
 def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
@@ -106,7 +93,7 @@ def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
             raise NmechError(
                 "--general is random reshuffling for any m: drop --batches/--replacement"
             )
-        return general_equation(args.order)
+        return general_minibatch_equation(args.order)
     if args.batches is None:
         raise NmechError("minibatch needs --batches M (the number of mini-batches) or --general")
     sampling = REPLACEMENT if args.replacement else RESHUFFLING
@@ -114,6 +101,7 @@ def _minibatch(args: argparse.Namespace) -> MinibatchEquation:
 
 
 def render_minibatch(args: argparse.Namespace) -> str:
+    """``nmech derive minibatch``: the mean-epoch flow and loss, or the SDE with ``--format sde``."""
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
     if args.format == "sde":
@@ -126,25 +114,16 @@ def render_minibatch(args: argparse.Namespace) -> str:
         sde = minibatch_sde(args.batches)
         return f"% {sde.latex()}\n{sde.to_json_text()}"
     me = _minibatch(args)
-    phis, obstruction = me.modified_loss()
-    if args.format == "json":
-        return me.to_json_text()
-    verdict = (
-        f"no modified loss at order {obstruction}"
-        if obstruction is not None
-        else f"a modified loss exists through order {args.order}"
-    )
-    if args.format == "text":
-        return f"{me.title()}: {me.text()}\n  {me.loss_latex(latex=False)}\n  {verdict}"
-    return f"% {me.title()}\n{me.latex()}\n{me.loss_latex()}\n% {verdict}"
+    return present(me.title(), me, args.format)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0
     if args.batches is not None or args.replacement or args.general or args.format == "sde":
         raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = load_rule(args)
-    print(render(rule, args.order, args.format))
+    print(present(rule.name, modified_equation(rule, args.order), args.format))
     return 0

@@ -16,6 +16,7 @@ from nmech.derive.symmetry.dynamics import derive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``nmech dynamics``."""
     parser.add_argument("--rule", choices=RULE_NAMES, help="a built-in rule")
     parser.add_argument("--rule-file", help="a rule written in the rule language")
     parser.add_argument("--symmetry", choices=sorted(symmetry.BUILTINS), required=True)
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     from pathlib import Path
 
     args.rule_file = Path(args.rule_file) if args.rule_file else None

@@ -76,7 +76,7 @@ def add_switch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_optimizer_option(parser: argparse.ArgumentParser) -> None:
-    """``--optimizer``, shared with the torchrun entry and the device check."""
+    """The ``--optimizer`` option, shared with the torchrun entry and the device check."""
     parser.add_argument(
         "--optimizer",
         help="a registered optimizer: sgd (default: torch.optim.SGD), adam, adamw (lr 0.01 and "

@@ -19,6 +19,7 @@ GradFn = Callable[[np.ndarray], np.ndarray]
 
 
 def sequences(m: int, sampling: str, steps: int) -> list[tuple[int, ...]]:
+    """Every equally likely batch sequence: the m! orders, or the m^steps draws."""
     if sampling == "reshuffling":
         if steps != m:
             raise NmechError("random reshuffling takes one step per mini-batch (steps = batches)")

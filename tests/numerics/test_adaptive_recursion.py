@@ -50,7 +50,9 @@ def test_exact_recursion_reproduces_simulation(name, kind):
     Q, sig = simulate(rule, problem, PARAMS, 400)
     dyn = dynamics.derive(rule, getattr(symmetry, kind)())
     assert set(dyn.signals) == set(sig)
-    pred = predict(dyn, Q[0], sig, form="exact", eta=PARAMS["eta"], lam=PARAMS["lam"])
+    pred = predict(
+        dyn, Q[0], sig, form="exact", values={"eta": PARAMS["eta"], "lam": PARAMS["lam"]}
+    )
     err = np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0))
     assert err <= 1e-12
     assert np.max(np.abs(Q[-1] - Q[0]) / np.abs(Q).max(axis=0)) > 1e-3  # Q really moved
@@ -70,7 +72,7 @@ def test_continuous_error_shrinks_with_eta():
         params = {**PARAMS, "eta": eta, "lam": 0.5}
         Q, sig = simulate(rules.adamw(), problem, params, int(round(1.0 / eta)))
         dyn = dynamics.derive(rules.adamw(), symmetry.scale())
-        pred = predict(dyn, Q[0], sig, form="continuous", eta=eta, lam=params["lam"])
+        pred = predict(dyn, Q[0], sig, form="continuous", values={"eta": eta, "lam": params["lam"]})
         errors.append(np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0)))
     slopes = np.diff(np.log(errors)) / np.log(0.5)
     assert np.all(slopes > 0.7), (errors, slopes)  # first order: 0.75, 0.86 -> 1

@@ -5,7 +5,7 @@ import pytest
 
 from nmech.derive import rules, symmetry
 from nmech.derive.symmetry import dynamics
-from nmech.numerics.kernels import evaluate, numeric_kernels
+from nmech.numerics.kernels import numeric_kernels
 
 DYN = dynamics.derive(rules.heavy_ball(weight_decay=True), symmetry.scale())
 
@@ -15,12 +15,11 @@ DYN = dynamics.derive(rules.heavy_ball(weight_decay=True), symmetry.scale())
     [(0.9, 5e-4, "over"), (0.99, 1e-2, "under"), (0.9, 0.277**2 * 0.1 * 1.9 / 4, None)],
 )
 def test_kernels_solve_the_ode(beta, lam, regime):
-    values = {"eta": 0.1, "beta": beta, "lam": lam}
-    c = DYN.continuous
-    kern = numeric_kernels(c, values)
+    c = DYN.continuous_at({"eta": 0.1, "beta": beta, "lam": lam})
+    kern = numeric_kernels(c)
     if regime:
         assert kern.regime == regime
-    gam, w2 = evaluate(c.gamma, values), evaluate(c.omega2, values)
+    gam, w2 = c.gamma, c.omega2
     t, h = np.linspace(0.5, 20, 40), 1e-4
     for f, x0, v0 in ((kern.K, 1.0, 0.0), (kern.G, 0.0, 1.0)):
         x = f(t)
@@ -34,8 +33,9 @@ def test_kernels_solve_the_ode(beta, lam, regime):
 
 
 def test_critical_regime_is_detected():
-    gam2 = evaluate(DYN.continuous.gamma, {"eta": 0.1, "beta": 0.9}) ** 2
+    gam2 = DYN.continuous_at({"eta": 0.1, "beta": 0.9, "lam": 0.0}).gamma ** 2
     lam = gam2 * 0.1 * 1.9 / 4  # ω² = 4λ/(η(1+β)) = Γ²
     assert (
-        numeric_kernels(DYN.continuous, {"eta": 0.1, "beta": 0.9, "lam": lam}).regime == "critical"
+        numeric_kernels(DYN.continuous_at({"eta": 0.1, "beta": 0.9, "lam": lam})).regime
+        == "critical"
     )

@@ -97,7 +97,7 @@ def test_exact_recursion_reproduces_simulation(name, kind):
     rule, problem = RULES[name], Problem(kind)
     Q, sig = simulate(rule, problem, PARAMS, 10_000)
     dyn = dynamics.derive(rule, getattr(symmetry, kind)())
-    pred = predict(dyn, Q[0], sig, form="exact", steps=len(Q) - 1, **PARAMS)
+    pred = predict(dyn, Q[0], sig, form="exact", steps=len(Q) - 1, values=PARAMS)
     err = np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0))
     assert err <= 1e-10
     assert set(dyn.signals) <= set(sig) | set()
@@ -113,7 +113,7 @@ def test_continuous_form_at_beta_zero_is_the_papers_formula():
     eta, lam, n = 0.1, 1e-2, 400
     sig = {"grad_sq": np.abs(RNG.normal(size=(n, 2)))}
     q0 = np.array([1.0, 2.0])
-    pred = predict(dyn, q0, sig, eta=eta, lam=lam, form="continuous")
+    pred = predict(dyn, q0, sig, values={"eta": eta, "lam": lam}, form="continuous")
     t = eta * np.arange(n + 1)
     paper = np.array(
         [  # eta * integral, d tau = eta
@@ -136,7 +136,7 @@ def test_continuous_error_shrinks_with_eta():
         rule = rules.gd(weight_decay=True)
         Q, sig = simulate(rule, problem, params, steps)
         pred = predict(
-            dynamics.derive(rule, symmetry.scale()), Q[0], sig, form="continuous", **params
+            dynamics.derive(rule, symmetry.scale()), Q[0], sig, form="continuous", values=params
         )
         errors.append(np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0)))
     slope = np.polyfit(np.log([0.04, 0.02, 0.01]), np.log(errors), 1)[0]
@@ -168,8 +168,8 @@ def test_million_steps_stable_and_accurate(beta, lam):
     dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
     s = np.abs(RNG.normal(size=(steps, 1))) * 1e-3
     params = {"eta": eta, "beta": beta, "lam": lam}
-    exact = predict(dyn, np.array([1.0]), {"step_sq": s}, form="exact", **params)[:, 0]
-    cont = predict(dyn, np.array([1.0]), {"step_sq": s}, form="continuous", **params)[:, 0]
+    exact = predict(dyn, np.array([1.0]), {"step_sq": s}, form="exact", values=params)[:, 0]
+    cont = predict(dyn, np.array([1.0]), {"step_sq": s}, form="continuous", values=params)[:, 0]
     assert np.all(np.isfinite(exact)) and np.all(np.isfinite(cont))
     ref = _reference(dyn, 1.0, s, {**params, "tau": 0.0}, steps)
     rel = np.max(np.abs(exact - ref.astype(float))) / np.max(np.abs(ref.astype(float)))
@@ -184,11 +184,11 @@ def test_bad_input_is_a_one_line_error():
         ({"step_sq": np.full((5, 2), np.nan)}, {"eta": 0.1, "beta": 0.9}, "not finite"),
         (good, {"eta": 0.1, "beta": 1.0}, "beta"),
         (good, {"eta": -0.1, "beta": 0.9}, "eta"),
-        ({}, {"eta": 0.1, "beta": 0.9, "steps": 5}, "step_sq"),
+        ({}, {"eta": 0.1, "beta": 0.9}, "step_sq"),
     ]
-    for signals, kwargs, word in cases:
+    for signals, values, word in cases:
         with pytest.raises(NmechError, match=word) as info:
-            predict(dyn, np.ones(2), signals, **kwargs)
+            predict(dyn, np.ones(2), signals, values=values, steps=5)
         assert "\n" not in str(info.value)
     with pytest.raises(NmechError, match="several gradients"):
         extragradient = rules.parse("theta_next = theta - eta*grad(theta - eta*grad(theta))")
@@ -200,17 +200,17 @@ def test_prediction_into_a_given_buffer(form):
     """``out=`` is filled in place (stale contents overwritten, the same array returned) with
     the values of a fresh prediction, in both filter paths (many blocks, few blocks)."""
     dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
-    params = {"eta": 0.1, "beta": 0.9, "lam": 1e-2, "form": form}
+    params = {"eta": 0.1, "beta": 0.9, "lam": 1e-2}
     for steps, blocks in [(50, 7), (2_000, 3)]:
         s = np.abs(RNG.normal(size=(steps, blocks))) * 1e-3
         q0 = RNG.uniform(0.5, 2.0, blocks)
-        fresh = predict(dyn, q0, {"step_sq": s}, **params)
+        fresh = predict(dyn, q0, {"step_sq": s}, values=params, form=form)
         buf = np.full((steps + 1, blocks), np.nan)
-        got = predict(dyn, q0, {"step_sq": s}, out=buf, **params)
+        got = predict(dyn, q0, {"step_sq": s}, out=buf, values=params, form=form)
         assert got is buf and np.array_equal(buf, fresh)
     for bad, word in [(np.empty((steps, blocks)), "shape"), (np.empty((blocks, steps + 1)).T, "C")]:
         with pytest.raises(NmechError, match=word) as info:
-            predict(dyn, q0, {"step_sq": s}, out=bad, **params)
+            predict(dyn, q0, {"step_sq": s}, out=bad, values=params, form=form)
         assert "\n" not in str(info.value)
 
 
@@ -223,7 +223,43 @@ def test_continuous_momentum_form_converges(name):
         params = {"eta": eta, "beta": 0.9, "lam": 1e-2, "tau": 0.0}
         Q, sig = simulate(RULES[name], Problem("scale", seed=3), params, int(round(5 / eta)))
         dyn = dynamics.derive(RULES[name], symmetry.scale())
-        pred = predict(dyn, Q[0], sig, form="continuous", **params)
+        pred = predict(dyn, Q[0], sig, form="continuous", values=params)
         errors.append(np.max(np.abs(pred - Q) / np.abs(Q).max(axis=0)))
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.02
+
+
+@pytest.mark.parametrize(
+    "change,word",
+    [
+        ({"values": {"eta": 0.1, "beta": 0.9, "lam": float("nan")}}, "lam must be finite"),
+        ({"values": {"eta": 0.1, "beta": 0.9, "lam": "0.1"}}, "lam must be a real number"),
+        ({"values": {"eta": 0.1, "beta": 0.9, "lam": 1e-3 + 0j}}, "lam must be a real number"),
+        ({"values": {"eta": 0.1, "beta": 0.9, "lam": np.ones(2)}}, "lam must be a real number"),
+        ({"values": {"eta": 0.1, "beta": 0.9, "lam": True}}, "lam must be a real number"),
+        ({"values": {"eta": 0.1, "beta": 0.9}}, "no value given for parameter\\(s\\) lam"),
+        ({"steps": 4.5, "signals": {}}, "steps must be a whole number"),
+        ({"signals": {"step_sq": np.ones((4, 2)) * (1 + 1j)}}, "real numbers"),
+        ({"signals": {"step_sq": [["a"] * 2] * 4}}, "real numbers"),
+        ({"signals": {"step_sq": np.ones((4, 2), dtype=object)}}, "real numbers"),
+        ({"q0": ["x", "y"]}, "q0 must be an array of real numbers"),
+        ({"steps": 10**12, "signals": {}}, "more than this machine"),
+        ({"form": "exactly"}, "form must be"),
+    ],
+)
+@pytest.mark.parametrize("form", ["exact", "continuous"])
+def test_bad_arguments_are_refused_in_one_line(change, word, form):
+    """Hyper-parameters, signals, q0, steps and form that cannot give a correct prediction are
+    refused with a one-line NmechError, in both forms (never NaN output, a dropped imaginary
+    part, a truncated step count or a MemoryError)."""
+    dyn = dynamics.derive(rules.torch_sgd(momentum=True, weight_decay=True), symmetry.scale())
+    call = {
+        "q0": np.ones(2),
+        "signals": {"step_sq": np.ones((4, 2))},
+        "values": {"eta": 0.1, "beta": 0.9, "lam": 1e-3},
+        "form": form,
+    }
+    call.update(change)
+    with pytest.raises(NmechError, match=word) as info:
+        predict(dyn, call.pop("q0"), call.pop("signals"), **call)
+    assert "\n" not in str(info.value)

@@ -428,6 +428,7 @@ class LabelRun:
         return None
 
     def module_labels(self, node: fx.Node, args: Any, largs: Any, value: Any, scaled: list) -> Any:
+        """Labels of a module call: writers, normalisations, element-wise and shape modules, pools."""
         name = str(node.target)
         m = self.modules[name]
         x = largs[0] if largs else None
@@ -478,6 +479,7 @@ class LabelRun:
         return hi.round().to(torch.int64)
 
     def addition(self, args: Any, largs: Any, where: str) -> Labels | None:
+        """A sum: variables joined element by element, a constant or an unchanged summand breaks."""
         a, b = (largs + (None, None))[:2]
         if not isinstance(args[1], torch.Tensor) or not isinstance(args[0], torch.Tensor):
             self.break_all(a, b, reason=f"{where} adds a constant")
@@ -489,6 +491,7 @@ class LabelRun:
         )
 
     def product(self, target: Any, args: Any, largs: Any, value: Any, where: str) -> Labels | None:
+        """x·c or x/c with c unscaled passes x's labels; two scaled factors break both."""
         a, b = (largs + (None, None))[:2]
         division = target in (operator.truediv, operator.itruediv, torch.div, torch.true_divide,
                               "div", "div_")  # fmt: skip
@@ -499,6 +502,7 @@ class LabelRun:
         return one.expand(value.shape).clone() if one.shape != value.shape else one
 
     def matmul(self, node: fx.Node, args: Any, largs: Any, where: str) -> Labels | None:
+        """a @ b with one scaled factor: its variables along the contraction joined, carried to the output."""
         a, b = (largs + (None, None))[:2]
         x, y = args[0], args[1]
         if b is not None:  # a softmax over the last dim may follow: b holds the keys

@@ -28,11 +28,13 @@ class AdagradAdapter(OptimizerAdapter):
     options = ("lr", "weight_decay", "eps")
 
     def rule(self, settings: Settings) -> Any:
+        """``rules.adagrad(weight_decay)`` (lr_decay is refused)."""
         from nmech.derive import rules
 
         return rules.adagrad(weight_decay=float(settings.get("weight_decay", 0.0)) != 0.0)
 
     def values(self, settings: Settings) -> dict[str, float]:
+        """eta = lr, eps, lam = weight_decay."""
         return {
             "eta": settings.lr,
             "eps": float(settings.get("eps", 1e-10)),
@@ -40,6 +42,7 @@ class AdagradAdapter(OptimizerAdapter):
         }
 
     def build(self, params: Iterable[torch.nn.Parameter], preset: Any) -> torch.optim.Optimizer:
+        """``torch.optim.Adagrad`` with the preset's lr, eps and weight decay."""
         return torch.optim.Adagrad(
             params, lr=preset.lr, eps=preset.eps, weight_decay=preset.weight_decay
         )

@@ -32,6 +32,7 @@ class AdamAdapter(OptimizerAdapter):
     options = ("lr", "weight_decay", "betas", "eps")
 
     def rule(self, settings: Settings) -> Any:
+        """``rules.adamw`` (decoupled decay) or ``rules.adam`` (coupled), with ``amsgrad``."""
         from nmech.derive import rules
 
         decay = float(settings.get("weight_decay", 0.0)) != 0.0
@@ -41,6 +42,7 @@ class AdamAdapter(OptimizerAdapter):
         return rules.adam(weight_decay=decay, amsgrad=amsgrad)
 
     def values(self, settings: Settings) -> dict[str, float]:
+        """eta = lr, beta1, beta2 = betas, eps, lam = weight_decay."""
         beta1, beta2 = settings.get("betas", (0.9, 0.999))
         return {
             "eta": settings.lr, "beta1": float(beta1), "beta2": float(beta2),
@@ -48,12 +50,14 @@ class AdamAdapter(OptimizerAdapter):
         }  # fmt: skip
 
     def from_dict(self, values: Any) -> Settings:
+        """Settings from a records file (format 2 stored betas as beta1, beta2)."""
         values = dict(values)
         if "beta1" in values:  # records format 2 stored AdamW's betas as beta1, beta2
             values["betas"] = (values.pop("beta1"), values.pop("beta2"))
         return super().from_dict(values)
 
     def build(self, params: Iterable[torch.nn.Parameter], preset: Any) -> torch.optim.Optimizer:
+        """The torch class with the preset's lr, betas, eps and weight decay."""
         assert self.torch_class is not None
         return self.torch_class(
             params, lr=preset.lr, betas=tuple(preset.betas), eps=preset.eps,

@@ -31,12 +31,15 @@ class FallbackAdapter(OptimizerAdapter):
 
     @property
     def title(self) -> str:
+        """ "fallback (u_n from the step)"."""
         return "fallback (u_n from the step)"
 
     def matches(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Any torch optimizer."""
         return isinstance(optimizer, torch.optim.Optimizer)
 
     def read(self, optimizer: torch.optim.Optimizer) -> Settings:
+        """The one learning rate every param group shares, and the class name."""
         rates = {scalar(g["lr"]) for g in optimizer.param_groups if "lr" in g}
         if len(rates) != 1 or any("lr" not in g for g in optimizer.param_groups):
             raise NmechError(
@@ -49,6 +52,7 @@ class FallbackAdapter(OptimizerAdapter):
         )
 
     def rule(self, settings: Settings) -> Any:
+        """θ⁺ = θ − η u(θ) with u opaque: measured, not derived (a = 1)."""
         from nmech.derive.rules import PARAMETER, Assignment, Rule
         from nmech.derive.symbols import eta, vector
 
@@ -57,9 +61,11 @@ class FallbackAdapter(OptimizerAdapter):
         return Rule("fallback", (Assignment("theta_next", theta - eta * direction),))
 
     def values(self, settings: Settings) -> dict[str, float]:
+        """eta = lr."""
         return {"eta": settings.lr}
 
     def update(self, settings: Settings) -> UpdateDirection:
+        """u_n = (θ_n − θ_{n+1}) / η, from the recorded θ_n and θ_{n+1}."""
         from nmech.derive.symbols import eta, vector
 
         u = (vector("theta") - vector("theta_next")) / eta
@@ -67,4 +73,5 @@ class FallbackAdapter(OptimizerAdapter):
         return UpdateDirection(u, arrays, self.values(settings))
 
     def build(self, params: Iterable[torch.nn.Parameter], preset: Any) -> torch.optim.Optimizer:
+        """Refused: the fallback reads optimizers built elsewhere."""
         raise NmechError("the fallback reads optimizers built elsewhere; it builds none")

@@ -30,6 +30,7 @@ class RMSpropAdapter(OptimizerAdapter):
     options = ("lr", "weight_decay", "momentum", "alpha", "eps")
 
     def rule(self, settings: Settings) -> Any:
+        """``rules.rmsprop(weight_decay, momentum)`` (centered is refused)."""
         from nmech.derive import rules
 
         return rules.rmsprop(
@@ -38,6 +39,7 @@ class RMSpropAdapter(OptimizerAdapter):
         )
 
     def values(self, settings: Settings) -> dict[str, float]:
+        """eta = lr, alpha, eps, lam = weight_decay, beta = momentum."""
         return {
             "eta": settings.lr, "alpha": float(settings.get("alpha", 0.99)),
             "eps": float(settings.get("eps", 1e-8)), "lam": float(settings.get("weight_decay", 0.0)),
@@ -45,6 +47,7 @@ class RMSpropAdapter(OptimizerAdapter):
         }  # fmt: skip
 
     def build(self, params: Iterable[torch.nn.Parameter], preset: Any) -> torch.optim.Optimizer:
+        """``torch.optim.RMSprop`` with the preset's lr, alpha, eps, weight decay, momentum."""
         return torch.optim.RMSprop(
             params, lr=preset.lr, alpha=preset.alpha, eps=preset.eps,
             weight_decay=preset.weight_decay, momentum=preset.momentum,

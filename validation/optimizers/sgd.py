@@ -30,6 +30,7 @@ class SGDAdapter(OptimizerAdapter):
     options = ("lr", "momentum", "weight_decay", "nesterov", "dampening")
 
     def rule(self, settings: Settings) -> Any:
+        """``rules.torch_sgd(momentum, dampening, nesterov, weight_decay)`` with the read values."""
         from nmech.derive import rules
 
         return rules.torch_sgd(
@@ -40,6 +41,7 @@ class SGDAdapter(OptimizerAdapter):
         )
 
     def values(self, settings: Settings) -> dict[str, float]:
+        """eta = lr, beta = momentum, lam = weight_decay, tau = dampening."""
         return {
             "eta": settings.lr,
             "beta": float(settings.get("momentum", 0.0)),
@@ -48,6 +50,7 @@ class SGDAdapter(OptimizerAdapter):
         }
 
     def build(self, params: Iterable[torch.nn.Parameter], preset: Any) -> torch.optim.Optimizer:
+        """``torch.optim.SGD`` with the preset's lr, momentum, dampening, weight decay, nesterov."""
         if preset.nesterov and (preset.momentum <= 0 or preset.dampening != 0):
             raise NmechError("--nesterov needs momentum > 0 and zero dampening (torch SGD's rule)")
         return torch.optim.SGD(

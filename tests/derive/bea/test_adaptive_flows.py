@@ -119,7 +119,7 @@ def test_eps_inside_rmsprop_is_gd_with_step_eta_over_sqrt_eps():
 
 
 def _term(me, k: int) -> sp.Matrix:
-    from nmech.derive.bea.modified_equation import ConcreteEvaluator
+    from nmech.derive.algebra.concrete import ConcreteEvaluator
 
     return ConcreteEvaluator(LOSS, COORDS).vec(me.terms[k])
 
@@ -187,17 +187,16 @@ def test_step_outside_an_exponent_is_refused():
     "rule", [rules.rmsprop(momentum=True), rules.adamw()], ids=["rmsprop-momentum", "adamw"]
 )
 def test_coordinate_route_agrees(rule):
-    """The independent coordinate route (benchmarks.naive: concrete sympy vectors, Jacobians,
+    """The independent coordinate route (nmech.reference.naive: concrete sympy vectors, Jacobians,
     no trees) gives the same F₀, F₁. One coordinate and rational parameters keep sympy's
     expressions small enough; the 2-D entry-wise structure is checked by the slopes above."""
-    from nmech.derive.bea.modified_equation import ConcreteEvaluator
-    from nmech.derive.symmetry.recursion import substitute_rule
+    from nmech.derive.algebra.concrete import ConcreteEvaluator
     from nmech.reference.naive import naive_modified_field
 
     R = sp.Rational
     values = {alpha: R(1, 2), beta1: R(1, 2), beta2: R(3, 5), eps: R(1, 10), lam: R(3, 10)}
     values[beta] = R(3, 10)
-    rule = substitute_rule(rule.after_transient(), values)
+    rule = rule.after_transient().with_values(values)
     loss = 3 * x + sp.sin(x) / 2 + x**2 / 5
     naive = naive_modified_field(rule, 1, loss, [x], simplify=False)
     me = modified_equation(rule, 1)

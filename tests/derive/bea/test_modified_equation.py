@@ -330,9 +330,13 @@ def test_rules_without_a_modified_equation_are_refused(text, expected):
 
 
 def test_no_modified_loss_without_a_gradient_term():
-    me = modified_equation(rules.parse("theta_next = theta + eta*theta"), 1)
-    with pytest.raises(NmechError, match="no modified loss"):
-        me.modified_loss()
+    """modified_loss() always returns a ModifiedLoss; without a −∇L leading term it holds no
+    terms and says why (obstruction at order 0), in every presentation."""
+    loss = modified_equation(rules.parse("theta_next = theta + eta*theta"), 1).modified_loss()
+    assert loss.terms == () and loss.obstruction == 0 and loss.exists_through == -1
+    assert loss.verdict() == "no modified loss: the leading term has no -grad L component"
+    assert loss.latex() == f"% {loss.verdict()}" and loss.text() == loss.verdict()
+    assert loss.to_json()["latex"] is None and loss.to_json()["terms"] == []
 
 
 def test_fractional_power_of_eta_is_refused():

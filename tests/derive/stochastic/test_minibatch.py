@@ -14,7 +14,7 @@ import sympy as sp
 from nmech.cli import main
 from nmech.derive import modified_equation, rules
 from nmech.derive.algebra import trees as T
-from nmech.derive.bea.modified_equation import ConcreteEvaluator
+from nmech.derive.algebra.concrete import ConcreteEvaluator
 from nmech.derive.stochastic import batch_sums as B
 from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
@@ -22,7 +22,7 @@ from nmech.derive.stochastic.minibatch import (
     M,
     MinibatchEquation,
     epoch_moments,
-    general_equation,
+    general_minibatch_equation,
     minibatch_equation,
 )
 from nmech.derive.stochastic.sde import minibatch_sde
@@ -75,13 +75,13 @@ def test_reshuffling_first_correction_is_smith_et_al(m):
     labels = B.labels(m)
     assert same(me.terms[0], {g(k): sp.Rational(-1, m) for k in labels})
     assert same(me.terms[1], {hg(k, k): sp.Rational(-1, 2 * m) for k in labels})
-    phis, obstruction = me.modified_loss()
-    assert obstruction is None
-    ((scalar, coefficient),) = phis[1].items()
+    loss = me.modified_loss()
+    assert loss.obstruction is None and loss.scale == 1
+    ((scalar, coefficient),) = loss.terms[1].items()
     assert coefficient == sp.Rational(1, 4 * m)
     assert scalar.latex(latex=False) == "‖∇L̂_k‖²"
     norm = "\\sum_{k} \\left\\|\\nabla \\hat L_{k}\\right\\|^2"
-    assert f"\\frac{{1}}{{{4 * m}}}\\,{norm}" in me.loss_latex()
+    assert f"\\frac{{1}}{{{4 * m}}}\\,{norm}" in loss.latex()
 
 
 @pytest.mark.parametrize("m", [2, 3, 4])
@@ -127,13 +127,13 @@ def test_general_form_for_any_number_of_batches():
     """Symbolic m (fitted on m = 2..4 / 3..5, confirmed on m = 5 / 6): the first correction is
     Smith et al.'s −(1/2m)Σ_k∇²L̂_k∇L̂_k, i.e. L̃ = L + (η/4m)Σ_k‖∇L̂_k‖²; the η² term is
     _second_order(m), no gradient (like GD's)."""
-    first = general_equation(1)
+    first = general_minibatch_equation(1)
     assert first.patterns[1] == {hg("k", "k"): -1 / (2 * M)}
-    phis, obstruction = first.modified_loss()
-    assert obstruction is None and list(phis[1].values()) == [1 / (4 * M)]
-    second = general_equation(2)
+    loss = first.modified_loss()
+    assert loss.obstruction is None and list(loss.terms[1].values()) == [1 / (4 * M)]
+    second = general_minibatch_equation(2)
     assert second.patterns[2] == _second_order(M)
-    assert second.modified_loss()[1] == 2
+    assert second.modified_loss().obstruction == 2
     assert minibatch_equation(3, order=2).patterns[2] == _second_order(3)
     with pytest.raises(NmechError, match="general form has no field"):
         second.field(BATCHES, COORDS)

@@ -1,0 +1,107 @@
+"""η-series of tree combinations, and the two operations every derivation shares.
+
+A :data:`Series` is a list whose entry p is the coefficient of η^p, a linear combination of
+trees (:data:`~nmech.derive.algebra.trees.Vec`).
+
+* Taylor's formula for a gradient at a displaced point (:func:`gradient_at`): with
+  δ = Σ_{p≥1} η^p δ_p,
+
+      ∇L(θ + δ) = Σ_m (1/m!) ∇^{m+1}L(θ)[δ, …, δ],
+
+  whose η^k coefficient is Σ_m (1/m!) Σ_{k_1+…+k_m = k} ∇^{m+1}L[δ_{k_1}, …, δ_{k_m}] over the
+  ordered compositions of k (every k_i ≥ 1).
+* The flow of a modified field f̃ = Σ_k η^k F_k applied to a series G (:class:`Flow`): the
+  time-τη map of f̃ acts on functions by the Lie series
+
+      exp(τη L_f̃) G = Σ_j ((τη)^j / j!) L_f̃^j G,        L_f̃ G = G′ f̃,
+
+  whose η^n coefficient is Σ_j (τ^j / j!) [η^{n−j}] L_f̃^j G, with
+  [η^m] L_f̃^j G = Σ_{a ≤ m} D([η^a] L_f̃^{j−1} G)[F_{m−a}]. Backward error analysis inverts
+  this map order by order: the slow manifold of a rule (:mod:`nmech.derive.bea.slow_manifold`,
+  τ = 1) and the epoch of mini-batch SGD (:mod:`nmech.derive.stochastic.minibatch`, τ = the
+  number of steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from math import factorial
+from typing import Any
+
+import sympy as sp
+
+from nmech.derive.algebra import trees as T
+
+Series = list  # list[T.Vec], index = power of η
+Convert = Callable[[sp.Expr], Any]
+
+
+def zero_series(order: int) -> Series:
+    """The series 0 + 0·η + … + 0·η^order."""
+    return [{} for _ in range(order + 1)]
+
+
+def _identity(c: sp.Expr) -> Any:
+    return c
+
+
+def gradient_at(
+    delta: Series, order: int, label: str | None = None, convert: Convert = _identity
+) -> Series:
+    """∇L(θ + δ) through η^order (∇L̂_label with a label), δ = Σ_{p≥1} η^p ``delta[p]``
+    (``delta[0]`` is not read: it is the base point θ). ``convert`` maps the rational Taylor
+    weights 1/m! into the coefficient domain of ``delta``."""
+    out = zero_series(order)
+    out[0] = {T.node((), label): 1}
+    compositions: dict[int, list[tuple[int, ...]]] = {0: [()]}
+    for m in range(1, order + 1):
+        grown: dict[int, list[tuple[int, ...]]] = {}
+        for total, seqs in compositions.items():
+            for k in range(1, order + 1 - total):
+                if k < len(delta) and delta[k]:
+                    grown.setdefault(total + k, []).extend(s + (k,) for s in seqs)
+        compositions = grown
+        weight = convert(sp.Rational(1, factorial(m)))
+        for total, seqs in compositions.items():
+            for seq in seqs:
+                T.add_to(out[total], T.multilinear([delta[k] for k in seq], label), weight)
+    return out
+
+
+class Flow:
+    """exp(τη L_f̃) applied to series, for the field f̃ = Σ_k η^k ``F[k]`` (module docstring).
+
+    ``F`` may grow while it is used (the solvers append coefficients order by order, the last one
+    possibly a placeholder); [η^m] L_f̃^j G is cached once it is built from final coefficients
+    only, i.e. from ``F[:final]`` and G's coefficients through η^m, with ``final`` set by the
+    caller (default: every coefficient of ``F`` is final)."""
+
+    def __init__(self, F: list[T.Vec], time: Any = 1, convert: Convert = _identity) -> None:
+        self.F = F
+        self.time = time
+        self.convert = convert
+        self.final: int | None = None
+        self._cache: dict[tuple[Hashable, int, int], T.Vec] = {}
+
+    def lie(self, key: Hashable, G: Series, j: int, m: int) -> T.Vec:
+        """[η^m] L_f̃^j G; ``key`` names G for the cache."""
+        if j == 0:
+            return G[m] if m < len(G) else {}
+        cached = self._cache.get((key, j, m))
+        if cached is not None:
+            return cached
+        out: T.Vec = {}
+        for a in range(m + 1):
+            T.add_to(out, T.derivative(self.lie(key, G, j - 1, a), self.F[m - a]))
+        final = len(self.F) if self.final is None else self.final
+        if m < final:
+            self._cache[(key, j, m)] = out
+        return out
+
+    def coefficient(self, key: Hashable, G: Series, n: int, first: int = 0) -> T.Vec:
+        """[η^n] of Σ_{j ≥ first} ((τη)^j / j!) L_f̃^j G (``first`` = 0: the whole flow)."""
+        out: T.Vec = {}
+        for j in range(first, n + 1):
+            weight = self.convert(sp.sympify(self.time) ** j / factorial(j))
+            T.add_to(out, self.lie(key, G, j, n - j), weight)
+        return out
