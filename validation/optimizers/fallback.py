@@ -31,7 +31,7 @@ class FallbackAdapter(OptimizerAdapter):
 
     @property
     def title(self) -> str:
-        """ "fallback (u_n from the step)"."""
+        """What reports call this optimizer."""
         return "fallback (u_n from the step)"
 
     def matches(self, optimizer: torch.optim.Optimizer) -> bool:
