@@ -4,9 +4,9 @@
   torch SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 32, 300 steps (about a minute on
   2 CPU cores).
 * ``cpu-resnet``: ResNet-18 (CIFAR stem, BatchNorm) at width 1/4 on scikit-learn's digits
-  upsampled to 32x32, batch 32, 200 steps, the same SGD.
+  upsampled to 16x16, batch 32, 150 steps, the same SGD.
 * ``cpu-transformer``: the pre-LN character-level transformer (width 64, 2 blocks, 4 heads,
-  context 64) on the Python standard library's source, batch 16, 300 steps, the same SGD.
+  context 64) on the Python standard library's source, batch 16, 200 steps, the same SGD.
 * ``paper-vgg16-bn`` / ``paper-vgg16``: the paper's setting -- 64x64 inputs, 200 classes,
   width 1, batch 256, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs -- on Tiny ImageNet
   when ``--data-dir`` is given, else on synthetic data of the same shape.
@@ -77,11 +77,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "cpu-resnet": Preset(
         "cpu-resnet", ("resnet18",), image_size=16, num_classes=10, width=1 / 4,
-        batch_size=32, steps=200, epochs=None, data="digits",
+        batch_size=32, steps=150, epochs=None, data="digits",
     ),
     "cpu-transformer": Preset(
         "cpu-transformer", ("charlm",), image_size=32, num_classes=0, width=1.0,
-        batch_size=16, steps=300, epochs=None, data="python-source", context=64,
+        batch_size=16, steps=200, epochs=None, data="python-source", context=64,
     ),
     "paper-vgg16-bn": Preset(
         "paper-vgg16-bn", ("vgg16_bn",), image_size=64, num_classes=200, width=1.0,
