@@ -162,14 +162,17 @@ def per_parameter_figure(records: Records, comp: KindComparison, path: Path) -> 
 
 
 def _log_or_linear(ax: plt.Axes, values: np.ndarray, axis: str) -> None:
-    """A log axis with at most a few labelled decades, or a linear one when the values span
-    less than a decade (a log axis would label only minor ticks, and they overlap)."""
+    """A log axis labelled at 1, 2, 5 x 10^k (at 10^k only beyond 2.5 decades) in plain
+    numbers, minor ticks unlabelled (they overlapped), or a linear axis when the values span
+    less than a factor 10."""
     v = values[np.isfinite(values) & (values > 0)]
     if v.size == 0 or v.max() / v.min() < 10:
         return
     getattr(ax, f"set_{axis}scale")("log")
     target = getattr(ax, f"{axis}axis")
-    target.set_major_locator(ticker.LogLocator(numticks=5))
+    subs = (1.0, 2.0, 5.0) if np.log10(v.max() / v.min()) <= 2.5 else (1.0,)
+    target.set_major_locator(ticker.LogLocator(subs=subs, numticks=12))
+    target.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     target.set_minor_formatter(ticker.NullFormatter())
 
 
