@@ -1,7 +1,9 @@
-"""Recorder overhead benchmark: a cpu-demo training step with the Recorder against one without.
+"""Recorder overhead benchmark: a training step with the Recorder against one without.
 
-What is measured: seconds per optimizer step of the ``cpu-demo`` model (VGG-16-BN, width 1/8,
-32x32 synthetic images, batch 32, torch SGD lr 0.1, momentum 0.9, weight decay 5e-4) through
+What is measured: seconds per optimizer step of a preset's model (quick: the ``cpu-demo``
+VGG-16-BN, width 1/8, 32x32 synthetic images, batch 32, torch SGD lr 0.1, momentum 0.9, weight
+decay 5e-4), set up as ``nmech validate`` sets it up
+(:func:`nmech.validation.experiment.prepare_run`), through
 the production loop :func:`nmech.validation.train.train`, once with ``recorder=None`` and once
 with a :class:`~nmech.validation.recorder.Recorder` on every block that discovery keeps
 (``flush_every`` as in the preset, 100; default ``fused=True``, i.e. on the CPU the compiled
@@ -9,7 +11,9 @@ pass of :mod:`nmech.validation.fused`). A step is the whole loop iteration: next
 (augmentation on the device), forward, cross-entropy, backward, the recorder's
 ``before_step``, ``SGD.step``, ``after_step``. The full run adds VGG-16 without batch norm,
 VGG-16-BN under ``torch.optim.AdamW`` (``nmech validate --optimizer adamw``'s settings; the
-recorder then also forms AdamW's update signals), and the paper's 64x64 input size.
+recorder then also forms AdamW's update signals), the paper's 64x64 input size, and the
+``cpu-resnet`` ResNet-18 and ``cpu-transformer`` character-level transformer, each under SGD
+and AdamW.
 
 Both variants train the same model in the same process, interleaved in blocks of ``BLOCK``
 consecutive steps (``pairs`` steps each in all, the order inside a pair of blocks alternating),
@@ -41,58 +45,58 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nmech.validation.presets import ADAMW_DEFAULTS
-
 WARMUP = 5
 BLOCK = 10
 PAIRS_FULL = 300
 PAIRS_QUICK = 100
+#: ResNet-18 and the transformer take ~5x a cpu-demo step: fewer steps measure as well.
+PAIRS_HEAVY = 60
 OVERHEAD_TARGET = 0.10
 
 
-def _bench_model(name: str, pairs: int, shape: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Median s/step with and without recording for one model of the cpu-demo preset
-    (``shape``: preset fields to override, e.g. the paper's 64x64 images)."""
+def _bench_model(preset_name: str, name: str, pairs: int, overrides: dict[str, Any] | None = None,
+                 optimizer: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Median s/step with and without recording for one model of a preset (``overrides``:
+    preset fields, e.g. the paper's 64x64 images; ``optimizer``: another registered one)."""
     import dataclasses
 
     import torch
 
-    from nmech.validation.data import DeviceBatches
-    from nmech.validation.discovery import discover
-    from nmech.validation.experiment import build_optimizer, load_data
-    from nmech.validation.models import build_model
-    from nmech.validation.presets import get_preset
+    from nmech.validation.experiment import load_data, prepare_run
+    from nmech.validation.presets import get_preset, with_optimizer
     from nmech.validation.recorder import Recorder
     from nmech.validation.train import train
 
     threads = os.environ.get("NMECH_BENCH_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
-    preset = dataclasses.replace(get_preset("cpu-demo"), **(shape or {}))
+    preset = dataclasses.replace(get_preset(preset_name), **(overrides or {}))
+    preset = with_optimizer(preset, optimizer)
     device = torch.device("cpu")
     data = load_data(preset, None)
-    torch.manual_seed(preset.seed)
-    model = build_model(name, data.num_classes, preset.image_size, preset.width).to(device)
-    model.train()
-    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
-    found = discover(model, batches.next())
-    opt = build_optimizer(preset, model)
+    run = prepare_run(name, preset, data, device, None)
+    model, opt, batches, found = run.model, run.optimizer, run.batches, run.found
+    assert found is not None
     plain: list[float] = []
     recorded: list[float] = []
     flushed: list[bool] = []
+
+    def steps(n: int, rec: Recorder | None) -> float:
+        return train(model, opt, batches, n, rec, progress=False, loss_fn=run.loss_fn).seconds
+
     with tempfile.TemporaryDirectory(prefix="nmech-bench-rec-") as tmp:
         path = Path(tmp) / "records.h5"
-        rec = Recorder(model, found.groups, path, opt, flush_every=preset.flush_every)
+        rec = Recorder(model, found, path, opt, flush_every=preset.flush_every)
         hooks: dict[str, list[float]] = {"before": [], "after": []}
         rec.before_step = _timed(rec.before_step, hooks["before"])  # type: ignore[method-assign]
         rec.after_step = _timed(rec.after_step, hooks["after"])  # type: ignore[method-assign]
         try:
-            train(model, opt, batches, WARMUP, None, progress=False)
-            train(model, opt, batches, WARMUP, rec, progress=False)
+            steps(WARMUP, None)
+            steps(WARMUP, rec)
             for i in range(max(pairs // BLOCK, 4)):
                 for r in (None, rec) if i % 2 == 0 else (rec, None):
                     before = rec.row
-                    seconds = train(model, opt, batches, BLOCK, r, progress=False).seconds / BLOCK
+                    seconds = steps(BLOCK, r) / BLOCK
                     if r is None:
                         plain.append(seconds)
                     else:
@@ -105,11 +109,11 @@ def _bench_model(name: str, pairs: int, shape: dict[str, Any] | None = None) -> 
     excess = sum(t - median for t, f in zip(recorded, flushed) if f)  # per-step units
     paired = statistics.median(r / p for r, p, f in zip(recorded, plain, flushed) if not f)
     baseline = statistics.median(plain)
-    steps = min(len(hooks["before"]), len(hooks["after"]))
+    n = min(len(hooks["before"]), len(hooks["after"]))
     return {
         "plain": baseline,
         "recorded": baseline * paired + excess / len(recorded),
-        "hooks": statistics.median(hooks["before"][i] + hooks["after"][i] for i in range(steps)),
+        "hooks": statistics.median(hooks["before"][i] + hooks["after"][i] for i in range(n)),
         "flushes": sum(flushed),
         "blocks": sum(len(g.kept) for g in found.groups),
         "threads": torch.get_num_threads(),
@@ -132,27 +136,30 @@ def _timed(hook: Callable[..., None], seconds: list[float]) -> Callable[..., Non
 #: overhead at a size closer to real training (full mode only, fewer steps: ~0.5 s each).
 PAPER_SHAPE = {"image_size": 64, "width": 0.25, "batch_size": 64}
 PAIRS_PAPER_SHAPE = 40
-#: ``nmech validate --optimizer adamw``'s settings (the recorder then also records AdamW's
-#: update signals theta_u, u_sq, c_u).
-ADAMW = {"optimizer": "adamw", **ADAMW_DEFAULTS}
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """Records ``{name, value, unit, baseline, ratio, target, met}``: value = recorded s/step,
     baseline = plain s/step (same run, interleaved), ratio = baseline / value."""
     pairs = PAIRS_QUICK if quick else PAIRS_FULL
-    cases: list[tuple[str, str, int, dict[str, Any] | None]] = [
-        ("vgg16_bn", "cpu-demo", pairs, None)
+    # (preset, model, label, steps per variant, preset overrides, optimizer)
+    cases: list[tuple[str, str, str, int, dict[str, Any] | None, str | None]] = [
+        ("cpu-demo", "vgg16_bn", "cpu-demo", pairs, None, None)
     ]
     if not quick:
         cases += [
-            ("vgg16", "cpu-demo", pairs, None),
-            ("vgg16_bn", "cpu-demo AdamW", pairs, ADAMW),
-            ("vgg16_bn", "64x64 width 1/4 batch 64", PAIRS_PAPER_SHAPE, PAPER_SHAPE),
-        ]
+            ("cpu-demo", "vgg16", "cpu-demo", pairs, None, None),
+            ("cpu-demo", "vgg16_bn", "cpu-demo AdamW", pairs, None, "adamw"),
+            ("cpu-demo", "vgg16_bn", "64x64 width 1/4 batch 64", PAIRS_PAPER_SHAPE, PAPER_SHAPE,
+             None),
+            ("cpu-resnet", "resnet18", "cpu-resnet", PAIRS_HEAVY, None, None),
+            ("cpu-resnet", "resnet18", "cpu-resnet AdamW", PAIRS_HEAVY, None, "adamw"),
+            ("cpu-transformer", "charlm", "cpu-transformer", PAIRS_HEAVY, None, None),
+            ("cpu-transformer", "charlm", "cpu-transformer AdamW", PAIRS_HEAVY, None, "adamw"),
+        ]  # fmt: skip
     records = []
-    for name, label, n, shape in cases:
-        m = _bench_model(name, n, shape)
+    for preset, name, label, n, shape, optimizer in cases:
+        m = _bench_model(preset, name, n, shape, optimizer)
         value, baseline = m["recorded"], m["plain"]
         overhead = value / baseline - 1.0
         records.append(

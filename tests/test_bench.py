@@ -68,7 +68,8 @@ def test_format_record_without_baseline():
 
 
 def test_device_check_switches_on_cpu(tmp_path):
-    from nmech.validation.device_check import PAPER_BATCH, PAPER_STEPS, main
+    from nmech.cli.device_check import main
+    from nmech.validation.device_check import PAPER_BATCH, PAPER_STEPS
 
     argv = ["--out", str(tmp_path), "--steps", "2", "--batch-size", "4", "--width", "0.0625"]
     argv += ["--device", "cpu", "--per-class", "2", "--switches", "base", "channels-last", "bf16"]
@@ -92,7 +93,8 @@ def test_device_check_switches_on_cpu(tmp_path):
 
 
 def test_unknown_switch_is_an_error(tmp_path, capsys):
-    from nmech.validation.device_check import main
+    from nmech.cli.device_check import main
 
     assert main(["--out", str(tmp_path), "--device", "cpu", "--switches", "fp8"]) == 2
-    assert "unknown switch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("nmech: error: unknown switch") and err.count("\n") == 1

@@ -2,16 +2,20 @@
 
 A *group* is one layer's worth of blocks of one kind. Each of its ``parts`` is a parameter
 tensor, the dimension that indexes channels, how many consecutive indices along it form one
-channel (``fan``; a conv channel feeding a Linear through Flatten owns H*W columns) and the
-sign of that part in the generator J. For a block A of channel c, with J = sum_parts sign*P:
+channel (``fan``; a conv channel feeding a Linear through Flatten owns H*W columns), the index
+at which the group's channel 0 starts (``offset``, a multiple of ``fan``: the value rows of a
+fused q/k/v projection start at 2E) and the sign of that part in the generator J. For a block
+A of channel c, with J = sum_parts sign*P:
 
     quadratic kinds (scale, rescale):  <a, J b>_c = sum_parts sign * sum_{i in part, c} a_i b_i
     linear kind (translation):         <1_A, a>_c = sum_{i in A_c} a_i
 
-:func:`reduce_part` sums one part over its non-channel dims (float64, all channels of the layer
-at once). :class:`ChannelSums` does it for every group of a list over the concatenated flat
-parameters (laid out by :func:`flat_order`): a few dense reshape-sums give every part's channel
-sums, and one small sparse product with the parts' signs gives the per-block sums.
+where part p's channel c is the indices offset_p + c*fan_p .. offset_p + (c+1)*fan_p - 1 along
+its dim (every index, for a whole-tensor part). :func:`part_sums` sums one part over its
+non-channel dims (float64, all channels of the layer at once). :class:`ChannelSums` does it for
+every group of a list over the concatenated flat parameters (laid out by :func:`flat_order`): a
+few dense reshape-sums give every part's channel sums, and one small sparse product with the
+parts' signs gives the per-block sums.
 """
 
 from __future__ import annotations
@@ -22,18 +26,32 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS: tuple[str, ...] = ("scale", "rescale", "translation")
-QUADRATIC: frozenset[str] = frozenset({"scale", "rescale"})
+from nmech.errors import NmechError
+from nmech.validation.kinds import is_quadratic
 
 
 @dataclass(frozen=True)
 class Part:
-    """A parameter's share of a group: channels along ``dim`` (None: the whole tensor is one)."""
+    """A parameter's share of a group: channels along ``dim`` (None: the whole tensor is one),
+    ``fan`` indices each, the group's channel 0 at index ``offset`` (module docstring)."""
 
     param: str
     dim: int | None
     fan: int = 1
     sign: float = 1.0
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fan < 1 or self.offset < 0 or self.offset % self.fan:
+            raise NmechError(
+                f"part of {self.param}: offset {self.offset} must be a non-negative multiple "
+                f"of fan {self.fan}"
+            )
+
+    @property
+    def first(self) -> int:
+        """Index, in the part's per-channel sums, of the group's channel 0."""
+        return 0 if self.dim is None else self.offset // self.fan
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,11 @@ class Group:
     keep: tuple[int, ...] | None = None
 
     @property
+    def quadratic(self) -> bool:
+        """True for a kind of the quadratic family (J != 0): scale, rescale."""
+        return is_quadratic(self.kind)
+
+    @property
     def kept(self) -> tuple[int, ...]:
         """Indices of the recorded channels."""
         return tuple(range(self.channels)) if self.keep is None else self.keep
@@ -61,7 +84,8 @@ class Group:
 
 
 def reduce_part(part: Part, t: torch.Tensor) -> torch.Tensor:
-    """Sum of ``t`` (shaped like the part's parameter) over each channel: a vector [channels]."""
+    """Sum of ``t`` (shaped like the part's parameter) over each channel along the part's dim,
+    every channel of the tensor (not only the group's): a vector [shape[dim] // fan]."""
     if part.dim is None:
         return t.sum().reshape(1)
     dims = [d for d in range(t.dim()) if d != part.dim]
@@ -69,6 +93,15 @@ def reduce_part(part: Part, t: torch.Tensor) -> torch.Tensor:
     if part.fan > 1:
         per_index = per_index.reshape(-1, part.fan).sum(dim=1)
     return per_index
+
+
+def part_sums(part: Part, t: torch.Tensor, channels: int) -> torch.Tensor:
+    """The group's ``channels`` per-channel sums of ``t`` over the part (offset applied; a
+    whole-tensor part's single sum broadcast to every channel)."""
+    sums = reduce_part(part, t)
+    if part.dim is None:
+        return sums.expand(channels)
+    return sums[part.first : part.first + channels]
 
 
 def flat_order(groups: list[Group], shapes: dict[str, torch.Size]) -> list[str]:
@@ -191,9 +224,9 @@ def _combine(
     device: torch.device,
     unsigned: tuple[bool, ...],
 ) -> torch.Tensor:
-    """Sparse CSR M [recorded channels, width]: M[r, first[part] + c] = sign of the part (or 1)
-    for the block of row r, channel c of its group (c = 0 for a whole-tensor part, as
-    :func:`reduce_part` broadcasts it); parts in group order within a row. One such matrix per
+    """Sparse CSR M [recorded channels, width]: M[r, first[part] + offset/fan + c] = sign of the
+    part (or 1) for the block of row r, channel c of its group (one column for a whole-tensor
+    part); parts in group order within a row. One such matrix per
     entry of ``unsigned`` (signs, or all 1 when True), stacked along the rows."""
     crow = [0]
     cols: list[int] = []
@@ -202,7 +235,9 @@ def _combine(
         for group in groups:
             for c in group.kept:
                 for p in group.parts:
-                    cols.append(first[(p.param, p.dim, p.fan)] + (0 if p.dim is None else c))
+                    cols.append(
+                        first[(p.param, p.dim, p.fan)] + (0 if p.dim is None else p.first + c)
+                    )
                     vals.append(1.0 if all_ones else p.sign)
                 crow.append(len(cols))
     with warnings.catch_warnings():  # "sparse CSR support is in beta"

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.data import DeviceBatches
 
 VERSION = 1
 
@@ -54,7 +53,7 @@ def _set_rng_states(state: dict[str, Any]) -> None:
 
 def save_checkpoint(
     path: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-    batches: DeviceBatches,
+    batches: Any,
 ) -> None:  # fmt: skip
     """Atomically write the state after ``step`` steps."""
     state = {
@@ -81,7 +80,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, batches: DeviceBatches
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, batches: Any
 ) -> int:
     """Restore every state saved by :func:`save_checkpoint`; returns its step."""
     state = _load(path)

@@ -5,6 +5,8 @@ GPU path switch (JSON).
         [--width 1.0] [--model vgg16_bn] [--optimizer sgd|adamw] [--device auto] [--per-class 20]
         [--switches base channels-last bf16 compile channels-last+bf16+compile]
 
+(the command line is :mod:`nmech.cli.device_check`; this module is the check itself.)
+
 Paper shape on synthetic data (64x64, 200 classes, batch 256, torch SGD lr 0.1, momentum 0.9,
 weight decay 5e-4; or ``--optimizer adamw``: torch AdamW lr 0.01, weight decay 0.5, whose
 recorder also forms the update direction u_n). A *switch spec* is ``base`` or switches joined by ``+``:
@@ -36,9 +38,7 @@ builds C++ kernels for minutes; name it to include it).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import resource
 import sys
 import time
@@ -55,29 +55,6 @@ DEFAULT_SPECS_CPU: tuple[str, ...] = ("base", "channels-last", "bf16")
 PAPER_STEPS = 39_100
 PAPER_BATCH = 256
 WARMUP = 3
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m nmech.validation.device_check",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--width", type=float, default=1.0)
-    p.add_argument("--model", default="vgg16_bn", choices=("vgg16_bn", "vgg16"))
-    p.add_argument(
-        "--optimizer", default="sgd", choices=("sgd", "adamw"),
-        help="torch SGD (lr 0.1, momentum 0.9, wd 5e-4) or AdamW (lr 0.01, wd 0.5)",
-    )  # fmt: skip
-    p.add_argument("--device", default="auto")
-    p.add_argument("--per-class", type=int, default=20, help="synthetic images per class")
-    p.add_argument(
-        "--switches", nargs="+", metavar="SPEC", help="switch specs (default: see above)"
-    )
-    return p
 
 
 def parse_spec(spec: str) -> frozenset[str]:
@@ -101,110 +78,102 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_spec(spec: str, args: argparse.Namespace, preset: Any, data: Any, device: Any,
+def _run_spec(spec: str, model_name: str, steps_n: int, preset: Any, data: Any, device: Any,
               out: Path) -> dict[str, Any]:  # fmt: skip
     """Warm-up, plain and recorded phases of one switch spec (module docstring)."""
     import torch
 
-    from nmech.validation.channels import KINDS
-    from nmech.validation.data import DeviceBatches
-    from nmech.validation.discovery import discover
-    from nmech.validation.experiment import build_optimizer
-    from nmech.validation.models import build_model
+    from nmech.validation.datasets import batches as make_batches
+    from nmech.validation.experiment import build_optimizer, prepare_run
     from nmech.validation.recorder import Recorder
     from nmech.validation.report import build_report
     from nmech.validation.train import prepare_model, train
 
     switches = parse_spec(spec)
     channels_last = "channels-last" in switches
-    torch.manual_seed(preset.seed)
-    model = build_model(args.model, data.num_classes, preset.image_size, preset.width).to(device)
-    model.train()
-    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
-    found = discover(model, batches.next())
+    run = prepare_run(model_name, preset, data, device, None)
+    model, found, batches = run.model, run.found, run.batches
+    assert found is not None
     forward = prepare_model(model, channels_last, "compile" in switches)
     initial = copy.deepcopy(model.state_dict())
-
-    opt = build_optimizer(preset, model)
+    opt = run.optimizer
 
     def steps(n: int, rec: Recorder | None) -> float:
         _sync(device)
         start = time.perf_counter()
         train(model, opt, batches, n, rec, progress=False, desc=spec, forward=forward,
               autocast_dtype=torch.bfloat16 if "bf16" in switches else None,
-              channels_last=channels_last)  # fmt: skip
+              channels_last=channels_last, loss_fn=run.loss_fn)  # fmt: skip
         return time.perf_counter() - start  # train() synchronises a CUDA device at its end
 
     warmup_s = steps(WARMUP, None)
-    plain_s = steps(args.steps, None)
+    plain_s = steps(steps_n, None)
     # the recorded phase restarts from the initial state, where discovery checked the blocks
     # (in place: a compiled forward keeps its graphs), with a fresh optimizer and data stream
     model.load_state_dict(initial)
     opt = build_optimizer(preset, model)
-    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
+    batches = make_batches(preset.data, data, preset, device)
     batches.next()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     folder = out / spec
-    info = {
-        "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
-        "device": str(device), "width": preset.width, "image_size": preset.image_size,
-        "num_classes": data.num_classes, "train_images": len(data.y), "switches": spec,
-    }  # fmt: skip
-    path = folder / f"records-{args.model}.h5"
-    rec = Recorder(model, found.groups, path, opt, min(100, args.steps), info, args.model)
+    info = {**run.info, "switches": spec}
+    path = folder / f"records-{model_name}.h5"
+    rec = Recorder(model, found, path, opt, min(100, steps_n), info, model_name)
     try:
-        recorded_s = steps(args.steps, rec)
+        recorded_s = steps(steps_n, rec)
     except BaseException:
         rec.abort()
         raise
     rec.close()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     report = build_report(folder)
-    images = args.steps * batches.batch_size
+    images = steps_n * batches.batch_size
     ips_plain, ips_rec = images / plain_s, images / recorded_s
     return {
         "switches": sorted(switches), "warmup_s": warmup_s,
-        "steps_per_s_plain": args.steps / plain_s, "steps_per_s_recorded": args.steps / recorded_s,
+        "steps_per_s_plain": steps_n / plain_s, "steps_per_s_recorded": steps_n / recorded_s,
         "images_per_s_plain": ips_plain, "images_per_s_recorded": ips_rec,
         "overhead_ratio": ips_plain / ips_rec,
         "projected_100_epochs_s": PAPER_STEPS * PAPER_BATCH / ips_rec,
         "projected_100_epochs_plain_s": PAPER_STEPS * PAPER_BATCH / ips_plain,
         "peak_gpu_memory_bytes": peak,
-        "blocks": {k: sum(len(g.kept) for g in found.of_kind(k)) for k in KINDS},
+        "blocks": {k: found.blocks(k) for k in ("scale", "rescale", "translation")},
         "failed_blocks": len(found.failures),
         "errors": report["errors"],
     }  # fmt: skip
 
 
-def check(args: argparse.Namespace) -> dict[str, Any]:
-    """Run every switch spec and return the JSON-ready result."""
+def check(out: str | Path, steps: int = 50, batch_size: int = 256, width: float = 1.0,
+          model: str = "vgg16_bn", optimizer: str = "sgd", device_name: str = "auto",
+          per_class: int = 20, specs: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run every switch spec and return the JSON-ready result (module docstring)."""
     import torch
 
-    from nmech.cli.validate import with_optimizer
     from nmech.validation.experiment import load_data
-    from nmech.validation.presets import get_preset
+    from nmech.validation.presets import get_preset, with_optimizer
     from nmech.validation.train import resolve_device
 
-    if args.steps < 1 or args.batch_size < 1 or args.per_class < 1:
+    if steps < 1 or batch_size < 1 or per_class < 1:
         raise NmechError("--steps, --batch-size and --per-class must be positive")
-    device = resolve_device(args.device)
-    specs = args.switches or (DEFAULT_SPECS_CUDA if device.type == "cuda" else DEFAULT_SPECS_CPU)
+    if model not in ("vgg16_bn", "vgg16"):
+        raise NmechError(f"the device check runs vgg16_bn or vgg16, not {model!r}")
+    device = resolve_device(device_name)
+    specs = specs or list(DEFAULT_SPECS_CUDA if device.type == "cuda" else DEFAULT_SPECS_CPU)
     for spec in specs:
         parse_spec(spec)
-    preset = with_optimizer(get_preset("paper-vgg16-bn"), args.optimizer).with_overrides(
-        models=(args.model,), batch_size=args.batch_size, width=args.width,
-        per_class=args.per_class,
+    preset = with_optimizer(get_preset("paper-vgg16-bn"), optimizer).with_overrides(
+        models=(model,), batch_size=batch_size, width=width, per_class=per_class,
     )  # fmt: skip
     data = load_data(preset, None)
-    out = Path(args.out)
-    results = {spec: _run_spec(spec, args, preset, data, device, out) for spec in specs}
+    folder = Path(out)
+    results = {spec: _run_spec(spec, model, steps, preset, data, device, folder) for spec in specs}
     first = results[specs[0]]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "model": args.model, "width": args.width,
+        "torch": torch.__version__, "model": model, "width": width,
         "optimizer": preset.optimizer,
-        "batch_size": min(preset.batch_size, len(data.y)), "steps": args.steps,
+        "batch_size": min(preset.batch_size, len(data.y)), "steps": steps,
         "paper_projection": f"{PAPER_STEPS} steps x batch {PAPER_BATCH} at the recorded rate",
         "steps_per_s_plain": first["steps_per_s_plain"],
         "steps_per_s_recorded": first["steps_per_s_recorded"],
@@ -216,20 +185,7 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: writes ``<out>/device_check.json`` and prints it."""
-    args = _parser().parse_args(argv)
-    try:
-        result = check(args)
-    except NmechError as exc:
-        print(f"device_check: error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "device_check.json").write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps(result, indent=2, default=str))
-    return 0
+if __name__ == "__main__":  # python -m nmech.validation.device_check: the command line
+    from nmech.cli.device_check import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,14 @@
 """Data-parallel validation runs: DistributedDataParallel under torchrun, records from rank 0.
 
-    torchrun --nproc_per_node=2 -m nmech.validation.distributed --preset cpu-demo --out DIR \\
-        [--steps N | --epochs E] [--batch-size B] [--width W] [--models vgg16_bn ...] \\
-        [--sync-bn] [--backend gloo|nccl] [--device auto|cpu|cuda] [--no-report] \\
-        [--flush-every K] [--channels-last] [--bf16] [--compile]
+    torchrun --nproc_per_node=2 -m nmech.cli.torchrun --preset cpu-demo --out DIR [...]
 
-(``python -m torch.distributed.run`` is the same launcher as ``torchrun``; without a launcher
-the module runs as a world of one.)
+(the command line is :mod:`nmech.cli.torchrun`; ``python -m torch.distributed.run`` is the same
+launcher as ``torchrun``; without a launcher the entry runs as a world of one.)
 
-Every rank builds the same synthetic data set and the same seeded
-:class:`~nmech.validation.data.DeviceBatches` stream, so every rank sees the same global batch
-of ``B`` images at every step and keeps shard ``rank`` of it (``B / world`` images; ``B`` must
-divide evenly). Each model is built from ``preset.seed`` and wrapped in
+Every rank builds the same data set and the same seeded batch stream (the one run set-up,
+:func:`nmech.validation.experiment.prepare_run`), so every rank sees the same global batch of
+``B`` samples at every step and keeps shard ``rank`` of it (``B / world``; ``B`` must divide
+evenly). Each model is built from ``preset.seed`` and wrapped in
 ``torch.nn.parallel.DistributedDataParallel`` (gloo on CPU, NCCL on CUDA); DDP averages the
 shard gradients, so after ``backward()`` every rank holds the same g_n, the mean gradient of the
 global batch, and the optimizer (``torch.optim.SGD``, or ``torch.optim.AdamW`` with
@@ -21,7 +18,7 @@ symmetry holds as in a single-process run:
 
 * BatchNorm without ``--sync-bn`` normalises with per-rank batch statistics; each rank's loss is
   then scale invariant on its own, its gradient orthogonal to the scale generator, and so is
-  the mean. With ``--sync-bn`` (``nn.SyncBatchNorm``; torch runs it under DDP on GPUs only, so
+  the mean. With ``sync_bn`` (``nn.SyncBatchNorm``; torch runs it under DDP on GPUs only, so
   it is refused on CPU) the statistics are those of the global batch, and the BN run matches a
   single process with batch ``B`` up to summation order and dropout masks.
 * Discovery runs on rank 0, on the full first global batch, before the SyncBatchNorm conversion
@@ -42,12 +39,10 @@ and the report.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,60 +50,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nmech.cli.validate import (
-    add_optimizer_option,
-    add_switch_options,
-    add_training_options,
-    check_optimizer,
-    with_optimizer,
-)
 from nmech.errors import NmechError
-from nmech.validation.data import DeviceBatches
-from nmech.validation.models import MODEL_NAMES
-from nmech.validation.presets import PRESETS, Preset, get_preset
+from nmech.validation.presets import Preset
 from nmech.validation.stops import Diverged
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="torchrun --nproc_per_node=N -m nmech.validation.distributed",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--preset", default="cpu-demo", choices=tuple(PRESETS))
-    p.add_argument("--out", required=True, help="output folder (written by rank 0)")
-    add_optimizer_option(p)
-    add_training_options(p)
-    add_switch_options(p)
-    p.add_argument("--per-class", type=int, help="synthetic images per class")
-    p.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="subset of the preset's")
-    p.add_argument("--sync-bn", action="store_true", help="nn.SyncBatchNorm (CUDA only)")
-    p.add_argument("--backend", help="gloo or nccl (default: nccl on CUDA, else gloo)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--no-report", action="store_true", help="records only, no report")
-    p.add_argument("--flush-every", type=int, help="steps between records flushes")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
-def _preset(args: argparse.Namespace) -> Preset:
-    check_optimizer(args)
-    preset = with_optimizer(get_preset(args.preset), args.optimizer).with_overrides(
-        batch_size=args.batch_size, width=args.width, per_class=args.per_class, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov, seed=args.seed,
-        dampening=args.dampening, channels_last=args.channels_last, bf16=args.bf16,
-        compile=args.compile, flush_every=args.flush_every,
-        models=tuple(args.models) if args.models else None,
-    )  # fmt: skip
-    if args.steps is not None:
-        preset = replace(preset, steps=args.steps, epochs=None)
-    elif args.epochs is not None:
-        preset = replace(preset, steps=None, epochs=args.epochs)
-    for name in ("steps", "batch_size", "per_class", "flush_every"):
-        value = getattr(preset, name)
-        if value is not None and value <= 0:
-            raise NmechError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return preset
 
 
 def _free_port() -> int:
@@ -145,7 +89,7 @@ class ShardedBatches:
     across ranks and the shards partition each of them.
     """
 
-    def __init__(self, batches: DeviceBatches, rank: int, world: int) -> None:
+    def __init__(self, batches: Any, rank: int, world: int) -> None:
         if batches.batch_size % world != 0:
             raise NmechError(
                 f"global batch {batches.batch_size} does not split evenly over {world} ranks"
@@ -262,52 +206,37 @@ def run_model(
     sync_bn: bool,
     progress: bool,
 ) -> dict[str, Any]:
-    """Train one model of ``preset`` with DDP; rank 0 records. Returns a summary."""
+    """Train one model of ``preset`` with DDP; rank 0 discovers and records. Returns a summary."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from nmech.validation.discovery import discover
-    from nmech.validation.experiment import _write_discovery, build_optimizer, total_steps
-    from nmech.validation.models import build_model
+    from nmech.validation.experiment import prepare_run
     from nmech.validation.recorder import Recorder
     from nmech.validation.train import prepare_model, train
 
-    torch.manual_seed(preset.seed)
-    model = build_model(name, data.num_classes, preset.image_size, preset.width).to(device)
-    model.train()
-    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
-    first = batches.next()  # every rank draws it: the streams stay in step
-    found = discover(model, first) if rank == 0 else None
+    run = prepare_run(name, preset, data, device, out if rank == 0 else None, rank == 0)
+    model = run.model
     if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the same Parameter objects
     prepare_model(model, channels_last=preset.channels_last)
     torch.manual_seed(preset.seed + 1 + rank)  # dropout masks differ across shards
     ids = [device.index] if device.type == "cuda" else None
     ddp = DDP(model, device_ids=ids)
     forward = prepare_model(ddp, compile=preset.compile)
-    opt = build_optimizer(preset, model)
-    shards = ShardedBatches(batches, rank, world)
-    steps = total_steps(preset, batches)
+    shards = ShardedBatches(run.batches, rank, world)
     rec = None
     if rank == 0:
-        assert found is not None
-        out.mkdir(parents=True, exist_ok=True)
-        _write_discovery(out / f"discovery-{name}.json", found)
-        info = {
-            "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
-            "device": str(device), "width": preset.width, "image_size": preset.image_size,
-            "num_classes": data.num_classes, "train_images": len(data.y),
-            "world_size": world, "shard_batch": shards.shard, "sync_bn": sync_bn,
-            "backend": dist.get_backend(), "switches": preset.switches,
-        }  # fmt: skip
+        assert run.found is not None
+        info = {**run.info, "world_size": world, "shard_batch": shards.shard, "sync_bn": sync_bn,
+                "backend": dist.get_backend()}  # fmt: skip
         path = out / f"records-{name}.h5"
-        rec = Recorder(model, found.groups, path, opt, preset.flush_every, info, name)
+        rec = Recorder(model, run.found, path, run.optimizer, preset.flush_every, info, name)
     hooks = RankRecorder(rec, world, preset.flush_every, device)
     try:
         result = train(
-            ddp, opt, shards, steps, recorder=hooks,  # type: ignore[arg-type]
+            ddp, run.optimizer, shards, run.steps, recorder=hooks,  # type: ignore[arg-type]
             progress=progress and rank == 0, desc=f"{name} x{world}", forward=forward,
             autocast_dtype=torch.bfloat16 if preset.bf16 else None,
-            channels_last=preset.channels_last,
+            channels_last=preset.channels_last, loss_fn=run.loss_fn,
         )  # fmt: skip
     except BaseException:
         if rec is not None:
@@ -319,53 +248,51 @@ def run_model(
         raise NmechError(f"{name}: parameters differ across ranks after training ({spread:.3e})")
     return {
         "model": name, "steps": result.steps, "seconds": result.seconds,
-        "steps_per_s": result.steps_per_s, "images_per_s": result.steps_per_s * preset.batch_size,
+        "steps_per_s": result.steps_per_s, "samples_per_s": result.steps_per_s * preset.batch_size,
         "final_loss_rank0_shard": result.final_loss, "parameter_spread": spread,
     }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point for every rank; rank 0 prints the report's error summary."""
-    args = _parser().parse_args(argv)
+def run_all(preset: Preset, out: Path, backend: str | None, device_name: str, sync_bn: bool,
+            progress: bool, report: bool) -> int:  # fmt: skip
+    """Join the process group, train every model of ``preset``, and (rank 0) write
+    ``distributed.json`` and the report. Returns the exit status; errors are one line per
+    rank, ``nmech: error: rank R: ...``."""
+    from nmech.validation.experiment import load_data
+
+    rank = 0
     try:
-        preset = _preset(args)
-        rank, world, device = init(args.backend, args.device)
+        rank, world, device = init(backend, device_name)
     except NmechError as exc:
-        print(f"distributed: error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"nmech: error: {exc}\n")
         return 2
     try:
-        from nmech.validation.experiment import load_data
-
-        if args.sync_bn and device.type != "cuda":
+        if sync_bn and device.type != "cuda":
             raise NmechError(
                 "--sync-bn needs CUDA: torch's SyncBatchNorm runs under DDP on GPUs only"
             )
-        out = Path(args.out)
         data = load_data(preset, None)
-        progress = not args.no_progress
-        runs = [
-            run_model(m, preset, data, out, rank, world, device, args.sync_bn, progress)
-            for m in preset.models
-        ]
+        runs = [run_model(m, preset, data, out, rank, world, device, sync_bn, progress)
+                for m in preset.models]  # fmt: skip
         dist.barrier()
         if rank == 0:
             summary = {"world_size": world, "backend": dist.get_backend(),
-                       "sync_bn": args.sync_bn, "device": str(device), "runs": runs}  # fmt: skip
+                       "sync_bn": sync_bn, "device": str(device), "runs": runs}  # fmt: skip
             (out / "distributed.json").write_text(json.dumps(summary, indent=2))
             print(json.dumps(summary, indent=2))
-            if not args.no_report:
+            if report:
                 from nmech.validation.report import build_report
 
-                report = build_report(out)
+                result = build_report(out)
                 print(f"report: {out / 'report.md'}")
-                for kind, forms in report["errors"].items():
+                for kind, forms in result["errors"].items():
                     line = ", ".join(f"{f} max {e['max']:.2e}" for f, e in forms.items())
                     print(f"{kind}: {line}")
         dist.barrier()
     except NmechError as exc:
         # one write per line: the ranks share stderr, and print() writes the text and its
         # newline separately, so two ranks' lines could run together
-        sys.stderr.write(f"distributed (rank {rank}): error: {exc}\n")
+        sys.stderr.write(f"nmech: error: rank {rank}: {exc}\n")
         sys.stderr.flush()
         return 2
     finally:
@@ -373,5 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the former entry: python -m nmech.validation.distributed
+    from nmech.cli.torchrun import main
+
     sys.exit(main())

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from nmech.validation.optim import AdamWSettings, Settings
+from nmech.validation.optimizers import Settings
 from nmech.validation.records import KindRecords
 
 TAIL = 0.25
@@ -53,19 +53,12 @@ class EquilibriumCheck:
         }
 
 
-def _values(settings: Settings) -> dict[str, float]:
-    values = dict(settings.engine_values())
-    if isinstance(settings, AdamWSettings):
-        values.update(beta1=settings.beta1, beta2=settings.beta2, eps=settings.eps)
-    return values
-
-
 def check(scale: KindRecords, settings: Settings, equilibrium: Any) -> EquilibriumCheck | None:
     """Measured vs predicted equilibrium (module docstring); None without the needed records
     (channel sizes for AdamW, step_sq)."""
     from nmech.numerics.equilibrium import equilibrium_at
 
-    predicted = equilibrium_at(equilibrium, _values(settings))
+    predicted = equilibrium_at(equilibrium, settings.values())
     if "step_sq" not in scale.signals or (scale.size is None and predicted.needs_size):
         return None
     q = np.maximum(scale.Q, np.finfo(np.float64).tiny)

@@ -1,14 +1,15 @@
-"""One preset run end to end: data, model, symmetry discovery, recorded SGD training.
+"""One preset run end to end: data, model, symmetry discovery, recorded training.
 
-For each model of the preset: seed torch with ``preset.seed``, build the model on the device,
-discover and check its symmetry blocks on the first batch, then train with
-``torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`` (or, with
-``preset.optimizer == "adamw"``, the unmodified ``torch.optim.AdamW(lr, betas, eps,
-weight_decay)``) while a Recorder writes
-``records-<model>.h5`` (and ``discovery-<model>.json`` lists the blocks and failures).
+:func:`prepare_run` is the one run set-up, shared with the torchrun entry
+(:mod:`nmech.validation.distributed`) and the device check: seed torch with ``preset.seed``,
+build the model on the device (train mode), draw the first batch of the seeded stream,
+discover and check the symmetry blocks on it (``discovery-<model>.json`` lists what was found,
+what failed and why nothing was proposed where nothing was), and build the preset's optimizer
+(:mod:`nmech.validation.optimizers`). :func:`run_model` then trains while a Recorder writes
+``records-<model>.h5``.
 
 ``run.json`` keeps the preset (after overrides), device and data folder, so ``--resume DIR``
-can rebuild the run. Resuming a model repeats the same start-up (seed, model, batch stream,
+can rebuild the run. Resuming a model repeats the same set-up (seed, model, batch stream,
 discovery on the first batch), then loads ``checkpoint-<model>.pt`` over it and keeps that
 many steps of the records file: the continued records are bitwise those of an uninterrupted
 run on the same device. A model whose records are complete is skipped; one without a
@@ -24,20 +25,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from nmech.errors import NmechError
-from nmech.validation.checkpoint import (
-    checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-)
-from nmech.validation.data import DeviceBatches, ImageSet, synthetic
+from nmech.validation import datasets
+from nmech.validation.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from nmech.validation.discovery import Discovery, discover
 from nmech.validation.models import build_model
+from nmech.validation.optimizers import adapter_named
 from nmech.validation.presets import Preset
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import records_progress
@@ -47,28 +47,26 @@ from nmech.validation.train import TrainResult, prepare_model, train
 RUN_FILE = "run.json"
 
 
-def load_data(preset: Preset, data_dir: str | Path | None) -> ImageSet:
-    """Tiny ImageNet's training split when ``data_dir`` is given, else synthetic data."""
-    if data_dir is None:
-        return synthetic(preset.num_classes, preset.per_class, preset.image_size, preset.seed)
-    from nmech.validation.tiny_imagenet import load_tiny_imagenet
-
-    return load_tiny_imagenet(data_dir, "train", image_size=preset.image_size)
+def load_data(preset: Preset, data_dir: str | Path | None) -> Any:
+    """The preset's data set (Tiny ImageNet's training split from ``data_dir``)."""
+    return datasets.load(preset.data, preset, data_dir)
 
 
-def total_steps(preset: Preset, batches: DeviceBatches) -> int:
+def total_steps(preset: Preset, batches: Any) -> int:
     """``preset.steps``, or epochs * batches per epoch."""
     if preset.steps is not None:
         return preset.steps
     return math.ceil((preset.epochs or 1) * batches.steps_per_epoch)
 
 
-def planned_steps(preset: Preset, data: ImageSet) -> int:
+def planned_steps(preset: Preset, data: Any) -> int:
     """:func:`total_steps` without building the batch stream."""
     if preset.steps is not None:
         return preset.steps
-    per_epoch = max(1, len(data.y) // min(preset.batch_size, len(data.y)))
-    return math.ceil((preset.epochs or 1) * per_epoch)
+    return math.ceil(
+        (preset.epochs or 1)
+        * datasets.batches(preset.data, data, preset, torch.device("cpu")).steps_per_epoch
+    )
 
 
 def save_run(out_dir: Path, preset: Preset, device: torch.device, data_dir: str | None) -> None:
@@ -85,6 +83,8 @@ def load_run(out_dir: Path) -> tuple[Preset, str, str | None]:
         payload = json.loads(path.read_text())
         fields = payload["preset"]
         extra = {"betas": tuple(fields["betas"])} if "betas" in fields else {}
+        if "data" not in fields and payload["data_dir"] is not None:  # before data sets
+            extra["data"] = "tiny-imagenet"
         preset = Preset(**{**fields, "models": tuple(fields["models"]), **extra})
         return preset, str(payload["device"]), payload["data_dir"]
     except FileNotFoundError:
@@ -94,32 +94,61 @@ def load_run(out_dir: Path) -> tuple[Preset, str, str | None]:
 
 
 def build_optimizer(preset: Preset, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """``torch.optim.SGD`` or ``torch.optim.AdamW`` with the preset's settings."""
-    if preset.optimizer == "adamw":
-        return torch.optim.AdamW(
-            model.parameters(), lr=preset.lr, betas=tuple(preset.betas), eps=preset.eps,
-            weight_decay=preset.weight_decay,
-        )  # fmt: skip
-    return torch.optim.SGD(
-        model.parameters(), lr=preset.lr, momentum=preset.momentum, dampening=preset.dampening,
-        weight_decay=preset.weight_decay, nesterov=preset.nesterov,
-    )  # fmt: skip
+    """The preset's registered optimizer with its settings, over every parameter."""
+    return adapter_named(preset.optimizer).build(model.parameters(), preset)
 
 
-def _write_discovery(path: Path, found: Discovery) -> None:
-    groups = [
-        {"kind": g.kind, "name": g.name, "channels": g.channels, "kept": len(g.kept)}
-        for g in found.groups
-    ]
-    failures = [asdict(f) for f in found.failures]
-    payload = {"tolerance": found.tol, "groups": groups, "failures": failures}
-    path.write_text(json.dumps(payload, indent=2))
+@dataclass
+class ModelRun:
+    """A model ready to train: its batch stream, checked symmetry blocks (None where this
+    process does not record), optimizer, step count, run info and loss."""
+
+    name: str
+    model: torch.nn.Module
+    batches: Any
+    found: Discovery | None
+    optimizer: torch.optim.Optimizer
+    steps: int
+    info: dict[str, Any]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def prepare_run(
+    name: str,
+    preset: Preset,
+    data: Any,
+    device: torch.device,
+    out_dir: Path | None,
+    discover_blocks: bool = True,
+) -> ModelRun:
+    """The one run set-up (module docstring); writes ``discovery-<name>.json`` to ``out_dir``
+    when it discovers."""
+    torch.manual_seed(preset.seed)
+    shape = datasets.shape_of(preset.data, data, preset)
+    model = build_model(name, shape, preset.width).to(device)
+    model.train()
+    batches = datasets.batches(preset.data, data, preset, device)
+    first = batches.next()  # every process draws it: the streams stay in step
+    loss_fn = datasets.loss_for(preset.data)
+    found = discover(model, first, loss_fn=loss_fn) if discover_blocks else None
+    if found is not None and out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        payload = {"model": name, **found.to_json(), "summary": found.summary()}
+        (out_dir / f"discovery-{name}.json").write_text(json.dumps(payload, indent=2))
+    info = {
+        "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
+        "device": str(device), "width": preset.width, "image_size": preset.image_size,
+        "num_classes": data.num_classes, "switches": preset.switches,
+        **datasets.describe(preset.data, data),
+    }  # fmt: skip
+    opt = build_optimizer(preset, model)
+    return ModelRun(name, model, batches, found, opt, total_steps(preset, batches), info, loss_fn)
 
 
 def run_model(
     name: str,
     preset: Preset,
-    data: ImageSet,
+    data: Any,
     out_dir: Path,
     device: torch.device,
     progress: bool = True,
@@ -127,17 +156,11 @@ def run_model(
     stop: StopRequest | None = None,
 ) -> tuple[Path, TrainResult, Discovery]:
     """Train one model of the preset with recording (continuing its checkpoint when
-    ``resume``); returns the records path."""
-    torch.manual_seed(preset.seed)
-    model = build_model(name, data.num_classes, preset.image_size, preset.width).to(device)
-    model.train()
-    batches = DeviceBatches(data, preset.batch_size, device, seed=preset.seed)
-    found = discover(model, batches.next())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_discovery(out_dir / f"discovery-{name}.json", found)
+    ``resume``); returns the records path, the training summary and the discovery."""
+    run = prepare_run(name, preset, data, device, out_dir)
+    assert run.found is not None
+    model, opt, batches, steps = run.model, run.optimizer, run.batches, run.steps
     forward = prepare_model(model, preset.channels_last, preset.compile)
-    opt = build_optimizer(preset, model)
-    steps = total_steps(preset, batches)
     ckpt = checkpoint_path(out_dir, name)
     start = 0
     if resume and ckpt.is_file():
@@ -146,14 +169,8 @@ def run_model(
             raise NmechError(f"{ckpt} is at step {start}, past the requested {steps} steps")
     else:
         ckpt.unlink(missing_ok=True)
-    info = {
-        "preset": preset.name, "batch_size": batches.batch_size, "seed": preset.seed,
-        "device": str(device), "width": preset.width, "image_size": preset.image_size,
-        "num_classes": data.num_classes, "train_images": len(data.y),
-        "switches": preset.switches,
-    }  # fmt: skip
     path = out_dir / f"records-{name}.h5"
-    rec = Recorder(model, found.groups, path, opt, preset.flush_every, info, name, start)
+    rec = Recorder(model, run.found, path, opt, preset.flush_every, run.info, name, start)
 
     def checkpoint(step: int) -> None:
         save_checkpoint(ckpt, step, model, opt, batches)
@@ -162,7 +179,7 @@ def run_model(
         result = train(model, opt, batches, steps, rec, progress=progress, desc=name,
                        start=start, on_commit=checkpoint, stop=stop, forward=forward,
                        autocast_dtype=torch.bfloat16 if preset.bf16 else None,
-                       channels_last=preset.channels_last)  # fmt: skip
+                       channels_last=preset.channels_last, loss_fn=run.loss_fn)  # fmt: skip
     except Interrupted as exc:
         rec.close("interrupted", str(exc))
         checkpoint(exc.step)
@@ -172,7 +189,7 @@ def run_model(
         raise
     rec.close()
     checkpoint(steps)
-    return path, result, found
+    return path, result, run.found
 
 
 def _done(out: Path, name: str, steps: int) -> bool:

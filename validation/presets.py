@@ -3,15 +3,20 @@
 * ``cpu-demo``: VGG-16-BN and VGG-16 at width 1/8 on 32x32 synthetic data (10 classes),
   torch SGD lr 0.1, momentum 0.9, weight decay 5e-4, batch 32, 300 steps (about a minute on
   2 CPU cores).
+* ``cpu-resnet``: ResNet-18 (CIFAR stem, BatchNorm) at width 1/4 on scikit-learn's digits
+  upsampled to 16x16, batch 32, 150 steps, the same SGD.
+* ``cpu-transformer``: the pre-LN character-level transformer (width 64, 2 blocks, 4 heads,
+  context 64) on the Python standard library's source, batch 16, 200 steps, the same SGD.
 * ``paper-vgg16-bn`` / ``paper-vgg16``: the paper's setting -- 64x64 inputs, 200 classes,
   width 1, batch 256, lr 0.1, momentum 0.9, weight decay 5e-4, 100 epochs -- on Tiny ImageNet
   when ``--data-dir`` is given, else on synthetic data of the same shape.
 
-Every preset trains with ``torch.optim.SGD`` (``optimizer="sgd"``); ``optimizer="adamw"``
-(``nmech validate --optimizer adamw``) trains with ``torch.optim.AdamW`` instead, with
-``betas``, ``eps`` and, unless given, lr 0.01 and weight decay 0.5 (:data:`ADAMW_DEFAULTS`:
-eta*lam = 5e-3, so scale-invariant channels approach their rotational equilibrium within the
-cpu-demo's 300 steps, time constant 1/(2 eta lam) = 100 steps).
+``data`` names a registered data set (:mod:`nmech.validation.datasets`), ``models`` registered
+models (:mod:`nmech.validation.models`), ``optimizer`` a registered optimizer
+(:mod:`nmech.validation.optimizers`): :func:`with_optimizer` switches to another one with its
+defaults (``adamw``: lr 0.01 and weight decay 0.5, eta*lam = 5e-3, so scale-invariant channels
+approach their rotational equilibrium within a few hundred steps, time constant
+1/(2 eta lam) = 100 steps).
 
 Every preset has the GPU path switches ``channels_last``, ``bf16`` and ``compile`` off
 (``nmech validate --channels-last --bf16 --compile`` turn them on; see
@@ -51,6 +56,9 @@ class Preset:
     optimizer: str = "sgd"
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    alpha: float = 0.99
+    data: str = "synthetic"
+    context: int = 64
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -67,6 +75,14 @@ PRESETS: dict[str, Preset] = {
         "cpu-demo", ("vgg16_bn", "vgg16"), image_size=32, num_classes=10, width=1 / 8,
         batch_size=32, steps=300, epochs=None, per_class=200,
     ),
+    "cpu-resnet": Preset(
+        "cpu-resnet", ("resnet18",), image_size=16, num_classes=10, width=1 / 4,
+        batch_size=32, steps=150, epochs=None, data="digits",
+    ),
+    "cpu-transformer": Preset(
+        "cpu-transformer", ("charlm",), image_size=32, num_classes=0, width=1.0,
+        batch_size=16, steps=200, epochs=None, data="python-source", context=64,
+    ),
     "paper-vgg16-bn": Preset(
         "paper-vgg16-bn", ("vgg16_bn",), image_size=64, num_classes=200, width=1.0,
         batch_size=256, steps=None, epochs=100, per_class=100, flush_every=500,
@@ -78,13 +94,21 @@ PRESETS: dict[str, Preset] = {
 }  # fmt: skip
 
 
-#: lr and weight decay of ``--optimizer adamw`` where the command line gives none.
-ADAMW_DEFAULTS = {"lr": 0.01, "weight_decay": 0.5}
-OPTIMIZERS = ("sgd", "adamw")
-
-
 def get_preset(name: str) -> Preset:
     """The preset called ``name``."""
     if name not in PRESETS:
         raise NmechError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def with_optimizer(preset: Preset, optimizer: str | None) -> Preset:
+    """``preset`` trained by the registered optimizer ``optimizer`` with its defaults (the
+    preset itself when ``optimizer`` is None or the preset's own)."""
+    if optimizer is None or optimizer == preset.optimizer:
+        return preset
+    from nmech.validation.optimizers import adapter_named
+
+    adapter = adapter_named(optimizer)
+    if adapter.torch_class is None:
+        raise NmechError(f"{optimizer} is not an optimizer nmech can build")
+    return replace(preset, optimizer=optimizer, **adapter.defaults)

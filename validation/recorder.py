@@ -1,75 +1,54 @@
 """Per-step measurement of every symmetry block, as hooks for any training loop.
 
-Usage (any loop, any model; the optimizer must be ``torch.optim.SGD`` or ``torch.optim.AdamW``)::
+Usage (any loop, any model, any torch optimizer: a registered one is read from its settings,
+any other through the fallback of :mod:`nmech.validation.optimizers`)::
 
     from nmech.validation.discovery import discover
     from nmech.validation.recorder import Recorder
 
     found = discover(model, (x0, y0))                 # symmetry blocks, checked on a batch
-    rec = Recorder(model, found.groups, "run/records.h5", opt)
+    rec = Recorder(model, found, "run/records.h5", opt)
     for x, y in batches:
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
-        rec.before_step(loss.detach())                # theta_n, g_n = p.grad (no weight decay)
+        rec.before_step(loss.detach())                # theta_n, g_n = p.grad; the loss is optional
         opt.step()
         rec.after_step()                              # theta_{n+1}
     rec.close()                                       # Q_N, final flush
+    result = rec.compare()                            # measured and predicted Q per kind and form
 
 Per step n and block A (J the block's generator, all in float64 on the model's device):
 
-    Q_n         = <theta_n, J theta_n>  (scale, rescale)   or  <1_A, theta_n>  (translation)
-    grad_sq_n   = <g_n, J g_n>
-    step_sq_n   = <D_n, J D_n>          D_n = theta_{n+1}.double() - theta_n.double()
-    step_grad_n = <D_n, J g_n>
+    Q_n = <theta_n, J theta_n>  (quadratic kinds)   or  <1_A, theta_n>  (linear kinds)
+    Q_abs_n = sum_A theta_i^2                        or  sum_A |theta_i|
 
-With s_i = +1 on every element for scale blocks and s_i = +1 / -1 on the incoming / outgoing
-side of a rescale block, the quadratic reductions are
-
-    Q_n = sum_{i in A} s_i theta_i^2        Q_abs_n = sum_{i in A} theta_i^2
-    grad_sq_n = sum_{i in A} s_i g_i^2      step_sq_n = sum_{i in A} s_i D_i^2
-    step_grad_n = sum_{i in A} s_i D_i g_i
-
-and for translation blocks Q_n = sum_{i in A} theta_i, Q_abs_n = sum_{i in A} |theta_i|.
-
-Under ``torch.optim.AdamW`` (theta_{n+1} = a theta_n - eta u_n, a = 1 - eta*lam) the recorder
-also writes, per step,
-
-    theta_u_n = sum_{i in A} s_i theta_i u_i      u_sq_n = sum_{i in A} s_i u_i^2
-    c_u_n     = sum_{i in A} u_i                  (translation blocks)
-
-with u_n = (m / (1 - beta1^n)) / (sqrt(v) / sqrt(1 - beta2^n) + eps) computed in float64 from
-the optimizer's state after the step (exp_avg m, exp_avg_sq v, step n), torch's own formula.
-u_n is taken from the state rather than from (a theta_n - theta_{n+1}) / eta so that the
-recursion is a real check: from the parameter difference it would hold by construction,
-whereas from the state it holds only if torch's step is exactly a theta - eta u. The step
-count is read from the state: a CPU tensor there (torch's default) is read on the host with no
-device sync; a device tensor (``capturable``/``fused``) enters the bias corrections as a device
-tensor, again without a sync.
+and the signals of :mod:`nmech.validation.signals`: grad_sq, step_sq, step_grad for quadratic
+kinds, and, when the optimizer has an update direction u_n (theta_{n+1} = a theta_n - eta u_n:
+Adam, AdamW, RMSprop, Adagrad, the fallback), theta_u, u_sq (quadratic) and c_u (linear). u_n
+is formed in float64 from the optimizer's state after the step (e.g. AdamW's exp_avg,
+exp_avg_sq and step) by the formula of the derived rule (:meth:`OptimizerAdapter.update`),
+not from (a theta_n - theta_{n+1}) / eta, so that its recursion is a real check of torch's
+step (the fallback, which has no formula, is the exception and says so). A step count kept on
+the device (``capturable``) enters as a device tensor, without a host sync.
 
 g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient without weight decay
-(torch's SGD adds the decay internally). It is copied in ``before_step`` because SGD's foreach
-path with Nesterov and no weight decay updates ``p.grad`` in place.
+(torch adds the decay internally), negated under ``maximize=True``. It is copied in
+``before_step`` because SGD's foreach path with Nesterov and no weight decay updates ``p.grad``
+in place.
 
-Cost per step: the recorded parameters (and gradients) are copied into flat float64 vectors by
-one ``_foreach_copy_`` each, into two [4, numel] buffers: A = [theta_n; g_n; .; .] and B, whose
-row 0 receives theta_{n+1}. ``before_step`` only copies g_n (and takes Q_n from the previous
-``after_step``); ``after_step`` copies theta_{n+1} into B[0] and forms the part sums of
-[D^2; D*g; g^2; theta_{n+1}^2] (D = B[0] - A[0]), then the block sums by one small sparse product
-with the parts' signs (see :class:`~nmech.validation.channels.ChannelSums`; Q_abs reuses the
-part sums of theta^2). The hooks are bound by memory traffic. On the CPU (``fused=True``, the
-default) g_n is copied in the parameters' own float type (exact) into a flat buffer of its own,
-and one compiled pass (:mod:`nmech.validation.fused`) reads theta_n, g_n and theta_{n+1} once,
-keeping the four products in registers; under AdamW a second pass of the same kind forms u_n
-from the moments (copied in their own type) in registers; the sparse products are compiled too
-and write straight into the row buffers. Elsewhere (GPU) A is filled in place with the four
-products, which are reduced together by one reshape-sum per run of back-to-back channel rows or
-columns. A and B
-then swap roles: theta_{n+1} and its part sums serve as the next step's theta_n unless a
-parameter was written in between (its version counter moved; theta_n and Q_n are then read
-afresh).
-Rows go to preallocated device buffers (no ``.item()`` or host copy per step) and are appended
-to the HDF5 records file every ``flush_every`` steps.
+Cost per step: the recorded parameters are copied into flat vectors by one ``_foreach_copy_``
+each: theta_n and theta_{n+1} (float64, two buffers that swap roles), g_n and any optimizer
+state u_n needs (the parameters' own type on the CPU, float64 otherwise). ``after_step`` then
+runs the *passes* of :mod:`nmech.validation.fused`: per reduction family, the part sums of the
+per-element summands of its signals (and of theta_{n+1}^2, the next Q), then the block sums by
+one small sparse product with the parts' signs (:class:`~nmech.validation.channels.
+ChannelSums`). On the CPU (``fused=True``, the default) each pass is one numba kernel generated
+from the summands, which reads every input once; elsewhere the same summands run as torch ops.
+theta_{n+1} and its part sums serve as the next step's theta_n unless a parameter was written
+in between (its version counter moved; theta_n and Q_n are then read afresh). Rows go to
+preallocated device buffers (no ``.item()`` or host copy per step) and are appended to the HDF5
+records file every ``flush_every`` steps.
 
 Faults: each flush scans its rows on the host for NaN/inf (loss, every signal, Q); the first
 bad step n ends the file at steps 0..n-1 (plus Q_n when finite), stamps it ``diverged`` and
@@ -83,97 +62,91 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sympy as sp
 import torch
 from torch import nn
 
 from nmech.errors import NmechError
-from nmech.validation.channels import KINDS, QUADRATIC, ChannelSums, Group, flat_order
-from nmech.validation.fused import CsrMatrix, FusedPartSums
-from nmech.validation.optim import AdamWSettings, read_optimizer
-from nmech.validation.records import (
-    ADAPTIVE_SIGNALS,
-    LINEAR_SIGNALS,
-    RecordsWriter,
-    is_state_dataset,
-)
+from nmech.validation.channels import ChannelSums, Group, flat_order
+from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass
+from nmech.validation.kinds import KINDS, LINEAR_FAMILY, QUADRATIC_FAMILY
+from nmech.validation.optimizers import UpdateDirection, adapter_for
+from nmech.validation.records import RecordsWriter, is_state_dataset
+from nmech.validation.signals import ELEMENTS, SIGNALS, recorded
 from nmech.validation.stops import HINT, Diverged, describe, first_nonfinite
 
 TRACE_PARAMS = 8
 STATE = ("Q", "Q_abs")
-#: records.SIGNALS in the order of the rows ``after_step`` reduces: [D^2; D*g; g^2].
-STEP_SIGNALS = ("step_sq", "step_grad", "grad_sq")
+#: The per-element symbols of :mod:`nmech.validation.signals`, as the kernels see them.
+ELEMENT = {name: sp.Symbol(name, real=True) for name in ELEMENTS}
 
 
-class _KindLayout:
-    """The groups of one kind and the number of channels they record."""
-
-    def __init__(self, groups: list[Group]) -> None:
-        self.groups = groups
-        self.width = sum(len(g.kept) for g in groups)
+def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of consecutive pieces of ``flat`` shaped like ``params``."""
+    pieces = torch.split(flat, [p.numel() for p in params])
+    return [v.view(p.shape) for v, p in zip(pieces, params, strict=True)]
 
 
-class _Blocks:
-    """The blocks of some kinds: part sums of flat vectors, their signed per-block sums, and the
-    rows of the kinds' signals that those sums fill.
+def _copy(dst: list[torch.Tensor], src: list[torch.Tensor]) -> None:
+    """``torch._foreach_copy_`` (one kernel per dtype group), nothing for empty lists (a model
+    without any symmetry block records only its loss)."""
+    if dst:
+        torch._foreach_copy_(dst, src)
 
-    ``rows`` is one [K, blocks, signals] buffer for all these kinds; ``views()`` names its
-    [K, blocks of a kind] slices ``"<kind>/<signal>"``. ``write(v, signal, row)`` computes
-    M @ v, i.e. sum_{i in A} s_i v_i for every block A of those kinds at once (s_i = 1 when
-    ``unsigned``), into ``rows[row, :, signal]``; ``reduce`` and ``put`` split it so that k
-    stacked vectors share one pass and one copy into consecutive signal columns.
+
+def _sqrt(x: Any) -> Any:
+    return torch.sqrt(x) if isinstance(x, torch.Tensor) else math.sqrt(x)
+
+
+class _Family:
+    """The blocks of one reduction family: part sums of flat vectors, their signed per-block
+    sums, the rows those fill, and the passes that compute the part sums.
+
+    ``rows`` is one [K, blocks, signals] buffer; ``views()`` names its [K, blocks of a kind]
+    slices ``"<kind>/<signal>"``. ``put(s, signals, row)`` writes M s, i.e. sum_{i in A} s_i v_i
+    for every block A at once (s_i = 1 when ``unsigned``), into consecutive signal columns.
     """
 
     def __init__(
         self,
-        layouts: dict[str, _KindLayout],
-        kinds: list[str],
+        groups_by_kind: dict[str, list[Group]],
         signals: tuple[str, ...],
         rows: int,
         offsets: dict[str, int],
         shapes: dict[str, torch.Size],
         device: torch.device,
+        fused: bool,
     ) -> None:
-        groups = [g for k in kinds for g in layouts[k].groups]
+        groups = [g for gs in groups_by_kind.values() for g in gs]
+        self.groups = groups
         self.sums = ChannelSums(groups, offsets, shapes, device)
         params = dict.fromkeys(p.param for g in groups for p in g.parts)
         self.regions = [slice(offsets[n], offsets[n] + shapes[n].numel()) for n in params]
         self.slices: dict[str, slice] = {}
         start = 0
-        for k in kinds:
-            self.slices[k] = slice(start, start + layouts[k].width)
-            start += layouts[k].width
+        for kind, gs in groups_by_kind.items():
+            width = sum(len(g.kept) for g in gs)
+            self.slices[kind] = slice(start, start + width)
+            start += width
+        self.signals = signals
         self.column = {signal: j for j, signal in enumerate(signals)}
         self.rows = torch.zeros(rows, start, len(signals), dtype=torch.float64, device=device)
-        self.fused: FusedPartSums | None = None
+        self.fused = fused
+        self.offsets, self.shapes = offsets, shapes
+        if fused:
+            self.csr = {False: CsrMatrix(self.sums.signed), True: CsrMatrix(self.sums.unsigned)}
+            self.rows_np = self.rows.numpy()
 
-    def fuse(self, offsets: dict[str, int], shapes: dict[str, torch.Size]) -> None:
-        """Take :meth:`step_sums` and the block sums through the compiled CPU kernels of
-        :mod:`nmech.validation.fused` from now on (CPU tensors only)."""
-        self.fused = FusedPartSums(self.sums, offsets, shapes)
-        self.csr = {False: CsrMatrix(self.sums.signed), True: CsrMatrix(self.sums.unsigned)}
-        self.rows_np = self.rows.numpy()
-
-    def step_sums(
-        self, block: torch.Tensor, theta_next: torch.Tensor, grad: torch.Tensor
-    ) -> torch.Tensor:
-        """Part sums [width, 4] of [D^2; D*g; g^2; theta_next^2], D = theta_next - theta, for
-        ``block`` = [theta; g; scratch; scratch] (flat float64) and g_n = ``grad``. Fused: one
-        compiled pass reads theta, ``grad`` (its own flat buffer) and theta_next once.
-        Otherwise ``grad`` is ``block[1]``: the products are written into ``block`` (theta and
-        g overwritten) and reduced together by dense reshape-sums."""
-        theta = block[0]
-        if self.fused is not None:
-            return self.fused.step(theta.numpy(), grad.numpy(), theta_next.numpy())
-        torch.square(grad, out=block[2])
-        delta = torch.sub(theta_next, theta, out=theta)
-        grad.mul_(delta)
-        delta.square_()
-        torch.square(theta_next, out=block[3])
-        return self.reduce(block)
+    def make_pass(self, summands: Sequence[sp.Expr], arrays: Sequence[sp.Symbol]) -> Any:
+        """The compiled (CPU) or torch pass of ``summands`` over this family's parts."""
+        if self.fused:
+            return CompiledPass(summands, arrays, self.sums, self.offsets, self.shapes)
+        return TorchPass(summands, arrays, self.sums)
 
     def views(self) -> dict[str, torch.Tensor]:
         """``"<kind>/<signal>"`` -> the [K, blocks of the kind] slice of ``rows``."""
@@ -184,7 +157,7 @@ class _Blocks:
         }
 
     def reduce(self, v: torch.Tensor) -> torch.Tensor:
-        """Part sums of v ([numel] or k stacked [k, numel]) as [width, k]."""
+        """Part sums of v ([numel] or k stacked [k, numel]) as [width, k] (torch ops)."""
         return self.sums.sums(v)
 
     def put(
@@ -192,15 +165,14 @@ class _Blocks:
     ) -> None:
         """``rows[row, :, signals[j]] = (M s)[:, j]``; ``signals`` are consecutive columns."""
         j = self.column[signals[0]]
-        if self.fused is not None:
+        if self.fused:
             self.csr[unsigned].into(s.numpy(), self.rows_np[row, :, j : j + len(signals)])
         else:
             self.rows[row, :, j : j + len(signals)] = self.sums.blocks(s, unsigned)
 
     def put_both(self, s: torch.Tensor, signals: tuple[str, str], row: int) -> None:
-        """``rows[row, :, signals] = [M s, |M| s]`` (s: [width, 1]; consecutive columns); one
-        torch product with M and |M| stacked, or two compiled ones."""
-        if self.fused is not None:
+        """``rows[row, :, signals] = [M s, |M| s]`` (s: [width, 1]; consecutive columns)."""
+        if self.fused:
             self.put(s, signals[:1], row)
             self.put(s, signals[1:], row, unsigned=True)
             return
@@ -212,22 +184,50 @@ class _Blocks:
         self.put(self.reduce(v), (signal,), row, unsigned)
 
 
-def _flat_views(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Views of consecutive pieces of ``flat`` shaped like ``params``."""
-    pieces = torch.split(flat, [p.numel() for p in params])
-    return [v.view(p.shape) for v, p in zip(pieces, params, strict=True)]
+class _UpdatePass:
+    """One family's update signals (those that need u_n): a pass over the arrays u_n reads,
+    with u substituted by the optimizer's formula, and its scalar values per step."""
+
+    def __init__(self, family: _Family, names: tuple[str, ...], update: UpdateDirection) -> None:
+        rename = {s: ELEMENT.get(s.name, sp.Symbol(s.name, real=True))
+                  for s in update.expr.free_symbols if s.name in update.arrays}  # fmt: skip
+        u = update.expr.xreplace(rename)
+        summands = [SIGNALS[n].summand({**ELEMENT, "u": u}) for n in names]
+        arrays = sorted({s for e in summands for s in e.free_symbols if s.name in
+                         {*update.arrays, "theta"}}, key=lambda s: s.name)  # fmt: skip
+        self.names = names
+        self.family = family
+        self.pass_ = family.make_pass(summands, arrays)
+        scalars = self.pass_.scalars
+        symbols = sorted({s for e in scalars for s in sp.sympify(e).free_symbols}, key=str)
+        self.symbols = [str(s) for s in symbols]
+        self.values = update.values
+        self.scalar_fn: Callable[..., Any] = sp.lambdify(
+            symbols, list(scalars), modules=[{"sqrt": _sqrt}, "math"]
+        )
+
+    def run(self, arrays: dict[str, torch.Tensor], step: Any, row: int) -> None:
+        """Record this family's update signals of step ``row``."""
+        args = [step if name == "step" else self.values[name] for name in self.symbols]
+        k = self.scalar_fn(*args)
+        if self.family.fused:
+            k = np.asarray([float(v) for v in k], dtype=np.float64)
+        sums = self.pass_.sums(arrays, k)
+        self.family.put(sums, self.names, row)
 
 
 class Recorder:
-    """Measure Q and its signals for ``groups`` of ``model`` trained by ``optimizer``.
+    """Measure Q and its signals for the blocks ``groups`` (a list of groups, or what
+    :func:`~nmech.validation.discovery.discover` returned) of ``model`` trained by
+    ``optimizer``.
 
-    ``fused`` (CPU models): compute the step's part and block sums with the compiled kernels of
-    :mod:`nmech.validation.fused` (default); False takes the torch ops a GPU model takes."""
+    ``fused`` (CPU models): compute the passes with kernels generated for the CPU (default);
+    False takes the torch ops a GPU model takes."""
 
     def __init__(
         self,
         model: nn.Module,
-        groups: list[Group],
+        groups: Any,
         path: str | Path,
         optimizer: torch.optim.Optimizer,
         flush_every: int = 100,
@@ -238,8 +238,14 @@ class Recorder:
     ) -> None:
         if flush_every < 1:
             raise NmechError(f"flush_every must be positive, got {flush_every}")
-        self.settings = read_optimizer(optimizer)
-        self.adaptive = isinstance(self.settings, AdamWSettings)
+        groups = list(getattr(groups, "groups", groups))
+        unknown = sorted({g.kind for g in groups} - set(KINDS))
+        if unknown:
+            raise NmechError(f"unknown symmetry kind {unknown[0]!r}; known: {', '.join(KINDS)}")
+        adapter = adapter_for(optimizer)
+        self.settings = adapter.read(optimizer)
+        self.update = adapter.update(self.settings)
+        self.grad_sign = adapter.gradient_sign(self.settings)
         self.optimizer = optimizer
         named = dict(model.named_parameters())
         names = sorted({p.param for g in groups for p in g.parts})
@@ -253,27 +259,25 @@ class Recorder:
         shapes = {n: named[n].shape for n in names}
         names = flat_order(groups, shapes)
         self.params = {n: named[n] for n in names}
-        self.quad_names = sorted({p.param for g in groups if g.kind in QUADRATIC for p in g.parts})
         device = next(iter(self.params.values())).device if names else torch.device("cpu")
         self.device = device
-        self.layouts = {
-            k: _KindLayout([g for g in groups if g.kind == k])
-            for k in KINDS
-            if any(g.kind == k for g in groups)
+        self.by_family = {
+            family: {
+                k: [g for g in groups if g.kind == k]
+                for k, spec in KINDS.items()
+                if spec.family == family and any(g.kind == k for g in groups)
+            }
+            for family in (QUADRATIC_FAMILY, LINEAR_FAMILY)
         }
         self.K = flush_every
         self.fused = fused and device.type == "cpu"
-        self._init_flat(names, device)
+        self._init_flat(names, shapes, device)
         self.bufs: dict[str, torch.Tensor] = {}
-        for blocks in (self.quad, self.lin):
-            if blocks is not None:
-                self.bufs.update(blocks.views())
-        self.bufs["train/loss"] = torch.full(
-            (self.K,), float("nan"), dtype=torch.float64, device=device
-        )
-        self.bufs["train/accuracy"] = torch.full(
-            (self.K,), float("nan"), dtype=torch.float64, device=device
-        )
+        for family in (self.quad, self.lin):
+            if family is not None:
+                self.bufs.update(family.views())
+        for name in ("train/loss", "train/accuracy"):
+            self.bufs[name] = torch.full((self.K,), math.nan, dtype=torch.float64, device=device)
         self.trace_param, self.trace_index = self._pick_trace(groups)
         self.trace_flat = self.trace_index + self.offsets.get(self.trace_param or "", 0)
         if self.trace_param is not None:
@@ -296,8 +300,10 @@ class Recorder:
         self.writer.start(self.writer.path if start_step else None, start_step)
         self.lr_changed = self.writer.lr_changed
 
-    def _init_flat(self, names: list[str], device: torch.device) -> None:
-        """The flat float64 buffers A, B (see the module docstring) and the blocks' reductions;
+    def _init_flat(
+        self, names: list[str], shapes: dict[str, torch.Size], device: torch.device
+    ) -> None:
+        """Flat buffers (module docstring), the families' reductions and their passes;
         parameters laid out in ``names`` order."""
         plist = [self.params[n] for n in names]
         self.plist = plist
@@ -306,120 +312,107 @@ class Recorder:
         for n, p in zip(names, plist, strict=True):
             self.offsets[n] = numel
             numel += p.numel()
-        shapes = {n: p.shape for n, p in self.params.items()}
-        self.pair = torch.zeros(2, 4, numel, dtype=torch.float64, device=device)
-        quad = [names.index(n) for n in self.quad_names]
-        # g_n (and AdamW's moments) only feed the compiled passes when fused: they are kept in
-        # the parameters' own float type there (an exact copy), float64 otherwise
-        grad_dtype = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
-        if self.fused:
-            self.flat_grad = torch.zeros(numel, dtype=grad_dtype)
-            rows = [self.flat_grad, self.flat_grad]
-        else:
-            rows = [buf[1] for buf in self.pair]
-        self._views = [
-            (_flat_views(buf[0], plist), [_flat_views(g, plist)[i] for i in quad])
-            for buf, g in zip(self.pair, rows, strict=True)
-        ]
+        # g_n and optimizer state feed the passes in the parameters' own float type when
+        # compiled (an exact copy), in float64 for the torch ops
+        own = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
+        self.flat_dtype = own if self.fused else torch.float64
+        self.pair = torch.zeros(2, numel, dtype=torch.float64, device=device)
+        self._theta_views = [_flat_views(buf, plist) for buf in self.pair]
+        self.flat_grad = torch.zeros(numel, dtype=self.flat_dtype, device=device)
+        self.grad_views = _flat_views(self.flat_grad, plist)
+        self.scratch = torch.zeros(numel, dtype=torch.float64, device=device)
         self.versions: list[int] | None = None  # parameter versions when theta was copied
         self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
         self._bind(0)
 
-        def blocks(kinds: list[str], signals: tuple[str, ...]) -> _Blocks | None:
+        def family(name: str) -> _Family | None:
+            kinds = self.by_family[name]
             if not kinds:
                 return None
-            return _Blocks(self.layouts, kinds, signals, self.K, self.offsets, shapes, device)
+            signals = STATE + recorded(name, self.update is not None)
+            return _Family(kinds, signals, self.K, self.offsets, shapes, device, self.fused)
 
-        adaptive = self.adaptive
-        self.quad = blocks(
-            [k for k in self.layouts if k in QUADRATIC],
-            STATE + STEP_SIGNALS + (ADAPTIVE_SIGNALS if adaptive else ()),
-        )
-        self.lin = blocks(
-            [k for k in self.layouts if k not in QUADRATIC],
-            STATE + (LINEAR_SIGNALS if adaptive else ()),
-        )
-        for b in (self.quad, self.lin):
-            if b is not None and self.fused:
-                b.fuse(self.offsets, shapes)
-        if self.adaptive:  # AdamW's moments (own type when fused, else float64) and u_n
-            dtype = grad_dtype if self.fused else torch.float64
-            self.moments = torch.zeros(2, numel, dtype=dtype, device=device)
-            self.moment_views = _flat_views(self.moments[0], plist) + _flat_views(
-                self.moments[1], plist
-            )
-            if not self.fused:
-                self.u = torch.zeros(numel, dtype=torch.float64, device=device)
+        self.quad, self.lin = family(QUADRATIC_FAMILY), family(LINEAR_FAMILY)
+        self.step_signals = recorded(QUADRATIC_FAMILY, False)
+        if self.quad is not None:
+            e = {**ELEMENT, "g": self.grad_sign * ELEMENT["g"]}
+            summands = [SIGNALS[n].summand(e) for n in self.step_signals]
+            summands.append(ELEMENT["theta_next"] ** 2)  # the next step's Q
+            arrays = [ELEMENT["theta_next"], ELEMENT["theta"], ELEMENT["g"]]
+            self.step_pass = self.quad.make_pass(summands, arrays)
+        self.update_passes: list[_UpdatePass] = []
+        self.state_bufs: dict[str, torch.Tensor] = {}
+        if self.update is None:
+            return
+        for fam in (self.quad, self.lin):
+            if fam is None:
+                continue
+            names_ = tuple(n for n in fam.signals if n in SIGNALS and SIGNALS[n].needs_update)
+            if names_:
+                self.update_passes.append(_UpdatePass(fam, names_, self.update))
+        for name, source in self.update.arrays.items():
+            if source.startswith("state:"):
+                self.state_bufs[name] = torch.zeros(numel, dtype=self.flat_dtype, device=device)
+        self.state_views = {n: _flat_views(b, plist) for n, b in self.state_bufs.items()}
 
     def _bind(self, cur: int) -> None:
-        """A = ``pair[cur]`` (``block``) holds theta_n (``theta``), g_n (``grad``; its own flat
-        buffer when fused) and two scratch rows; row 0 of the other one is theta_{n+1}
-        (``theta_next``)."""
+        """theta_n = ``pair[cur]``, theta_{n+1} = the other one."""
         self.cur = cur
-        self.block = self.pair[cur]
-        self.theta = self.block[0]
-        self.grad = self.flat_grad if self.fused else self.block[1]
-        self.theta_next = self.pair[1 - cur][0]
-        self.theta_views, self.grad_views = self._views[cur]
-        self.next_views = self._views[1 - cur][0]
+        self.theta = self.pair[cur]
+        self.theta_next = self.pair[1 - cur]
+        self.theta_views = self._theta_views[cur]
+        self.next_views = self._theta_views[1 - cur]
 
     def _load_theta(self) -> None:
         """Copy the current parameters into the flat theta_n (float64)."""
-        torch._foreach_copy_(self.theta_views, self.plist)
+        _copy(self.theta_views, self.plist)
         self.versions = [p._version for p in self.plist]
         self.q_sums = None
 
-    def _bias_corrections(self, states: list[dict]) -> tuple[Any, Any]:
-        """(1 - beta1^n, sqrt(1 - beta2^n)) at the optimizer's step count n (floats, or device
-        tensors when the state keeps n on the device)."""
-        b1, b2 = self.settings.beta1, self.settings.beta2
+    def _step_count(self, states: list[dict]) -> Any:
+        """The optimizer's step count n (a float, or a device tensor when kept there)."""
         steps = [st["step"] for st in states]
         if isinstance(steps[0], torch.Tensor) and steps[0].device.type != "cpu":
-            n = steps[0].to(torch.float64)
-            return 1 - b1**n, (1 - b2**n).sqrt()
+            return steps[0].to(torch.float64)
         counts = {float(n) for n in steps}
         if len(counts) != 1:
-            raise NmechError(f"recorded parameters are at different AdamW steps {sorted(counts)}")
-        n = counts.pop()
-        return 1 - b1**n, math.sqrt(1 - b2**n)
+            raise NmechError(
+                f"recorded parameters are at different optimizer steps {sorted(counts)}"
+            )
+        return counts.pop()
 
     def _record_update(self, row: int) -> None:
-        """u_n from AdamW's state (module docstring) and its signals at theta_n."""
+        """u_n's signals (theta_u, u_sq, c_u) at theta_n, from the state after the step."""
+        assert self.update is not None
         states = [self.optimizer.state[p] for p in self.plist]
-        sources = [st["exp_avg"] for st in states] + [st["exp_avg_sq"] for st in states]
-        torch._foreach_copy_(self.moment_views, sources)
-        bc1, bc2_sqrt = self._bias_corrections(states)
-        if self.fused:  # one compiled pass per reduction family, u_n formed in registers
-            m, v, theta = self.moments[0].numpy(), self.moments[1].numpy(), self.theta.numpy()
-            for blocks, cols, signals in (
-                (self.quad, 0, ADAPTIVE_SIGNALS),
-                (self.lin, 2, LINEAR_SIGNALS),
-            ):
-                if blocks is not None:
-                    sums = blocks.fused.update(theta, m, v, (bc1, bc2_sqrt), self.settings.eps)
-                    blocks.put(sums[:, cols : cols + len(signals)], signals, row)
-            return
-        u = self.u
-        torch.sqrt(self.moments[1], out=u)
-        u.div_(bc2_sqrt).add_(self.settings.eps).mul_(bc1)
-        torch.div(self.moments[0], u, out=u)
-        if self.quad is not None:
-            self.quad.write(self.theta * u, "theta_u", row)
-            self.quad.write(u.square(), "u_sq", row)
-        if self.lin is not None:
-            self.lin.write(u, "c_u", row)
+        for name, source in self.update.arrays.items():
+            if source.startswith("state:"):
+                key = source.removeprefix("state:")
+                if any(key not in st for st in states):
+                    raise NmechError(f"optimizer state has no {key!r} after the step")
+                _copy(self.state_views[name], [st[key] for st in states])
+        arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad,
+                  **self.state_bufs}  # fmt: skip
+        step = self._step_count(states) if states and "step" in states[0] else 0.0
+        for p in self.update_passes:
+            p.run(arrays, step, row)
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
-        """A few weights of the first recorded channel of the first quadratic group."""
-        quad = [g for g in groups if g.kind in QUADRATIC]
+        """A few weights of the first recorded channel of the first quadratic group (from its
+        largest part along dim 0, e.g. a conv's weight rather than its bias)."""
+        quad = [g for g in groups if g.quadratic and any(p.dim == 0 for p in g.parts)]
         if not quad:
             return None, torch.empty(0, dtype=torch.int64)
         g = quad[0]
-        part = g.parts[0]
+        rows = [p for p in g.parts if p.dim == 0]
+        part = max(
+            rows, key=lambda p: self.params[p.param].numel() // self.params[p.param].shape[0]
+        )
         p = self.params[part.param]
-        row = p.detach().select(0, g.kept[0]) if part.dim == 0 else p.detach()
-        n = min(TRACE_PARAMS, row.numel())
-        base = g.kept[0] * row.numel() if part.dim == 0 else 0
+        channel = part.first + g.kept[0]
+        per_row = p.numel() // p.shape[0]
+        base = channel * part.fan * per_row
+        n = min(TRACE_PARAMS, part.fan * per_row)
         self._trace_block = f"{g.name}[{g.kept[0]}]"
         return part.param, torch.arange(base, base + n, device=self.device)
 
@@ -435,12 +428,13 @@ class Recorder:
     def _describe(self) -> None:
         for name, buf in self.bufs.items():
             self.writer.create(name, buf.shape[1] if buf.ndim == 2 else None)
-        for kind, lay in self.layouts.items():
-            names = [b for g in lay.groups for b in g.block_names()]
-            gidx = np.concatenate([np.full(len(g.kept), i) for i, g in enumerate(lay.groups)])
-            chan = np.concatenate([np.asarray(g.kept) for g in lay.groups])
-            size = np.concatenate([np.full(len(g.kept), self._block_size(g)) for g in lay.groups])
-            self.writer.describe_kind(kind, names, [g.name for g in lay.groups], gidx, chan, size)
+        for kinds in self.by_family.values():
+            for kind, groups in kinds.items():
+                names = [b for g in groups for b in g.block_names()]
+                gidx = np.concatenate([np.full(len(g.kept), i) for i, g in enumerate(groups)])
+                chan = np.concatenate([np.asarray(g.kept) for g in groups])
+                size = np.concatenate([np.full(len(g.kept), self._block_size(g)) for g in groups])
+                self.writer.describe_kind(kind, names, [g.name for g in groups], gidx, chan, size)
         if self.trace_param is not None:
             self.writer.set_attrs(
                 "trace", param=self.trace_param, flat_index=self.trace_index.cpu().numpy(),
@@ -450,19 +444,19 @@ class Recorder:
     def _record_state(self, row: int) -> None:
         """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
 
-        Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2 (= Q without negative
-        signs), from the part sums of theta^2 that ``after_step`` left unless theta_n was read
-        afresh; translation: Q = M @ theta, Q_abs = |M| @ |theta|.
+        Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2, from the part sums of
+        theta^2 that ``after_step`` left unless theta_n was read afresh; linear kinds:
+        Q = M @ theta, Q_abs = |M| @ |theta|.
         """
         if self.quad is not None:
             if self.q_sums is None:
-                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.block[3]))
+                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.scratch))
             self.quad.put_both(self.q_sums, STATE, row)
         if self.lin is not None:
             self.lin.write(self.theta, "Q", row)
-            for r in self.lin.regions:  # |theta| where the translation blocks are
-                torch.abs(self.theta[r], out=self.block[2, r])
-            self.lin.write(self.block[2], "Q_abs", row, unsigned=True)
+            for r in self.lin.regions:  # |theta| where the linear-family blocks are
+                torch.abs(self.theta[r], out=self.scratch[r])
+            self.lin.write(self.scratch, "Q_abs", row, unsigned=True)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -471,17 +465,17 @@ class Recorder:
         self, loss: torch.Tensor | None = None, accuracy: torch.Tensor | None = None
     ) -> None:
         """Call after ``loss.backward()`` and before ``optimizer.step()``: records Q_n, keeps
-        g_n (its grad_sq is reduced in ``after_step``, with the step signals)."""
+        g_n (its signals are reduced in ``after_step``, with the step's). ``loss`` and
+        ``accuracy`` are optional (not reported when never given)."""
         if self.in_step:
             raise NmechError("Recorder.before_step called twice without after_step")
-        grads = [self.params[n].grad for n in self.quad_names]
-        for n, g in zip(self.quad_names, grads, strict=True):
+        grads = [p.grad for p in self.plist]
+        for n, g in zip(self.params, grads, strict=True):
             if g is None:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
         if self.versions != [p._version for p in self.plist]:
             self._load_theta()
-        if self.quad is not None:
-            torch._foreach_copy_(self.grad_views, grads)
+        _copy(self.grad_views, grads)
         self._record_state(self.row)
         if loss is not None:
             self.loss_given = True
@@ -492,17 +486,19 @@ class Recorder:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Call right after ``optimizer.step()``: records grad_sq and the step signals of D_n,
-        and reduces theta_{n+1}^2 for the next step's Q."""
+        """Call right after ``optimizer.step()``: records the step's signals and reduces
+        theta_{n+1}^2 for the next step's Q."""
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
-        torch._foreach_copy_(self.next_views, self.plist)
-        if self.adaptive:  # needs theta_n, overwritten below
+        _copy(self.next_views, self.plist)
+        if self.update_passes:
             self._record_update(self.row)
         if self.quad is not None:
-            sums = self.quad.step_sums(self.block, self.theta_next, self.grad)
-            self.quad.put(sums[:, :3], STEP_SIGNALS, self.row)
-            self.q_sums = sums[:, 3:].contiguous()
+            arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad}
+            sums = self.step_pass.sums(arrays, np.zeros(0))
+            n = len(self.step_signals)
+            self.quad.put(sums[:, :n], self.step_signals, self.row)
+            self.q_sums = sums[:, n:].contiguous()
         self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
@@ -517,6 +513,11 @@ class Recorder:
     def committed(self) -> int:
         """Steps whose rows are durable in the records file."""
         return self.writer.committed
+
+    @property
+    def path(self) -> Path:
+        """The records file."""
+        return self.writer.path
 
     def flush(self) -> None:
         """Append the buffered rows to the records file (one host copy per buffer).
@@ -542,8 +543,8 @@ class Recorder:
 
     def _diverge(self, host: dict[str, np.ndarray], row: dict[str, np.ndarray], bad: int) -> None:
         step = self.writer.committed + bad
-        names = {kind: [b for g in lay.groups for b in g.block_names()]
-                 for kind, lay in self.layouts.items()}  # fmt: skip
+        names = {kind: [b for g in groups for b in g.block_names()]
+                 for kinds in self.by_family.values() for kind, groups in kinds.items()}  # fmt: skip
         what = describe(row, names)
         state = {k: v for k, v in host.items() if is_state_dataset(k)}
         final = all(np.isfinite(v[bad]).all() for v in state.values())
@@ -586,3 +587,12 @@ class Recorder:
             self.writer.commit(self.steps, self.lr_changed, final_state=True)
             self.writer.finish(status, reason)
         return self.writer.path
+
+    def compare(self) -> Any:
+        """Measured and predicted Q per kind and form, with the errors
+        (:func:`nmech.validation.compare.compare_file` of the closed records file)."""
+        if self.writer.file.id.valid:
+            raise NmechError("Recorder.compare needs the records closed: call rec.close() first")
+        from nmech.validation.compare import compare_file
+
+        return compare_file(self.writer.path)

@@ -1,24 +1,27 @@
 """The records file: append-only HDF5 (h5py), readable by anyone with h5py or pandas.
 
-Layout (``FORMAT_VERSION`` = 2)::
+Layout (``FORMAT_VERSION`` = 3)::
 
-    /                      attrs: format_version, model, optimizer (JSON of SGDSettings or
-                                  AdamWSettings, the latter with optimizer = "adamw"),
-                                  run (JSON: batch size, seed, device, ...); once the writer
-                                  stops cleanly also status (complete | interrupted |
-                                  diverged | aborted) and stop_reason
+    /                      attrs: format_version, model, optimizer (JSON: "optimizer" = the
+                                  registered name, e.g. sgd, adamw, fallback, and the torch
+                                  param-group entries that define its rule), run (JSON: batch
+                                  size, seed, device, data, ...); once the writer stops cleanly
+                                  also status (complete | interrupted | diverged | aborted)
+                                  and stop_reason
     /commit                int64 [3]   (steps committed N, 1 if the lr changed, 1 if Q_N is
                                        committed): the only row count a reader trusts
-    /<kind>/Q              float64 [N+1, blocks]   Q_0 .. Q_N  (kind: scale|rescale|translation)
+    /<kind>/Q              float64 [N+1, blocks]   Q_0 .. Q_N  (kind: a registered symmetry kind,
+                                                   nmech.validation.kinds)
     /<kind>/Q_abs          float64 [N+1, blocks]   the block's magnitude: sum_A theta_i^2, or
                                                    sum_A |theta_i| (translation)
     /<kind>/grad_sq        float64 [N, blocks]     <g_n, J g_n>      (scale, rescale only)
     /<kind>/step_sq        float64 [N, blocks]     <D_n, J D_n>,  D_n = theta_{n+1} - theta_n
     /<kind>/step_grad      float64 [N, blocks]     <D_n, J g_n>
-    /<kind>/theta_u        float64 [N, blocks]     <J theta_n, u_n>   (AdamW runs; u_n the update
-    /<kind>/u_sq           float64 [N, blocks]     <u_n, J u_n>        direction, theta_{n+1} =
+    /<kind>/theta_u        float64 [N, blocks]     <J theta_n, u_n>   (optimizers with an update
+    /<kind>/u_sq           float64 [N, blocks]     <u_n, J u_n>        direction u_n, theta_{n+1} =
     /<kind>/c_u            float64 [N, blocks]     <1_A, u_n>          a theta_n - eta u_n; c_u:
-                                                                        translation only)
+                                                                        linear kinds only)
+    /<kind>/<signal>       float64 [N, blocks]     any signal of nmech.validation.signals
     /<kind>/size           int64 [blocks]          elements per block (absent in older files)
     /<kind>/block_names, group_names   fixed-length UTF-8 [blocks], [groups]
     /<kind>/group_index, channel       int64 [blocks]
@@ -34,6 +37,10 @@ committed chunks are never rewritten), flushes, and only then advances ``/commit
 again; readers slice every dataset to the committed rows. A killed run therefore loses at most
 the rows after its last flush. Its file still carries HDF5's "open for writing" mark, so it is
 opened with ``swmr=True`` (``h5py.File(path, "r", swmr=True)``; HDF5 >= 1.10).
+
+Older files: format 2 (written before the optimizer registry: SGD settings without an
+``optimizer`` name, AdamW's betas as ``beta1``, ``beta2``) is read as it is; any other version
+is refused with one line, the file untouched.
 
 Integrity: every dataset is chunked with the Fletcher-32 checksum, strings are fixed-length and
 attributes live in checksummed object headers, so flipped or missing bytes raise an error
@@ -52,13 +59,11 @@ import h5py
 import numpy as np
 
 from nmech.errors import NmechError
+from nmech.validation.kinds import ordered
 
-FORMAT_VERSION = 2
-SIGNALS: tuple[str, ...] = ("grad_sq", "step_sq", "step_grad")
-#: Signals of the adaptive (AdamW) recursion: quadratic kinds, and translation's c_u.
-ADAPTIVE_SIGNALS: tuple[str, ...] = ("theta_u", "u_sq")
-LINEAR_SIGNALS: tuple[str, ...] = ("c_u",)
-KIND_NAMES: tuple[str, ...] = ("scale", "rescale", "translation")
+FORMAT_VERSION = 3
+#: Versions this reader reads (2: the same layout, older optimizer settings).
+READABLE_VERSIONS: tuple[int, ...] = (2, 3)
 #: Datasets holding one row per state theta_0 .. theta_N (the others hold one row per step).
 STATE_ROWS: tuple[str, ...] = ("Q", "Q_abs", "values")
 COPY_ROWS = 4096
@@ -161,7 +166,7 @@ class RecordsWriter:
     def _copy(self, source: Path, steps: int) -> None:
         try:
             with open_for_reading(source) as old:
-                check_version(old, source)
+                check_version(old, source, (FORMAT_VERSION,))
                 done, lr_changed = int(old["commit"][0]), bool(old["commit"][1])
                 if done < steps:
                     raise NmechError(
@@ -233,13 +238,14 @@ def _appendable(f: h5py.File) -> list[tuple[str, h5py.Dataset]]:
     return found
 
 
-def check_version(f: h5py.File, path: Path) -> None:
-    """Raise unless ``f`` is a records file of this nmech's format version."""
+def check_version(f: h5py.File, path: Path, versions: tuple[int, ...] = READABLE_VERSIONS) -> None:
+    """Raise unless ``f`` is a records file of one of ``versions``."""
     version = _plain(f.attrs.get("format_version"))
-    if version != FORMAT_VERSION:
+    if version not in versions:
+        known = " or ".join(str(v) for v in versions)
         raise NmechError(
-            f"{path}: records format version {version}, this nmech reads version "
-            f"{FORMAT_VERSION} (re-run nmech validate to record again)"
+            f"{path}: records format version {version}, this nmech reads version {known} "
+            "(the file is left as it is; re-run nmech validate to record again)"
         )
 
 
@@ -270,8 +276,14 @@ class Records:
 
     @property
     def optimizer(self) -> dict[str, Any]:
-        """The optimizer settings the run used (``optimizer`` = "adamw" for AdamW)."""
+        """The optimizer settings the run used (``optimizer`` names its registry entry)."""
         return json.loads(self.attrs["optimizer"])
+
+    @property
+    def loss_recorded(self) -> bool:
+        """True when the training loop passed its loss (a finite value in train/loss)."""
+        loss = self.train.get("loss")
+        return loss is not None and bool(np.isfinite(loss).any())
 
     @property
     def steps(self) -> int:
@@ -298,17 +310,20 @@ def _read(f: h5py.File, path: Path) -> Records:
     attrs.update(steps=n, lr_constant=not lr_changed)
     attrs.setdefault("status", "unfinished")
     kinds = {}
-    for kind in KIND_NAMES:
-        if kind not in f or "Q" not in f[kind]:
+    for kind, g in f.items():
+        if not isinstance(g, h5py.Group) or "Q" not in g or kind in ("train", "trace"):
             continue
-        g = f[kind]
-        names = SIGNALS + ADAPTIVE_SIGNALS + LINEAR_SIGNALS
-        signals = {s: g[s][:n] for s in names if s in g}
+        signals = {
+            s: g[s][:n]
+            for s, ds in g.items()
+            if s not in STATE_ROWS and ds.dtype == np.float64 and ds.ndim == 2
+        }
         kinds[kind] = KindRecords(
             g["Q"][: n + 1], g["Q_abs"][: n + 1], signals, _strings(g["block_names"][:]),
             _strings(g["group_names"][:]), g["group_index"][:], g["channel"][:],
             g["size"][:] if "size" in g else None,
         )  # fmt: skip
+    kinds = {k: kinds[k] for k in ordered(kinds)}
     for rows in [k.Q for k in kinds.values()]:
         if len(rows) != n + 1:
             raise NmechError(f"{path}: {len(rows)} rows of Q where {n + 1} were committed")

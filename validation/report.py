@@ -1,14 +1,26 @@
-"""The validation report of a run folder: report.json, report.md, errors.tex, equations.tex, PNGs.
+"""The validation report of records files: report.json, report.md, errors.tex, equations.tex and
+figures (PNG and PDF).
+
+:func:`build_report` takes a run folder (its ``records*.h5``, else every ``*.h5``) or a single
+records file, however it was written (``nmech validate``, torchrun, a user's own loop with the
+Recorder), and writes the report beside it.
+
+``errors[kind][form]`` pools the per-channel errors (see :mod:`nmech.validation.compare`) of
+every records file that has that kind, with ``max``, ``median`` and ``end`` (the largest error
+at the last step); ``runs[label]`` holds the same per records file, with the run info the
+recorder stored (``run``: data set, batch size, ...), the GPU path switches that were on, and
+the final mini-batch loss when the loop gave one. A file without any symmetry block reports
+"no symmetry found" with an empty error section.
+
+``warnings`` says when a comparison tests little: the learning rate changed; a kind's Q did not
+move measurably (relative to its magnitude) over the run; the run is shorter than
+``RELAXATION_MULTIPLE`` relaxation times 1/(ηλ) of the weight-decay equilibrium, so the
+equilibrium prediction meets a transient; the optimizer is read by the fallback, whose exact
+form holds by construction.
 
 ``equilibrium`` (runs with a scale kind whose optimizer has a derived rotational equilibrium:
 AdamW, torch SGD with momentum and weight decay) compares the measured per-channel norms and
-angular updates with the prediction (:mod:`nmech.validation.equilibrium`, figure
-``equilibrium.png``).
-
-``errors[kind][form]`` pools the per-channel errors (see :mod:`nmech.validation.compare`) of
-every records file in the folder that has that kind, with ``max``, ``median`` and ``end`` (the
-largest error at the last step); ``runs[model]`` holds the same per records file, with the
-run info the recorder stored (``run``) and the GPU path switches that were on (``switches``).
+angular updates with the prediction (:mod:`nmech.validation.equilibrium`).
 """
 
 from __future__ import annotations
@@ -21,60 +33,66 @@ from typing import Any
 import numpy as np
 
 from nmech.errors import NmechError
-from nmech.validation.compare import FLOOR, FORMS, EnginePredictor, KindComparison, Predictor
+from nmech.validation.compare import (
+    FLOOR,
+    FORMS,
+    NOISE,
+    EnginePredictor,
+    KindComparison,
+    Predictor,
+)
 from nmech.validation.compare import compare as compare_records
 from nmech.validation.equilibrium import check as equilibrium_check
 from nmech.validation.figures import equilibrium_figure, per_parameter_figure, symmetry_figure
-from nmech.validation.optim import Settings, settings_from_dict
+from nmech.validation.kinds import is_quadratic, ordered
+from nmech.validation.optimizers import Settings, settings_from_dict
 from nmech.validation.records import Records, load_records
 
-KIND_ORDER = ("scale", "rescale", "translation")
-REPORT_VERSION = 1
+REPORT_VERSION = 2
+#: A kind "did not move" when max_n |Q_n − Q_0| stays below this fraction of its magnitude.
+STILL = 1e-6
+#: Runs shorter than this many relaxation times 1/(ηλ) get a warning on the equilibrium.
+RELAXATION_MULTIPLE = 3.0
 
 
-def records_files(folder: Path) -> list[Path]:
-    """The ``records-*.h5`` files of a run folder (error if there are none)."""
-    if not folder.is_dir():
-        raise NmechError(f"no such run folder: {folder}")
-    files = sorted(folder.glob("records-*.h5"))
+def records_files(target: Path) -> list[Path]:
+    """The records files of a run folder (``records*.h5``, else every ``*.h5``), or the file."""
+    if target.is_file():
+        return [target]
+    if not target.is_dir():
+        raise NmechError(f"no such run folder or records file: {target}")
+    files = sorted(target.glob("records*.h5")) or sorted(target.glob("*.h5"))
     if not files:
-        raise NmechError(f"no records-*.h5 files in {folder}")
+        raise NmechError(f"no records files (*.h5) in {target}")
     return files
 
 
 def _pooled(results: list[KindComparison], form: str) -> dict[str, Any]:
-    errs = [r.forms[form].errors for r in results if r.forms[form].errors is not None]
-    ends = [r.forms[form].end_errors for r in results if r.forms[form].end_errors is not None]
+    usable = [r.forms[form] for r in results if r.forms[form].errors is not None]
+    errs = [f.measurable()[0] for f in usable]
+    ends = [f.measurable()[1] for f in usable]
+    noise = sum(len(f.errors) - len(f.measurable()[0]) for f in usable)
     problems = [r.forms[form].problem for r in results if r.forms[form].problem]
-    if not errs:
+    if not errs or not sum(e.size for e in errs):
         nan = float("nan")
-        return {
-            "max": nan,
-            "median": nan,
-            "end": nan,
-            "channels": 0,
-            "problem": "; ".join(problems),
-        }
+        return {"max": nan, "median": nan, "end": nan, "channels": 0, "at_noise_floor": noise,
+                "problem": "; ".join(p for p in problems if p)}  # fmt: skip
     e, end = np.concatenate(errs), np.concatenate(ends)
     return {
         "max": float(e.max()), "median": float(np.median(e)), "end": float(end.max()),
         "channels": int(e.size), "floored": sum(r.forms[form].floored for r in results),
+        "at_noise_floor": noise,
     }  # fmt: skip
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{x:.2e}"
-
-
-def _optimizer_name(settings: dict[str, Any]) -> str:
-    return "AdamW" if settings.get("optimizer") == "adamw" else "SGD"
 
 
 def _equations(settings: Settings, kinds: list[str], predictor: Predictor) -> str:
     """LaTeX of each kind's derived dynamics (``SymmetryDynamics.latex()``)."""
     engine = predictor if isinstance(predictor, EnginePredictor) else EnginePredictor()
-    name = _optimizer_name(settings.as_dict())
-    parts = [f"% torch.optim.{name} {json.dumps(settings.as_dict())}"]
+    parts = [f"% {settings.adapter.title} {json.dumps(settings.as_dict())}"]
     for kind in kinds:
         try:
             body = engine.dynamics(kind, settings).latex()
@@ -96,30 +114,41 @@ def _latex_table(errors: dict[str, dict[str, dict[str, Any]]]) -> str:
                 _fmt(e[k]).replace("e", r"\mathrm{e}") for k in ("max", "median", "end")
             )
             rows.append(f"{kind} & {form} & ${cells.replace(' & ', '$ & $')}$ \\\\")
+    if not errors:
+        rows.append(r"\multicolumn{5}{l}{no symmetry found} \\")
     rows += [r"\hline", r"\end{tabular}"]
     return "\n".join(rows) + "\n"
 
 
-def _markdown(report: dict[str, Any], figures: list[str]) -> str:
+def _run_line(label: str, run: dict[str, Any]) -> str:
+    info = run["run"]
+    data = info.get("data_source") or info.get("data") or "not recorded"
+    loss = f", final mini-batch loss {run['final_loss']:.3f}" if run["loss_recorded"] else ""
+    return (
+        f"- **{label}**: {run['steps']} steps, {run['optimizer_title']} {run['optimizer']}, "
+        f"data {data}{loss}, lr constant: {run['lr_constant']}, GPU path switches: "
+        f"{', '.join(run['switches']) or 'none'}"
+    )
+
+
+def _markdown(report: dict[str, Any], figures: list[str], discoveries: dict[str, str]) -> str:
     lines = ["# nmech validation report", ""]
-    for model, run in report["runs"].items():
-        lines.append(
-            f"- **{model}**: {run['steps']} steps, {_optimizer_name(run['optimizer'])} "
-            f"{run['optimizer']}, final mini-batch loss "
-            f"{run['final_loss']:.3f}, lr constant: {run['lr_constant']}, GPU path switches: "
-            f"{', '.join(run['switches']) or 'none'}"
-        )
-        if not run["lr_constant"]:
-            lines.append("  - WARNING: the learning rate changed; predictions assume it constant.")
+    lines += [_run_line(label, run) for label, run in report["runs"].items()]
+    if report["warnings"]:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]]
     lines += ["", "## Prediction errors (per channel, max over steps, relative)", ""]
-    lines += ["| symmetry | form | channels | max | median | at end |", "|---|---|---|---|---|---|"]
-    for kind, forms in report["errors"].items():
-        for form, e in forms.items():
-            row = f"| {kind} | {form} | {e['channels']} | {_fmt(e['max'])} | {_fmt(e['median'])} "
-            lines.append(row + f"| {_fmt(e['end'])} |")
-            if e.get("problem"):
-                lines.append(f"|  | {form} unavailable: {e['problem']} | | | | |")
-    lines += ["", f"Normalisation: {report['normalisation']}", ""]
+    if not report["errors"]:
+        lines += ["No symmetry found: no block was recorded, so there is nothing to compare.", ""]
+    else:
+        lines += ["| symmetry | form | channels | max | median | at end |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for kind, forms in report["errors"].items():
+            for form, e in forms.items():
+                lines.append(f"| {kind} | {form} | {e['channels']} | {_fmt(e['max'])} | "
+                             f"{_fmt(e['median'])} | {_fmt(e['end'])} |")  # fmt: skip
+                if e.get("problem"):
+                    lines.append(f"|  | {form} unavailable: {e['problem']} | | | | |")
+        lines += ["", f"Normalisation: {report['normalisation']}", ""]
     for model, eq in report.get("equilibrium", {}).items():
         lines += [
             f"## Rotational equilibrium ({model}, scale channels, last {eq['tail_steps']} steps)",
@@ -131,8 +160,10 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
             f"{eq['channels']} channels",
             "",
         ]
-    lines += ["## Figures", ""]
-    lines += [f"![{f}]({f})" for f in figures]
+    for model, summary in discoveries.items():
+        lines += [f"## Symmetry discovery ({model})", "", "```", summary, "```", ""]
+    if figures:
+        lines += ["## Figures (PDF beside each PNG)", ""] + [f"![{f}]({f})" for f in figures]
     lines += ["", "Derived equations: `equations.tex`; table: `errors.tex`.", ""]
     return "\n".join(lines)
 
@@ -143,87 +174,167 @@ def _run_summary(rec: Records) -> dict[str, Any]:
     switches = info.get("switches") or {}
     if isinstance(switches, str):  # device_check writes its spec, e.g. "channels-last+bf16"
         switches = {n: True for n in switches.split("+") if n != "base"}
+    settings = settings_from_dict(rec.optimizer)
+    recorded = rec.loss_recorded
     return {
         "records": rec.path.name, "steps": rec.steps, "optimizer": rec.optimizer,
-        "run": info, "switches": sorted(n for n, on in switches.items() if on),
-        "lr_constant": bool(rec.attrs["lr_constant"]),
-        "final_loss": float(loss[-1]) if len(loss) else float("nan"),
-        "first_loss": float(loss[0]) if len(loss) else float("nan"),
+        "optimizer_title": settings.adapter.title, "run": info,
+        "switches": sorted(n for n, on in switches.items() if on),
+        "lr_constant": bool(rec.attrs["lr_constant"]), "loss_recorded": recorded,
+        "final_loss": float(loss[-1]) if recorded else None,
+        "first_loss": float(loss[0]) if recorded else None,
     }  # fmt: skip
 
 
+def _warnings(label: str, rec: Records, comps: dict[str, KindComparison]) -> list[str]:
+    """What this run's comparison cannot test (module docstring)."""
+    out = []
+    settings = settings_from_dict(rec.optimizer)
+    if not rec.attrs["lr_constant"]:
+        out.append(f"{label}: the learning rate changed; the predictions assume it constant")
+    if getattr(settings.adapter, "exact_by_construction", False):
+        out.append(
+            f"{label}: {settings.adapter.title}: u_n is measured from the step, so the exact "
+            "form holds by construction (it checks the records, not the optimizer); the "
+            "continuous form is the test"
+        )
+    for kind, comp in comps.items():
+        noise = comp.forms["exact"].noise if "exact" in comp.forms else None
+        if noise is not None and noise.any():
+            out.append(
+                f"{label}: {kind}: {int(noise.sum())} blocks stay below {NOISE:g} of the "
+                "kind's largest magnitude (float32 round-off only, e.g. a zero-initialised "
+                "key bias): left out of the error summary"
+            )
+        q, mag = comp.measured.Q, np.abs(comp.measured.Q_abs).max(axis=0)
+        moved = np.abs(q - q[0]).max(axis=0) / np.maximum(mag, np.finfo(float).tiny)
+        if q.shape[0] > 1 and moved.max() < STILL:
+            out.append(
+                f"{label}: {kind}: Q moved by at most {moved.max():.1e} of its magnitude in "
+                f"{rec.steps} steps; the comparison tests nothing measurable"
+            )
+    values = settings.values()
+    decay = values.get("eta", 0.0) * values.get("lam", 0.0)
+    if "scale" in comps and decay > 0 and rec.steps < RELAXATION_MULTIPLE / decay:
+        out.append(
+            f"{label}: {rec.steps} steps are fewer than {RELAXATION_MULTIPLE:g} relaxation "
+            f"times 1/(eta*lam) = {1 / decay:.0f} steps: the rotational equilibrium is not "
+            "reached, its prediction is not tested"
+        )
+    return out
+
+
 def _equilibria(
-    loaded: list[tuple[Records, dict[str, KindComparison]]], predictor: Predictor
+    loaded: list[tuple[str, Records, dict[str, KindComparison]]], predictor: Predictor
 ) -> dict[str, Any]:
     """Measured vs predicted equilibrium of every run with scale channels and a derived
     equilibrium for its optimizer."""
     engine = predictor if isinstance(predictor, EnginePredictor) else EnginePredictor()
     out = {}
-    for rec, comps in loaded:
+    for label, rec, comps in loaded:
         if "scale" not in comps:
             continue
         settings = settings_from_dict(rec.optimizer)
-        eq = engine.dynamics("scale", settings).equilibrium
+        try:
+            eq = engine.dynamics("scale", settings).equilibrium
+        except Exception:  # no dynamics for this rule: no equilibrium to show
+            eq = None
         found = None if eq is None else equilibrium_check(comps["scale"].measured, settings, eq)
         if found is not None:
-            out[str(rec.attrs.get("model", rec.path.stem))] = found
+            out[label] = found
     return out
 
 
-def build_report(folder: str | Path, predictor: Predictor | None = None) -> dict[str, Any]:
-    """Compare every records file in ``folder`` and write the report files there."""
-    folder = Path(folder)
+def _labels(records: list[Records]) -> list[str]:
+    """The model name of each file, made unique with the file name where it repeats."""
+    names = [str(r.attrs.get("model", r.path.stem)) for r in records]
+    return [n if names.count(n) == 1 else f"{n} ({r.path.name})" for n, r in zip(names, records)]
+
+
+def build_report(
+    target: str | Path, predictor: Predictor | None = None, out: str | Path | None = None
+) -> dict[str, Any]:
+    """Compare every records file of ``target`` (a folder or one file) and write the report
+    files to ``out`` (default: the folder, or the file's folder)."""
+    target = Path(target)
+    folder = Path(out) if out is not None else (target.parent if target.is_file() else target)
     predictor = predictor or EnginePredictor()
+    records = [load_records(p) for p in records_files(target)]
+    for rec in records:
+        if rec.steps < 1:
+            raise NmechError(f"{rec.path} holds no completed step")
     runs: dict[str, Any] = {}
     by_kind: dict[str, list[KindComparison]] = {}
-    loaded: list[tuple[Records, dict[str, KindComparison]]] = []
-    for path in records_files(folder):
-        rec = load_records(path)
-        if rec.steps < 1:
-            raise NmechError(f"{path} holds no completed step")
+    loaded: list[tuple[str, Records, dict[str, KindComparison]]] = []
+    warnings: list[str] = []
+    for label, rec in zip(_labels(records), records, strict=True):
         comps = compare_records(rec, predictor)
-        model = str(rec.attrs.get("model", path.stem))
-        runs[model] = _run_summary(rec)
-        runs[model]["errors"] = {
+        runs[label] = _run_summary(rec)
+        runs[label]["errors"] = {
             k: {f: c.forms[f].summary() for f in FORMS} for k, c in comps.items()
         }
         for kind, comp in comps.items():
             by_kind.setdefault(kind, []).append(comp)
-        loaded.append((rec, comps))
-    kinds = [k for k in KIND_ORDER if k in by_kind]
+        loaded.append((label, rec, comps))
+        warnings += _warnings(label, rec, comps)
+    kinds = ordered(by_kind)
     errors = {k: {f: _pooled(by_kind[k], f) for f in FORMS} for k in kinds}
-    report = {
+    report: dict[str, Any] = {
         "format_version": REPORT_VERSION,
         "errors": errors,
         "runs": runs,
+        "warnings": warnings,
         "normalisation": (
             "per channel, max over steps of |pred - meas| divided by max(max |Q|, "
-            f"{FLOOR:g} * max magnitude), magnitude = sum theta_i^2 (scale, rescale) or "
-            "sum |theta_i| (translation); pooled over all records files"
+            f"{FLOOR:g} * max magnitude), magnitude = sum theta_i^2 (quadratic kinds) or "
+            "sum |theta_i| (linear kinds); pooled over all records files"
         ),
     }
+    folder.mkdir(parents=True, exist_ok=True)
     figs_dir = folder / "figures"
+    figures = _figures(loaded, figs_dir, predictor, report)
+    names = [str(f.relative_to(folder)) for f in figures]
+    report["figures"] = names
+    discoveries = {}
+    for label, rec, _ in loaded:
+        path = rec.path.parent / f"discovery-{rec.attrs.get('model', '')}.json"
+        if path.is_file():
+            discoveries[label] = json.loads(path.read_text()).get("summary", "")
+    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    (folder / "report.md").write_text(_markdown(report, names, discoveries))
+    (folder / "errors.tex").write_text(_latex_table(errors))
+    settings = settings_from_dict(records[0].optimizer)
+    (folder / "equations.tex").write_text(_equations(settings, kinds, predictor))
+    return report
+
+
+def _figures(
+    loaded: list[tuple[str, Records, dict[str, KindComparison]]],
+    figs_dir: Path,
+    predictor: Predictor,
+    report: dict[str, Any],
+) -> list[Path]:
+    """The figures of a report (PNG paths; a PDF is written beside each)."""
+    if not any(comps for _, _, comps in loaded):
+        return []
     figs_dir.mkdir(exist_ok=True)
-    panels = {}
-    for rec, comps in loaded:
+    panels: dict[str, tuple[str, KindComparison]] = {}
+    for label, _, comps in loaded:
         for kind, comp in comps.items():
-            panels.setdefault(kind, (str(rec.attrs.get("model")), comp))
+            panels.setdefault(kind, (label, comp))
     figures = [symmetry_figure(panels, figs_dir / "symmetries.png")]
-    ranked = sorted(loaded, key=lambda rc: ("scale" not in rc[1], "rescale" not in rc[1]))
-    rec0, comps0 = ranked[0]  # prefer a BatchNorm run: its single weights wander the most
-    quad = next((comps0[k] for k in ("scale", "rescale") if k in comps0), None)
-    if quad is not None:
-        figures.append(per_parameter_figure(rec0, quad, figs_dir / "per_parameter.png"))
+    quadratic = [x for x in loaded if any(is_quadratic(k) for k in x[2])]
+    ranked = sorted(quadratic, key=lambda x: "scale" not in x[2])
+    if ranked:  # prefer a run with scale blocks (BatchNorm): its single weights wander most
+        _, rec0, comps0 = ranked[0]
+        quad = next(comps0[k] for k in ordered(comps0) if is_quadratic(k))
+        fig = per_parameter_figure(rec0, quad, figs_dir / "per_parameter.png")
+        if fig is not None:
+            figures.append(fig)
     equilibria = _equilibria(loaded, predictor)
     if equilibria:
         report["equilibrium"] = {model: eq.summary() for model, eq in equilibria.items()}
         model, eq = next(iter(equilibria.items()))
-        figures.append(equilibrium_figure(eq, model, figs_dir / "equilibrium.png"))
-    names = [str(f.relative_to(folder)) for f in figures if f is not None]
-    report["figures"] = names
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (folder / "report.md").write_text(_markdown(report, names))
-    (folder / "errors.tex").write_text(_latex_table(errors))
-    settings = settings_from_dict(rec0.optimizer)
-    (folder / "equations.tex").write_text(_equations(settings, kinds, predictor))
-    return report
+        short = [w for w in report["warnings"] if w.startswith(f"{model}:") and "relaxation" in w]
+        figures.append(equilibrium_figure(eq, model, figs_dir / "equilibrium.png", bool(short)))
+    return figures

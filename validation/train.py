@@ -1,6 +1,7 @@
-"""The training loop: a torch optimizer, constant learning rate, cross-entropy, train mode.
+"""The training loop: a torch optimizer, constant learning rate, a loss (cross-entropy per image,
+or per position of a token window), train mode.
 
-Step n:  loss_n = CE(model(x_n), y_n);  g_n = grad loss_n;  recorder.before_step;
+Step n:  loss_n = loss(model(x_n), y_n);  g_n = grad loss_n;  recorder.before_step;
 optimizer.step();  recorder.after_step.  The model stays in train mode throughout (BatchNorm
 uses batch statistics, which is what makes it scale invariant; Dropout is active).
 
@@ -36,7 +37,6 @@ from torch import nn
 from tqdm import tqdm
 
 from nmech.errors import NmechError
-from nmech.validation.data import DeviceBatches
 from nmech.validation.recorder import Recorder
 from nmech.validation.stops import Interrupted, StopRequest
 
@@ -103,7 +103,7 @@ def prepare_model(
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: DeviceBatches,
+    batches: Any,
     steps: int,
     recorder: Recorder | None = None,
     scheduler: Any | None = None,
@@ -160,7 +160,7 @@ def train(
             first = (str(exc).strip().splitlines() or [""])[0]
             raise NmechError(f"--compile: torch.compile failed on this machine "
                              f"({type(exc).__name__}: {first})") from None  # fmt: skip
-        acc = (logits.detach().argmax(dim=1) == y).double().mean()
+        acc = (logits.detach().argmax(dim=-1) == y).double().mean()
         if recorder is not None:
             recorder.before_step(loss.detach(), acc)
         optimizer.step()

@@ -9,6 +9,7 @@
 
 from nmech.derive.rules.builtins import (
     BUILTINS,
+    adagrad,
     adam,
     adamw,
     builtin,
@@ -37,5 +38,6 @@ __all__ = [
     "torch_sgd",
     "adam",
     "adamw",
+    "adagrad",
     "rmsprop",
 ]

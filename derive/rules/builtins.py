@@ -93,44 +93,68 @@ def torch_sgd(
     )
 
 
-def _moments(g: sp.Expr, bias_correction: bool, b1: sp.Expr = beta1) -> tuple[Assignment, ...]:
+def _moments(
+    g: sp.Expr, bias_correction: bool, b1: sp.Expr = beta1, amsgrad: bool = False
+) -> tuple[Assignment, ...]:
     """Adam's moment buffers: m⁺ = β₁m + (1−β₁)g, v⁺ = β₂v + (1−β₂)g⊙g, and the step
-    direction u = m̂/(√v̂ + ε) with m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) (n = ``step``)."""
+    direction u = m̂/(√v̂ + ε) with m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) (n = ``step``); with
+    ``amsgrad`` the running maximum v̄⁺ = max(v̄, v⁺) (entry-wise) replaces v⁺ in v̂."""
     m, v = vector("m"), vector("v")
     m_next, v_next = vector("m_next"), vector("v_next")
+    second = vector("vmax_next") if amsgrad else v_next
     if bias_correction:
         # torch: (lr / (1 - β₁ⁿ)) · m / (√v / √(1 - β₂ⁿ) + ε)
-        u = m_next / (1 - b1**step) / (sp.sqrt(v_next) / sp.sqrt(1 - beta2**step) + eps)
+        u = m_next / (1 - b1**step) / (sp.sqrt(second) / sp.sqrt(1 - beta2**step) + eps)
     else:
-        u = m_next / (sp.sqrt(v_next) + eps)
+        u = m_next / (sp.sqrt(second) + eps)
+    running_max = (Assignment("vmax_next", sp.Max(vector("vmax"), v_next)),) if amsgrad else ()
     return (
         Assignment("m_next", b1 * m + (1 - b1) * g),
         Assignment("v_next", beta2 * v + (1 - beta2) * g * g),
+        *running_max,
         Assignment("u", u),
     )
 
 
-def adam(weight_decay: bool = False, bias_correction: bool = True) -> Rule:
-    """``torch.optim.Adam`` exactly (amsgrad off): with g = ∇L(θ) + λθ,
+def adam(weight_decay: bool = False, bias_correction: bool = True, amsgrad: bool = False) -> Rule:
+    """``torch.optim.Adam`` exactly: with g = ∇L(θ) + λθ,
     m⁺ = β₁m + (1−β₁)g, v⁺ = β₂v + (1−β₂)g⊙g, θ⁺ = θ − η m̂/(√v̂ + ε), the bias-corrected
-    m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) at step n (``bias_correction=False`` drops them)."""
+    m̂ = m⁺/(1−β₁ⁿ), v̂ = v⁺/(1−β₂ⁿ) at step n (``bias_correction=False`` drops them;
+    ``amsgrad``: v̂ from the running maximum of v⁺)."""
     th = vector(PARAMETER)
     return Rule(
-        name="adam" + ("+wd" if weight_decay else "") + ("" if bias_correction else "-nobc"),
-        assignments=_moments(_decayed(th, weight_decay), bias_correction)
+        name="adam" + ("+wd" if weight_decay else "") + ("" if bias_correction else "-nobc")
+        + ("-amsgrad" if amsgrad else ""),
+        assignments=_moments(_decayed(th, weight_decay), bias_correction, amsgrad=amsgrad)
         + (Assignment("theta_next", th - eta * vector("u")),),
-    )
+    )  # fmt: skip
 
 
-def adamw(weight_decay: bool = True, bias_correction: bool = True) -> Rule:
-    """``torch.optim.AdamW`` exactly (amsgrad off): decoupled decay applied first,
+def adamw(weight_decay: bool = True, bias_correction: bool = True, amsgrad: bool = False) -> Rule:
+    """``torch.optim.AdamW`` exactly: decoupled decay applied first,
     θ⁺ = (1 − ηλ)θ − η m̂/(√v̂ + ε), the moments of :func:`adam` built from g = ∇L(θ)."""
     th = vector(PARAMETER)
     decay = (1 - eta * lam) if weight_decay else 1
     return Rule(
-        name="adamw" + ("" if bias_correction else "-nobc"),
-        assignments=_moments(grad(th), bias_correction)
+        name="adamw" + ("" if bias_correction else "-nobc") + ("-amsgrad" if amsgrad else ""),
+        assignments=_moments(grad(th), bias_correction, amsgrad=amsgrad)
         + (Assignment("theta_next", decay * th - eta * vector("u")),),
+    )
+
+
+def adagrad(weight_decay: bool = False) -> Rule:
+    """``torch.optim.Adagrad`` exactly (``lr_decay`` 0): with g = ∇L(θ) + λθ, the accumulated
+    squares v⁺ = v + g⊙g (v starts at ``initial_accumulator_value``) and
+    θ⁺ = θ − η g/(√v⁺ + ε). No slow manifold exists (v grows without bound), so only its
+    symmetry dynamics, which need the update direction u = g/(√v⁺ + ε) alone, are derived."""
+    th, v_next = vector(PARAMETER), vector("v_next")
+    g = _decayed(th, weight_decay)
+    return Rule(
+        name="adagrad" + ("+wd" if weight_decay else ""),
+        assignments=(
+            Assignment("v_next", vector("v") + g * g),
+            Assignment("theta_next", th - eta * g / (sp.sqrt(v_next) + eps)),
+        ),
     )
 
 

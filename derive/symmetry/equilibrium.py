@@ -114,12 +114,18 @@ def _generic(expr: sp.Expr) -> sp.Expr:
     return sp.simplify(expr.replace(lambda e: isinstance(e, sp.Piecewise), branch))
 
 
-def _buffer(update: sp.Expr, buf: str) -> tuple[sp.Expr, sp.Expr, sp.Expr] | None:
-    """(β, w, wμ) when ``update`` = βb + w∇L(θ) + wμθ, else None."""
+def _buffer(
+    update: sp.Expr, buf: str, vectors: frozenset[str]
+) -> tuple[sp.Expr, sp.Expr, sp.Expr] | None:
+    """(β, w, wμ) when ``update`` = βb + w∇L(θ) + wμθ with scalar β, w, μ, else None (RMSprop's
+    buffer b⁺ = βb + g/(√v⁺ + ε) has an entry-wise weight: not of this form)."""
     g, th, b = grad(vector(PARAMETER)), vector(PARAMETER), vector(buf)
     update = sp.expand(update)
     beta, w, mu = update.coeff(b), update.coeff(g), update.coeff(th)
     if w == 0 or sp.expand(update - beta * b - w * g - mu * th) != 0:
+        return None
+    names = vectors | {name + NEXT for name in vectors}
+    if any(str(s) in names for e in (beta, w, mu) for s in sp.sympify(e).free_symbols):
         return None
     return beta, w, mu
 
@@ -132,7 +138,8 @@ def momentum_model(rule: Rule) -> MomentumModel:
     found = {
         s: parts
         for s in rule.states
-        if u.has(vector(s + NEXT)) and (parts := _buffer(body[s + NEXT], s)) is not None
+        if u.has(vector(s + NEXT))
+        and (parts := _buffer(body[s + NEXT], s, rule.vectors)) is not None
     }
     if len(found) != 1:
         raise NmechError(

@@ -32,10 +32,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse with the CLI's error contract: one line on stderr, exit status 2."""
 
     def error(self, message: str) -> NoReturn:
+        """Print ``nmech: error: MESSAGE`` and exit with status 2."""
         self.exit(2, f"nmech: error: {message}\n")
 
 
@@ -44,7 +45,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     for ``nmech derive``)."""
     import importlib
 
-    parser = _Parser(
+    parser = Parser(
         prog="nmech",
         description="Modified equations, symmetries and broken conservation laws of optimizers.",
     )

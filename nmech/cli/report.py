@@ -1,5 +1,6 @@
-"""nmech report: rebuild report.json, report.md, errors.tex, equations.tex and the figures of a
-run folder from its records files (records-*.h5), without training again.
+"""nmech report: rebuild report.json, report.md, errors.tex, equations.tex and the figures from
+records files, without training again: a run folder of nmech validate (its records*.h5), or any
+records file, however it was written (the Recorder in your own loop included).
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech report``."""
-    parser.add_argument("dir", help="run folder written by nmech validate")
+    parser.add_argument("path", help="a run folder, or a records file (.h5)")
+    parser.add_argument("--out", help="folder for the report (default: the run folder, or the "
+                        "records file's folder)")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild the report; prints where it is."""
+    from nmech.cli.validate import print_report
     from nmech.validation.report import build_report
 
-    out = Path(args.dir)
-    report = build_report(out)
-    print(f"report: {out / 'report.md'} (JSON: {out / 'report.json'})")
-    for fig in report["figures"]:
-        print(f"figure: {out / fig}")
+    target = Path(args.path)
+    out = Path(args.out) if args.out else (target.parent if target.is_file() else target)
+    report = build_report(target, out=out)
+    print_report(report, out)
     return 0

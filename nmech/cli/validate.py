@@ -1,10 +1,13 @@
-"""nmech validate: train VGG-16 (with and without BatchNorm) under torch SGD (or, with
-``--optimizer adamw``, torch AdamW), record every symmetry block per step, and compare with the
-derived dynamics (report, table, figures).
+"""nmech validate: train registered models with a registered torch optimizer (SGD by default),
+record every symmetry block per step, and compare with the derived dynamics (report, table,
+figures).
 
-Presets: cpu-demo (width 1/8, 32x32 synthetic data, about a minute on 2 CPU cores),
-paper-vgg16-bn and paper-vgg16 (64x64, 200 classes, batch 256; Tiny ImageNet with --data-dir,
-else synthetic data of that shape). Options given on the command line override the preset.
+Presets: cpu-demo (VGG-16 with and without BatchNorm, width 1/8, 32x32 synthetic data, about a
+minute on 2 CPU cores), cpu-resnet (ResNet-18 on scikit-learn's digits), cpu-transformer (a
+pre-LN character-level transformer on the Python standard library's source), paper-vgg16-bn
+and paper-vgg16 (64x64, 200 classes, batch 256; Tiny ImageNet with --data-dir, else synthetic
+data of that shape). Options given on the command line override the preset; --optimizer
+switches to another registered optimizer with its defaults (adamw: lr 0.01, --wd 0.5).
 
 Faults: a non-finite loss or gradient stops the run (records keep the finite steps; exit 2).
 SIGINT/SIGTERM flush the records, write a checkpoint and exit 130/143; ``--resume DIR``
@@ -24,28 +27,34 @@ from dataclasses import replace
 from pathlib import Path
 
 from nmech.errors import NmechError
-from nmech.validation.presets import OPTIMIZERS, Preset
+from nmech.validation.presets import PRESETS, Preset
 
-PRESET_NAMES = ("cpu-demo", "paper-vgg16-bn", "paper-vgg16")
 #: Options that fix the run's dynamics: a resumed run takes them from run.json.
-FIXED_ON_RESUME = ("preset", "data_dir", "device", "lr", "momentum", "wd", "nesterov",
+FIXED_ON_RESUME = ("preset", "data_dir", "data", "device", "lr", "momentum", "wd", "nesterov",
                    "dampening", "batch_size", "seed", "width", "models", "flush_every", "out",
                    "channels_last", "bf16", "compile", "optimizer")  # fmt: skip
+#: Command-line option -> the preset field it sets (those an optimizer may or may not read).
+OPTIMIZER_OPTIONS = {"lr": "lr", "momentum": "momentum", "wd": "weight_decay",
+                     "nesterov": "nesterov", "dampening": "dampening"}  # fmt: skip
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Run length and torch SGD settings, shared by ``nmech validate`` and the torchrun entry."""
+    """Run length and optimizer settings, shared by ``nmech validate`` and the torchrun entry."""
     length = parser.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps")
     length.add_argument("--epochs", type=float, help="passes over the training data")
     parser.add_argument("--lr", type=float, help="learning rate eta")
-    parser.add_argument("--momentum", type=float, help="momentum beta")
-    parser.add_argument("--wd", type=float, help="weight decay lambda (coupled, torch SGD)")
-    parser.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum")
-    parser.add_argument("--dampening", type=float, help="momentum dampening tau")
+    parser.add_argument("--momentum", type=float, help="momentum beta (SGD, RMSprop)")
+    parser.add_argument(
+        "--wd", type=float, help="weight decay lambda (as the optimizer applies it)"
+    )
+    parser.add_argument(
+        "--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)"
+    )
+    parser.add_argument("--dampening", type=float, help="momentum dampening tau (SGD)")
     parser.add_argument("--batch-size", type=int, help="mini-batch size (global under torchrun)")
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--width", type=float, help="VGG width multiplier (e.g. 0.125)")
+    parser.add_argument("--width", type=float, help="width multiplier of the models (e.g. 0.125)")
 
 
 def add_switch_options(parser: argparse.ArgumentParser) -> None:
@@ -67,40 +76,97 @@ def add_switch_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_optimizer_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--optimizer`` option, shared with the torchrun entry."""
+    """The ``--optimizer`` option, shared with the torchrun entry and the device check."""
     parser.add_argument(
         "--optimizer",
-        help="sgd (default: torch.optim.SGD) or adamw (torch.optim.AdamW; lr 0.01 and --wd 0.5 "
-        "unless given; --momentum, --nesterov and --dampening do not apply)",
+        help="a registered optimizer: sgd (default: torch.optim.SGD), adam, adamw (lr 0.01 and "
+        "--wd 0.5 unless given), rmsprop, adagrad; options it does not read are refused",
     )
 
 
-def check_optimizer(args: argparse.Namespace) -> None:
-    """--optimizer names a known optimizer, and SGD-only options are not given with adamw."""
-    if args.optimizer is not None and args.optimizer not in OPTIMIZERS:
-        raise NmechError(f"unknown optimizer {args.optimizer!r}; choose sgd or adamw")
-    if args.optimizer == "adamw":
-        given = [n for n in ("momentum", "nesterov", "dampening") if getattr(args, n) is not None]
-        if given:
-            raise NmechError(f"--{given[0]} applies to --optimizer sgd only")
+def check_optimizer_options(args: argparse.Namespace, preset: Preset) -> None:
+    """Every optimizer option given is one the preset's optimizer reads."""
+    from nmech.validation.optimizers import adapter_named
+
+    adapter = adapter_named(preset.optimizer)
+    for option, field in OPTIMIZER_OPTIONS.items():
+        if getattr(args, option, None) is not None and field not in adapter.options:
+            reads = ", ".join(
+                f"--{o}" for o, f in OPTIMIZER_OPTIONS.items() if f in adapter.options
+            )
+            raise NmechError(
+                f"--{option} does not apply to --optimizer {preset.optimizer} (it reads {reads})"
+            )
 
 
-def with_optimizer(preset: Preset, optimizer: str | None) -> Preset:
-    """The preset with AdamW and its defaults when ``optimizer`` is adamw."""
-    from nmech.validation.presets import ADAMW_DEFAULTS
+def configure_preset(args: argparse.Namespace, preset: Preset) -> Preset:
+    """``preset`` with the optimizer, the command line's overrides and run length applied."""
+    from nmech.validation.presets import with_optimizer
 
-    return replace(preset, optimizer="adamw", **ADAMW_DEFAULTS) if optimizer == "adamw" else preset
+    preset = with_optimizer(preset, args.optimizer)
+    check_optimizer_options(args, preset)
+    models = None
+    if getattr(args, "models", None) is not None:
+        given = args.models if isinstance(args.models, list) else args.models.split(",")
+        models = tuple(m.strip() for m in given if m.strip())
+        if not models:
+            raise NmechError("--models names no model")
+    preset = preset.with_overrides(
+        lr=args.lr, momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov,
+        dampening=args.dampening, batch_size=args.batch_size, seed=args.seed,
+        width=args.width, models=models, flush_every=args.flush_every,
+        channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
+        per_class=getattr(args, "per_class", None),
+    )  # fmt: skip
+    if args.steps is not None:
+        preset = replace(preset, steps=args.steps, epochs=None)
+    elif args.epochs is not None:
+        preset = replace(preset, steps=None, epochs=args.epochs)
+    check_preset(preset)
+    return preset
+
+
+def check_preset(preset: Preset) -> None:
+    """The preset's models, data set and optimizer are registered and fit together."""
+    from nmech.validation.datasets import dataset
+    from nmech.validation.models import MODELS
+
+    data = dataset(preset.data)
+    for name in preset.models:
+        if name not in MODELS:
+            raise NmechError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        if MODELS[name].inputs != data.inputs:
+            raise NmechError(
+                f"model {name} takes {MODELS[name].inputs}, data set {preset.data} gives "
+                f"{data.inputs} (choose --data or --models to match)"
+            )
+    if preset.nesterov and (preset.momentum <= 0 or preset.dampening != 0):
+        raise NmechError("--nesterov needs momentum > 0 and zero dampening (torch SGD's rule)")
+    for name in ("steps", "batch_size", "per_class", "flush_every"):
+        value = getattr(preset, name)
+        if value is not None and value <= 0:
+            raise NmechError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech validate``."""
-    parser.add_argument("--preset", help=f"one of {', '.join(PRESET_NAMES)} (default cpu-demo)")
+    parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default cpu-demo)")
     add_optimizer_option(parser)
-    parser.add_argument("--data-dir", help="tiny-imagenet-200/ folder (default: synthetic data)")
+    parser.add_argument(
+        "--data",
+        help="a registered data set: synthetic, digits, tiny-imagenet (needs --data-dir), "
+        "python-source (default: the preset's)",
+    )
+    parser.add_argument(
+        "--data-dir", help="tiny-imagenet-200/ folder (implies --data tiny-imagenet)"
+    )
     parser.add_argument("--device", help="auto (default), cpu or cuda")
     add_training_options(parser)
     add_switch_options(parser)
-    parser.add_argument("--models", help="comma-separated subset of vgg16_bn,vgg16")
+    parser.add_argument(
+        "--models",
+        help="comma-separated registered models (vgg16_bn, vgg16, resnet18, vit, charlm)",
+    )
     parser.add_argument(
         "--flush-every", type=int, help="steps between records flushes and checkpoints"
     )
@@ -122,8 +188,8 @@ def _check(args: argparse.Namespace) -> None:
             raise NmechError(f"run folder not found: {args.resume}")
     elif args.out is None:
         raise NmechError("--out is required (or --resume DIR)")
-    if args.preset is not None and args.preset not in PRESET_NAMES:
-        raise NmechError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESET_NAMES)}")
+    if args.preset is not None and args.preset not in PRESETS:
+        raise NmechError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
     for name in ("steps", "batch_size", "flush_every", "stop_after"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -140,7 +206,6 @@ def _check(args: argparse.Namespace) -> None:
             raise NmechError(f"--{name} must lie in [0, 1), got {value}")
     if args.wd is not None and args.wd < 0:
         raise NmechError(f"--wd must be non-negative, got {args.wd}")
-    check_optimizer(args)
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise NmechError(f"data folder not found: {args.data_dir}")
 
@@ -148,34 +213,22 @@ def _check(args: argparse.Namespace) -> None:
 def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]:
     """The run's preset, device name, data folder and output folder."""
     from nmech.validation.experiment import load_run
-    from nmech.validation.models import MODEL_NAMES
     from nmech.validation.presets import get_preset
 
     if args.resume is not None:
         out = Path(args.resume)
         preset, device, data_dir = load_run(out)
-    else:
-        out, device, data_dir = Path(args.out), args.device or "auto", args.data_dir
-        models = None
-        if args.models is not None:
-            models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-            unknown = [m for m in models if m not in MODEL_NAMES] or ([] if models else [""])
-            if unknown:
-                raise NmechError(f"unknown model {unknown[0]!r}; choose from vgg16_bn, vgg16")
-        preset = with_optimizer(get_preset(args.preset or "cpu-demo"), args.optimizer)
-        preset = preset.with_overrides(
-            lr=args.lr, momentum=args.momentum, weight_decay=args.wd, nesterov=args.nesterov,
-            dampening=args.dampening, batch_size=args.batch_size, seed=args.seed,
-            width=args.width, models=models, flush_every=args.flush_every,
-            channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
-        )  # fmt: skip
-    if args.steps is not None:
-        preset = replace(preset, steps=args.steps, epochs=None)
-    elif args.epochs is not None:
-        preset = replace(preset, steps=None, epochs=args.epochs)
-    if preset.nesterov and (preset.momentum <= 0 or preset.dampening != 0):
-        raise NmechError("--nesterov needs momentum > 0 and zero dampening (torch SGD's rule)")
-    return preset, device, data_dir, out
+        if args.steps is not None:
+            preset = replace(preset, steps=args.steps, epochs=None)
+        elif args.epochs is not None:
+            preset = replace(preset, steps=None, epochs=args.epochs)
+        return preset, device, data_dir, out
+    out, device, data_dir = Path(args.out), args.device or "auto", args.data_dir
+    preset = get_preset(args.preset or "cpu-demo")
+    data = args.data or ("tiny-imagenet" if data_dir is not None else None)
+    if data is not None:
+        preset = replace(preset, data=data)
+    return configure_preset(args, preset), device, data_dir, out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,10 +256,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"records: {out}; build the report with: nmech report {out}")
         return 0
     report = build_report(out)
+    print_report(report, out)
+    return 0
+
+
+def print_report(report: dict, out: Path) -> None:
+    """Where the report and figures are, and each kind's errors (shared with nmech report)."""
     print(f"report: {out / 'report.md'} (JSON: {out / 'report.json'}, LaTeX: {out / 'errors.tex'})")
     for fig in report["figures"]:
         print(f"figure: {out / fig}")
+    if not report["errors"]:
+        print("no symmetry found: nothing to compare (see report.md)")
     for kind, forms in report["errors"].items():
         line = ", ".join(f"{form} max {e['max']:.2e}" for form, e in forms.items())
         print(f"{kind}: {line}")
-    return 0
+    for warning in report.get("warnings", []):
+        print(f"warning: {warning}")

@@ -26,8 +26,10 @@ def test_validate_bad_input_exits_2(tmp_path, capsys, argv, message):
 def test_report_of_missing_folder_is_an_error(tmp_path):
     from nmech.validation.report import build_report
 
-    with pytest.raises(NmechError, match="no records"):
+    with pytest.raises(NmechError, match="no records files"):
         build_report(tmp_path)
+    with pytest.raises(NmechError, match="no such run folder or records file"):
+        build_report(tmp_path / "missing")
 
 
 def test_cli_modules_do_not_import_torch():
@@ -54,7 +56,7 @@ def test_validate_then_report_end_to_end(tmp_path, capsys):
 
 
 def test_device_check_runs_on_cpu(tmp_path):
-    from nmech.validation.device_check import main as device_main
+    from nmech.cli.device_check import main as device_main
 
     argv = ["--out", str(tmp_path), "--steps", "3", "--batch-size", "8", "--width", "0.125"]
     assert device_main([*argv, "--device", "cpu", "--per-class", "2"]) == 0
@@ -63,8 +65,16 @@ def test_device_check_runs_on_cpu(tmp_path):
     assert result["blocks"]["scale"] == 528 and "exact" in result["errors"]["scale"]
 
 
+def test_device_check_module_keeps_its_command(tmp_path):
+    """``python -m nmech.validation.device_check`` (the brief's command) runs the CLI."""
+    cmd = [sys.executable, "-m", "nmech.validation.device_check", "--out", str(tmp_path),
+           "--device", "cpu", "--switches", "fp8"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("nmech: error: unknown switch")
+
+
 def test_device_check_adamw_on_cpu(tmp_path):
-    from nmech.validation.device_check import main as device_main
+    from nmech.cli.device_check import main as device_main
 
     argv = ["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--width", "0.0625"]
     assert device_main([*argv, "--device", "cpu", "--per-class", "2", "--optimizer", "adamw"]) == 0

@@ -44,7 +44,7 @@ def _torchrun(out: Path, *args: str) -> subprocess.CompletedProcess:
         pytest.skip("torch.distributed with gloo is not available")
     cmd = [
         *_launcher(), "--standalone", "--nproc_per_node=2",
-        "-m", "nmech.validation.distributed", "--preset", "cpu-demo", "--out", str(out),
+        "-m", "nmech.cli.torchrun", "--preset", "cpu-demo", "--out", str(out),
         "--batch-size", str(BATCH), "--width", "0.0625", "--per-class", "8",
         "--models", "vgg16_bn", "--device", "cpu", "--no-progress", *args,
     ]  # fmt: skip
@@ -104,7 +104,7 @@ def test_divergence_stops_every_rank(tmp_path):
     out = tmp_path / "run"
     proc = _torchrun(out, "--steps", "8", "--lr", "1e6", "--flush-every", "2", "--no-report")
     assert proc.returncode != 0
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("distributed (rank")]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("nmech: error: rank")]
     assert len(errors) == 2, proc.stderr[-3000:]
     assert all("diverged at step" in line for line in errors), errors
     rec = load_records(out / "records-vgg16_bn.h5")
@@ -128,4 +128,4 @@ def test_ddp_adamw_meets_error_bar(tmp_path):
 def test_ddp_refuses_sgd_options_with_adamw(tmp_path):
     proc = _torchrun(tmp_path / "run", "--steps", "2", "--optimizer", "adamw", "--momentum", "0.5")
     assert proc.returncode != 0
-    assert "--momentum applies to --optimizer sgd only" in proc.stderr
+    assert "nmech: error: --momentum does not apply to --optimizer adamw" in proc.stderr

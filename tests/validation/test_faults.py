@@ -17,12 +17,12 @@ from nmech.cli import main
 from nmech.errors import NmechError
 from nmech.validation.checkpoint import checkpoint_path
 from nmech.validation.data import DeviceBatches, synthetic
+from nmech.validation.datasets.tiny_imagenet import load_tiny_imagenet
 from nmech.validation.discovery import discover
 from nmech.validation.models import vgg16
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import load_records, records_progress
 from nmech.validation.stops import HINT, Diverged
-from nmech.validation.tiny_imagenet import load_tiny_imagenet
 from nmech.validation.train import train
 
 STEPS = 12

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -42,7 +43,7 @@ def test_records_layout_chunked_flush_and_values(small_vgg, tmp_path):
     assert rec.committed == 8 and rec.writer.file["commit"][0] == 8
     rec.close()
     with h5py.File(tmp_path / "r.h5", "r") as f:
-        assert f.attrs["format_version"] == 2 and f["commit"][0] == 10
+        assert f.attrs["format_version"] == 3 and f["commit"][0] == 10
         assert f["rescale/Q"].shape == (11, 784) and f["rescale/step_sq"].shape == (10, 784)
         assert f["translation/Q"].shape == (11, 129) and "grad_sq" not in f["translation"]
         assert f["rescale/Q"].chunks is not None and f["rescale/Q"].maxshape[0] is None
@@ -73,8 +74,12 @@ def test_recorder_misuse_is_reported(small_vgg, tmp_path):
     with pytest.raises(NmechError, match="without before_step"):
         rec.after_step()
     rec.abort()
-    with pytest.raises(NmechError, match="only torch.optim.SGD"):
-        Recorder(model, found.groups, tmp_path / "a.h5", torch.optim.Adam(model.parameters()))
+    with pytest.raises(NmechError, match="centered=True"):
+        opt = torch.optim.RMSprop(model.parameters(), centered=True)
+        Recorder(model, found.groups, tmp_path / "a.h5", opt)
+    bad = [replace(found.groups[0], kind="dilation")]
+    with pytest.raises(NmechError, match="unknown symmetry kind 'dilation'"):
+        Recorder(model, bad, tmp_path / "k.h5", torch.optim.SGD(model.parameters(), lr=0.1))
 
 
 @pytest.mark.parametrize(

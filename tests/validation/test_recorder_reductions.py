@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from nmech.validation.channels import (
-    QUADRATIC,
     ChannelSums,
     Group,
     Part,
     flat_order,
-    reduce_part,
+    part_sums,
 )
 from nmech.validation.data import DeviceBatches, synthetic
 from nmech.validation.discovery import discover
+from nmech.validation.kinds import is_quadratic
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import load_records
 
@@ -26,7 +26,8 @@ STEPS = 5
 def _reference(group: Group, v: dict[str, torch.Tensor], unsigned: bool = False) -> np.ndarray:
     """sum_parts s * (per-channel sum of v[part]) over the kept channels, one part at a time."""
     total = sum(
-        (1.0 if unsigned else p.sign) * reduce_part(p, v[p.param].double()) for p in group.parts
+        (1.0 if unsigned else p.sign) * part_sums(p, v[p.param].double(), group.channels)
+        for p in group.parts
     )
     return total[list(group.kept)].numpy()
 
@@ -34,7 +35,7 @@ def _reference(group: Group, v: dict[str, torch.Tensor], unsigned: bool = False)
 def _products(kind: str, theta: dict, nxt: dict | None, grad: dict | None) -> dict[str, dict]:
     """The elementwise float64 products each signal of ``kind`` sums over a block (signed)."""
     t = {k: v.double() for k, v in theta.items()}
-    if kind not in QUADRATIC:
+    if not is_quadratic(kind):
         return {"Q": t}
     out = {"Q": {k: v**2 for k, v in t.items()}}
     if nxt is not None and grad is not None:
@@ -84,7 +85,7 @@ def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn, fus
     ]
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     rec = Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=2, fused=fused)
-    assert (rec.quad.fused is not None) == fused
+    assert rec.quad.fused == fused
     named = dict(model.named_parameters())
     names = sorted({p.param for g in groups for p in g.parts})
     states: list[dict] = []
@@ -123,16 +124,19 @@ def test_channel_sums_match_per_part_reference():
     """Rows of one length merged across parameters, conv columns (rest 3x3) merged across two
     parameters of one shape, a column part with fan > 1, parameters with both a row and a
     column part, a whole-tensor part and kept subsets: the dense part sums and their signed
-    combination equal sum_parts s * reduce_part, stacked or not."""
+    combination equal sum_parts s * part_sums, stacked or not (channels along dim 2,
+    groups starting at an offset)."""
     shapes = {
         "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "e.w": torch.Size([2, 4, 3, 3]),
         "b.w": torch.Size([5, 6, 3, 3]), "b.b": torch.Size([5]), "f.w": torch.Size([5, 6, 3, 3]),
         "c.w": torch.Size([7, 20]), "c.b": torch.Size([7]), "d.w": torch.Size([3, 7]),
-        "d.b": torch.Size([3]),
+        "d.b": torch.Size([3]), "p.pos": torch.Size([1, 4, 6]),
     }  # fmt: skip
     a_own = (Part("a.w", 0), Part("a.b", 0))
     groups = [
         Group("scale", "a", a_own, 6, keep=(0, 2, 5)),
+        Group("scale", "pos", (Part("p.pos", 2),), 6, keep=(1, 5)),
+        Group("rescale", "c2->d2", (Part("c.w", 0, offset=2), Part("d.w", 1, 1, -1.0, 2)), 3),
         Group("scale", "e", (Part("e.w", 0),), 2),
         Group("scale", "f", (Part("f.w", 0),), 5),
         Group("rescale", "a->b", (*a_own, Part("b.w", 1, 1, -1.0)), 6, keep=(1, 4)),
@@ -165,15 +169,17 @@ def test_channel_sums_match_per_part_reference():
 
 @pytest.mark.parametrize("grad_dtype", [torch.float32, torch.float64])
 def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
-    """The compiled pass (nmech.validation.fused) gives ChannelSums.sums of the stacked
-    [D^2; D*g; g^2; theta'^2] for rows, columns with fan > 1, whole-tensor parts and parameters
-    with both; its sparse products equal torch's; a NaN gradient entry reaches its sums."""
-    from nmech.validation.fused import CsrMatrix, FusedPartSums
+    """The compiled pass generated from the step signals' summands (nmech.validation.fused,
+    codegen) gives ChannelSums.sums of the stacked [D^2; D*g; g^2; theta'^2] for rows, columns
+    with fan > 1, whole-tensor parts and parameters with both; so does the torch pass; its
+    sparse products equal torch's; a NaN gradient entry reaches its sums."""
+    from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass
+    from nmech.validation.recorder import ELEMENT
 
     shapes = {
         "a.w": torch.Size([6, 4, 3, 3]), "a.b": torch.Size([6]), "b.w": torch.Size([5, 6, 3, 3]),
         "b.b": torch.Size([5]), "c.w": torch.Size([7, 20]), "c.b": torch.Size([7]),
-        "d.w": torch.Size([3, 7]), "d.b": torch.Size([3]),
+        "d.w": torch.Size([3, 7]), "d.b": torch.Size([3]), "p.pos": torch.Size([1, 4, 6]),
     }  # fmt: skip
     a_own = (Part("a.w", 0), Part("a.b", 0))
     groups = [
@@ -182,6 +188,9 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
         Group("rescale", "b->c", (Part("b.w", 0), Part("b.b", 0), Part("c.w", 1, 4, -1.0)), 5),
         Group("rescale", "c->d", (Part("c.w", 0), Part("c.b", 0), Part("d.w", 1, 1, -1.0)), 7),
         Group("scale", "d.b", (Part("d.b", None),), 1),
+        # channels along dim 2 of a [1, N, D] tensor; a group starting at row / column 2
+        Group("scale", "pos", (Part("p.pos", 2),), 6),
+        Group("rescale", "c2->d2", (Part("c.w", 0, offset=2), Part("d.w", 1, 1, -1.0, 2)), 3),
     ]
     order = flat_order(groups, shapes)
     offsets = dict(zip(order, np.cumsum([0] + [shapes[n].numel() for n in order]).tolist()))
@@ -193,13 +202,21 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
     grad = torch.randn(numel, generator=gen).to(grad_dtype)
     g = grad.double()
     want = sums.sums(torch.stack([(nxt - theta) ** 2, (nxt - theta) * g, g * g, nxt * nxt]))
-    got = FusedPartSums(sums, offsets, shapes).step(theta.numpy(), grad.numpy(), nxt.numpy())
+    e = ELEMENT
+    d = e["theta_next"] - e["theta"]
+    summands = [d**2, d * e["g"], e["g"] ** 2, e["theta_next"] ** 2]
+    arrays = [e["theta_next"], e["theta"], e["g"]]
+    compiled = CompiledPass(summands, arrays, sums, offsets, shapes)
+    inputs = {"theta": theta, "theta_next": nxt, "g": grad}
+    got = compiled.sums(inputs, np.zeros(0))
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-13, atol=1e-13)
+    by_torch = TorchPass(summands, arrays, sums).sums({**inputs, "g": g}, [])
+    np.testing.assert_allclose(by_torch.numpy(), want.numpy(), rtol=1e-13, atol=1e-13)
     for unsigned in (False, True):
         out = np.full((sums.signed.shape[0], 3), np.nan)
         CsrMatrix(sums.unsigned if unsigned else sums.signed).into(got[:, :3].numpy(), out)
         np.testing.assert_allclose(out, sums.blocks(want[:, :3], unsigned).numpy(), rtol=1e-13)
     grad[offsets["b.w"] + 10] = float("nan")  # b.w row 0, column 1 (a->b block 1)
-    got = FusedPartSums(sums, offsets, shapes).step(theta.numpy(), grad.numpy(), nxt.numpy())
+    got = compiled.sums({**inputs, "g": grad}, np.zeros(0))
     bad = ~np.isfinite(got.numpy()).all(axis=1)
     assert bad.sum() == 2 and np.isfinite(got[:, [0, 3]].numpy()).all()  # one row, one column

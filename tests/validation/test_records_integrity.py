@@ -37,7 +37,7 @@ def _copy(src: Path, dst: Path) -> Path:
     return Path(shutil.copy(src, dst / src.name))
 
 
-def _same(a: Records, b: Records) -> bool:
+def _same(a: Records, b: Records, attrs: bool = True) -> bool:
     arrays = [(a.train[k], b.train[k]) for k in a.train] + [(a.trace, b.trace)]
     for kind, ka in a.kinds.items():
         kb = b.kinds[kind]
@@ -45,7 +45,7 @@ def _same(a: Records, b: Records) -> bool:
         arrays += [(ka.signals[s], kb.signals[s]) for s in ka.signals]
         if ka.block_names != kb.block_names or ka.group_names != kb.group_names:
             return False
-    return a.attrs == b.attrs and all(np.array_equal(x, y) for x, y in arrays)
+    return (not attrs or a.attrs == b.attrs) and all(np.array_equal(x, y) for x, y in arrays)
 
 
 def _one_line_error(path: Path) -> str:
@@ -105,10 +105,25 @@ def test_other_format_version_is_refused(records_file, tmp_path):
     path = _copy(records_file, tmp_path)
     with h5py.File(path, "r+") as f:
         f.attrs["format_version"] = FORMAT_VERSION + 1
+    before = path.read_bytes()
     msg = _one_line_error(path)
-    assert (
-        f"format version {FORMAT_VERSION + 1}" in msg and f"reads version {FORMAT_VERSION}" in msg
-    )
+    assert f"format version {FORMAT_VERSION + 1}" in msg and "reads version 2 or 3" in msg
+    assert path.read_bytes() == before  # left as it is
+
+
+def test_format_2_file_is_read_whole(records_file, tmp_path):
+    """A file of the previous format (same layout, SGD settings without an optimizer name) is
+    read with every row, and reported."""
+    path = _copy(records_file, tmp_path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["format_version"] = 2
+        f.attrs["optimizer"] = np.bytes_(
+            b'{"lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, '
+            b'"weight_decay": 0.0}'
+        )
+    old, new = load_records(path), load_records(records_file)
+    assert _same(old, new, attrs=False) and old.optimizer.get("optimizer") is None
+    assert main(["report", str(path)]) == 0
 
 
 def test_foreign_hdf5_and_non_hdf5_files_are_refused(tmp_path):

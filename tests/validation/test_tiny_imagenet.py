@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from nmech.errors import NmechError
-from nmech.validation.tiny_imagenet import load_tiny_imagenet
+from nmech.validation.datasets.tiny_imagenet import load_tiny_imagenet
 
 WNIDS = ["n01", "n02", "n03"]
 
@@ -85,3 +85,23 @@ def test_layout_errors(tmp_path):
     (root / "wnids.txt").unlink()
     with pytest.raises(NmechError, match="wnids.txt"):
         load_tiny_imagenet(root, cache_dir=tmp_path / "c")
+
+
+def test_paper_preset_runs_on_a_tiny_imagenet_folder(tmp_path, monkeypatch):
+    """``nmech validate --preset paper-vgg16-bn --data-dir D``: Tiny ImageNet is read, the run
+    records and reports, and the report names the data."""
+    import json
+
+    from nmech.cli import main
+
+    monkeypatch.setenv("NMECH_CACHE", str(tmp_path / "cache"))
+    root = _make(tmp_path / "tiny-imagenet-200", per_class=4)
+    out = tmp_path / "run"
+    argv = ["validate", "--preset", "paper-vgg16-bn", "--data-dir", str(root), "--steps", "2",
+            "--batch-size", "4", "--width", "0.0625", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    run = report["runs"]["vgg16_bn"]["run"]
+    assert run["data"] == "tiny-imagenet" and run["train_images"] == 12 and run["num_classes"] == 3
+    assert report["errors"]["scale"]["exact"]["max"] < 1e-4
+    assert json.loads((out / "run.json").read_text())["preset"]["data"] == "tiny-imagenet"

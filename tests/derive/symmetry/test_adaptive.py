@@ -7,7 +7,7 @@ import sympy as sp
 
 from nmech.cli import main
 from nmech.derive import rules, symmetry
-from nmech.derive.symbols import eta, lam, vector
+from nmech.derive.symbols import eta, grad, lam, vector
 from nmech.derive.symmetry import Symmetry, dynamics
 from nmech.derive.symmetry.adaptive import adaptive_recursion, adaptive_step, is_adaptive
 from nmech.errors import NmechError
@@ -22,6 +22,17 @@ def test_decay_factor_and_direction_are_read_off_the_rule():
     sgd = adaptive_step(rules.torch_sgd(weight_decay=True))
     assert sgd.a == 1 and sgd.u == vector("v_next")
     assert is_adaptive(rules.adamw()) and not is_adaptive(rules.torch_sgd())
+
+
+def test_adagrad_and_amsgrad_directions():
+    th, eps = vector("theta"), sp.Symbol("eps", positive=True)
+    ada = adaptive_step(rules.adagrad(weight_decay=True))
+    expected = (grad(th) + lam * th) / (sp.sqrt(vector("v_next")) + eps)
+    assert ada.a == 1 and sp.simplify(ada.u - expected) == 0
+    ams = adaptive_step(rules.adamw(amsgrad=True, bias_correction=False))
+    assert sp.simplify(ams.u - vector("m_next") / (sp.sqrt(vector("vmax_next")) + eps)) == 0
+    body = {a.target: a.expr for a in rules.adamw(amsgrad=True).assignments}
+    assert body["vmax_next"] == sp.Max(vector("vmax"), vector("v_next"))
 
 
 def test_recursion_coefficients_are_the_bilinear_expansion():

@@ -28,7 +28,13 @@ def test_sgd_momentum_matches_the_published_formulas():
 
 
 @pytest.mark.parametrize(
-    "rule", [rules.heavy_ball(weight_decay=True), rules.adam(weight_decay=True), rules.rmsprop()]
+    "rule",
+    [
+        rules.heavy_ball(weight_decay=True),
+        rules.adam(weight_decay=True),
+        rules.rmsprop(),
+        rules.rmsprop(weight_decay=True, momentum=True),  # entry-wise buffer weight 1/(√v + ε)
+    ],
 )
 def test_rules_outside_the_model_are_refused(rule):
     with pytest.raises(NmechError):

@@ -96,13 +96,3 @@ def vgg16(
 ) -> VGG:
     """The paper's VGG-16 (``batch_norm=True``: VGG-16-BN) for ``image_size`` inputs."""
     return VGG(num_classes=num_classes, batch_norm=batch_norm, image_size=image_size, width=width)
-
-
-MODEL_NAMES = ("vgg16_bn", "vgg16")
-
-
-def build_model(name: str, num_classes: int, image_size: int, width: float) -> VGG:
-    """Model by name: ``vgg16_bn`` (with BatchNorm) or ``vgg16`` (without)."""
-    if name not in MODEL_NAMES:
-        raise NmechError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    return vgg16(num_classes, batch_norm=name == "vgg16_bn", image_size=image_size, width=width)

@@ -24,17 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from nmech.errors import NmechError
+from nmech.validation.cache import cache_dir as default_cache_dir
 from nmech.validation.data import ImageSet
 
 SPLITS = ("train", "val")
-
-
-def default_cache_dir() -> Path:
-    """``$NMECH_CACHE``, else ``$XDG_CACHE_HOME/nmech``, else ``~/.cache/nmech``."""
-    if os.environ.get("NMECH_CACHE"):
-        return Path(os.environ["NMECH_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nmech"
 
 
 def _wnids(root: Path) -> list[str]:
