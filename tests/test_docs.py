@@ -75,8 +75,7 @@ def _sources() -> list[Path]:
 
 def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
-    name = ".".join([PACKAGES[parts[0]], *parts[1:]]) if parts[0] != "nmech" else ".".join(parts)
-    return name.removesuffix(".__init__")
+    return ".".join([PACKAGES[parts[0]], *parts[1:]]).removesuffix(".__init__")
 
 
 @cache
