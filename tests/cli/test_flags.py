@@ -127,18 +127,32 @@ def test_bench_json_is_checked_before_running(capsys, tmp_path, monkeypatch, whe
     assert ran == []  # refused before any benchmark ran
 
 
-def test_read_only_folder_is_refused_when_not_root(capsys, tmp_path):
+@pytest.mark.parametrize("command", ["validate --out", "validate --resume", "report"])
+def test_read_only_folder_is_refused_when_not_root(capsys, tmp_path, command):
+    import dataclasses
+    import json
+    import os
+
+    from nmech.validation.presets import PRESETS
+
     folder = tmp_path / "ro"
     folder.mkdir()
+    preset = dataclasses.asdict(PRESETS["cpu-demo"])
+    (folder / "run.json").write_text(json.dumps({"preset": preset, "device": "cpu",
+                                                 "data_dir": None}))  # fmt: skip
+    (folder / "records.h5").write_bytes(b"")
+    argv = {
+        "validate --out": ["validate", "--steps", "1", "--out", str(folder / "new")],
+        "validate --resume": ["validate", "--resume", str(folder)],
+        "report": ["report", str(folder)],
+    }[command]
     folder.chmod(0o500)
     try:
-        import os
-
         if os.access(folder, os.W_OK):
             pytest.skip("this user can write into a read-only folder (root)")
-        code, err = run_cli(capsys, ["validate", "--steps", "1", "--out", str(folder)])
-        assert_refused(code, err, "--out")
-        assert "not writable" in err
+        code, err = run_cli(capsys, argv)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "not writable" in err or "cannot create" in err, err
     finally:
         folder.chmod(0o700)
 
