@@ -199,3 +199,22 @@ def test_recorder_bounds_its_row_buffers(tmp_path, monkeypatch):
     with pytest.raises(NmechError, match=r"--flush-every 10000000 .* past HDF5's 4 GiB limit"):
         Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=10_000_000)
     assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--width", "nan"], "--width"),
+        (["--steps", "0"], "--steps"),
+        (["--batch-size", "-1"], "--batch-size"),
+        (["--per-class", "0"], "--per-class"),
+        (["--out", "/dev/null"], "--out"),
+    ],  # fmt: skip
+)
+def test_device_check_flags(capsys, tmp_path, argv, flag):
+    from nmech.cli.device_check import main as device_main
+
+    code = device_main(["--out", str(tmp_path / "dc"), "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert_refused(code, err, flag)
+    assert list(tmp_path.iterdir()) == []
