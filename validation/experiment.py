@@ -125,7 +125,7 @@ def check_memory(name: str, preset: Preset, data: Any, device: torch.device) -> 
     channels = sum(sum(s[:2]) for s in params if len(s))
     rows = 2 * preset.flush_every * 8 * ROW_VALUES * channels  # device rows and host copy
     require(rows, device, "--flush-every",
-            f"--flush-every {preset.flush_every} with up to {channels:,} blocks")  # fmt: skip
+            f"{preset.flush_every} rows of up to {channels:,} blocks")  # fmt: skip
 
 
 def build_optimizer(preset: Preset, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -312,12 +312,13 @@ class Recorder:
         values = sum(sum(b.values()) * (len(STATE) + len(recorded(family, update)))
                      for family, b in blocks.items())  # fmt: skip
         widest = max((n for b in blocks.values() for n in b.values()), default=0)
-        what = f"--flush-every {self.K} ({values} values a step)"
         if self.K * widest * 8 >= 2**32:
-            raise NmechError(f"{what}: a records chunk would be {gib(self.K * widest * 8)}, "
-                             "past HDF5's 4 GiB limit; choose a smaller --flush-every")  # fmt: skip
+            raise NmechError(f"--flush-every {self.K}: a records chunk would be "
+                             f"{gib(self.K * widest * 8)}, past HDF5's 4 GiB limit; choose a "
+                             "smaller --flush-every")  # fmt: skip
         row_bytes = 8 * (values + 2 + TRACE_PARAMS)
-        require(2 * self.K * row_bytes, device, "--flush-every", f"{what}: the row buffers")
+        require(2 * self.K * row_bytes, device, "--flush-every",
+                f"{self.K} rows of {values} values (the row buffers)")  # fmt: skip
 
     def _init_flat(
         self, names: list[str], shapes: dict[str, torch.Size], device: torch.device

@@ -194,9 +194,11 @@ def test_recorder_bounds_its_row_buffers(tmp_path, monkeypatch):
     groups = discover(model, DeviceBatches(synthetic(10, 4, 32), 8).next())
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     monkeypatch.setattr(memory, "_host_available", lambda: 1 << 30)
-    with pytest.raises(NmechError, match=r"--flush-every 100000 .* needs about .* GiB"):
+    with pytest.raises(
+        NmechError, match=r"--flush-every: 100000 rows of \d+ values .* needs about .* GiB"
+    ):
         Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=100_000)
-    with pytest.raises(NmechError, match=r"--flush-every 10000000 .* past HDF5's 4 GiB limit"):
+    with pytest.raises(NmechError, match=r"--flush-every 10000000: .* past HDF5's 4 GiB limit"):
         Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=10_000_000)
     assert not (tmp_path / "r.h5").exists()
 
