@@ -39,9 +39,11 @@ from nmech.validation.discovery import Discovery, discover
 from nmech.validation.memory import BYTES_PER_PARAMETER, ROW_VALUES, require
 from nmech.validation.models import build_model
 from nmech.validation.optimizers import adapter_named
+from nmech.validation.outputs import clear_outputs
 from nmech.validation.presets import Preset, check_values
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import records_progress
+from nmech.validation.report import REPORT_FILES
 from nmech.validation.stops import Interrupted, StopRequest
 from nmech.validation.train import TrainResult, prepare_model, train
 
@@ -50,6 +52,8 @@ RUN_FILE = "run.json"
 #: ``--out`` folder holding any of them holds a run (never overwritten without --overwrite).
 RUN_FILES: tuple[str, ...] = (RUN_FILE, "records*.h5", "records*.h5.tmp", "checkpoint-*.pt",
                               "checkpoint-*.pt.tmp", "discovery-*.json")  # fmt: skip
+#: Everything a run writes: its files and its report.
+RUN_OUTPUTS: tuple[str, ...] = (*RUN_FILES, *REPORT_FILES)
 
 
 def load_data(preset: Preset, data_dir: str | Path | None) -> Any:
@@ -242,13 +246,18 @@ def run_preset(
     progress: bool = True,
     resume: bool = False,
     stop: StopRequest | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Run every model of ``preset`` (continuing where a previous run stopped when
-    ``resume``); returns the records files written under ``out_dir``."""
+    ``resume``); returns the records files written under ``out_dir``. ``overwrite`` removes
+    an earlier run's files (:data:`RUN_OUTPUTS`) from ``out_dir`` once the data loaded and
+    the memory checks passed, before anything is written."""
     out = Path(out_dir)
     data = load_data(preset, data_dir)
     for name in preset.models:  # before anything is written
         check_memory(name, preset, data, device)
+    if overwrite:
+        clear_outputs(out, RUN_OUTPUTS)
     save_run(out, preset, device, None if data_dir is None else str(data_dir))
     paths = []
     for name in preset.models:

@@ -226,20 +226,17 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
     return configure_preset(args, preset), device, data_dir, out
 
 
-def _prepare_folder(args: argparse.Namespace, out: Path) -> None:
+def _check_folder(args: argparse.Namespace, out: Path) -> None:
     """The run folder, checked before anything is written: a resumed one must be writable;
-    a new one must not hold a run unless --overwrite, which removes that run first."""
-    from nmech.validation.experiment import RUN_FILES
-    from nmech.validation.outputs import clear_outputs, new_output_dir, writable_dir
-    from nmech.validation.report import REPORT_FILES
+    a new one must not hold a run unless --overwrite (run_preset removes that run once the
+    run's own checks have passed)."""
+    from nmech.validation.experiment import RUN_OUTPUTS
+    from nmech.validation.outputs import new_output_dir, writable_dir
 
     if args.resume is not None:
         writable_dir(out, "--resume")
         return
-    files = (*RUN_FILES, *REPORT_FILES)
-    new_output_dir(out, files, args.overwrite, "a validation run", hint=f"--resume {out}")
-    if args.overwrite:
-        clear_outputs(out, files)
+    new_output_dir(out, RUN_OUTPUTS, args.overwrite, "a validation run", hint=f"--resume {out}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,12 +251,12 @@ def run(args: argparse.Namespace) -> int:
     from nmech.validation.train import resolve_device
 
     preset, device_name, data_dir, out = _configure(args)
-    _prepare_folder(args, out)
+    _check_folder(args, out)
     device = resolve_device(device_name)
     try:
         with StopRequest(args.stop_after) as stop:
             run_preset(preset, out, device, data_dir, not args.no_progress, args.resume is not None,
-                       stop)  # fmt: skip
+                       stop, overwrite=args.overwrite)  # fmt: skip
     except Interrupted as exc:
         print(f"nmech: {exc}; records and checkpoint saved in {out}; resume with: "
               f"nmech validate --resume {out}", file=sys.stderr)  # fmt: skip

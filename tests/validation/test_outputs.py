@@ -252,3 +252,14 @@ def test_damaged_run_json_gives_one_line(capsys, tmp_path, finished_run, run_jso
     code, err = _cli(capsys, "report", str(run))
     assert code == 2 and "run.json" in _one_line(err)
     assert _hashes(run) == before
+
+
+def test_overwrite_refused_by_a_check_keeps_the_old_run(capsys, tmp_path, monkeypatch):
+    import nmech.validation.memory as memory
+
+    run = _fake_run(tmp_path / "R2", ("vgg16_bn", "vgg16"))
+    before = _hashes(run)
+    monkeypatch.setattr(memory, "_host_available", lambda: 1 << 20)  # 1 MiB: nothing fits
+    code, err = _cli(capsys, "validate", *TINY, "--no-report", "--overwrite", "--out", str(run))
+    assert code == 2 and "--width" in _one_line(err)
+    assert _hashes(run) == before
