@@ -43,15 +43,11 @@ from nmech.validation.outputs import clear_outputs
 from nmech.validation.presets import Preset, check_values
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import records_progress
-from nmech.validation.report import REPORT_FILES
+from nmech.validation.report import REPORT_FILES, RUN_FILES
 from nmech.validation.stops import Interrupted, StopRequest
 from nmech.validation.train import TrainResult, prepare_model, train
 
 RUN_FILE = "run.json"
-#: What a run folder holds besides its report (nmech.validation.report.REPORT_FILES): an
-#: ``--out`` folder holding any of them holds a run (never overwritten without --overwrite).
-RUN_FILES: tuple[str, ...] = (RUN_FILE, "records*.h5", "records*.h5.tmp", "checkpoint-*.pt",
-                              "checkpoint-*.pt.tmp", "discovery-*.json")  # fmt: skip
 #: Everything a run writes: its files and its report.
 RUN_OUTPUTS: tuple[str, ...] = (*RUN_FILES, *REPORT_FILES)
 

@@ -56,6 +56,10 @@ from nmech.validation.outputs import FileSet
 from nmech.validation.records import Records, load_records
 
 REPORT_VERSION = 2
+#: What a run folder of ``nmech validate`` holds besides its report: a folder holding any of
+#: them holds a run (never written into without --overwrite).
+RUN_FILES: tuple[str, ...] = ("run.json", "records*.h5", "records*.h5.tmp", "checkpoint-*.pt",
+                              "checkpoint-*.pt.tmp", "discovery-*.json")  # fmt: skip
 #: Every file a report may hold, relative to its folder (written as one set: a rebuilt
 #: report replaces them all, and never leaves a previous report's file beside new ones).
 REPORT_FILES: tuple[str, ...] = (

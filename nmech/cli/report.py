@@ -4,7 +4,7 @@ records file, however it was written (the Recorder in your own loop included).
 
 The report is written as one set (a Ctrl-C or an error leaves the previous report as it was);
 records files are only read. ``--out`` elsewhere than the run's own folder must not hold a
-report already, unless ``--overwrite``.
+report or a run already, unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the report; prints where it is."""
     from nmech.cli.validate import print_report
     from nmech.validation.outputs import new_output_dir, writable_dir
-    from nmech.validation.report import REPORT_FILES, build_report
+    from nmech.validation.report import REPORT_FILES, RUN_FILES, build_report
 
     target = Path(args.path)
     if not target.exists():
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is None or Path(args.out).resolve() == home.resolve():
         out = writable_dir(home, "the report folder")
     else:
-        out = new_output_dir(args.out, REPORT_FILES, args.overwrite, "a report")
+        out = new_output_dir(args.out, (*REPORT_FILES, *RUN_FILES), args.overwrite,
+                             "a report or a run")  # fmt: skip
     report = build_report(target, out=out)
     print_report(report, out)
     return 0

@@ -117,6 +117,11 @@ def test_report_out_never_overwrites_a_report(capsys, tmp_path, finished_run):
     assert (elsewhere / "report.md").read_text() == "another report"
     code, _ = _cli(capsys, "report", str(finished_run), "--out", str(elsewhere), "--overwrite")
     assert code == 0 and (elsewhere / "report.md").read_text().startswith("# nmech")
+    other_run = _fake_run(tmp_path / "other")  # another run's folder, without a report yet
+    before = _hashes(other_run)
+    code, err = _cli(capsys, "report", str(finished_run), "--out", str(other_run))
+    assert code == 2 and "already holds a report or a run" in _one_line(err)
+    assert _hashes(other_run) == before
 
 
 def test_interrupted_report_leaves_the_previous_set_intact(tmp_path, finished_run, monkeypatch):
