@@ -142,15 +142,17 @@ def test_interrupted_report_leaves_the_previous_set_intact(tmp_path, finished_ru
     assert not list(run.glob(".nmech-staging-*"))
 
 
-def test_rebuilt_report_leaves_no_stale_file(tmp_path, finished_run):
+def test_rebuilt_report_leaves_no_stale_file(tmp_path, finished_run, monkeypatch):
+    import nmech.validation.report as report
+
     run = _copy(finished_run, tmp_path)
-    missing = [n for n in REPORT_FILES if not (run / n).is_file()]
-    stale = [run / n for n in missing] or [run / "figures" / "equilibrium.png"]
-    for path in stale:
-        path.write_bytes(b"from an older report")
+    old = [run / "figures" / f"equilibrium.{ext}" for ext in ("png", "pdf")]
+    assert all(p.is_file() for p in old)
+    monkeypatch.setattr(report, "_equilibria", lambda *args: {})  # the new set lacks it
     build_report(run)
-    assert not any(p.exists() for p in stale if str(p.relative_to(run)) in missing)
-    assert (run / "report.json").is_file() and not list(run.glob(".nmech-staging-*"))
+    assert not any(p.exists() for p in old)  # no figure of the old set beside the new one
+    assert "equilibrium" not in json.loads((run / "report.json").read_text())
+    assert not list(run.glob(".nmech-staging-*"))
 
 
 # -- records files and run folders that are damaged: one line, exit 2, never modified -----
