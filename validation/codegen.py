@@ -21,11 +21,12 @@ row is accumulated into a column scratch first); a whole-tensor part sums everyt
 off only: NaN/inf still propagate, division is IEEE, ``error_model="numpy"``).
 
 Reproducibility: the row sums run in a loop of their own that stores nothing, apart from the
-loop that adds into the column scratch. A reduction in a loop with stores is vectorised behind
-a run-time check that the stores cannot overlap the inputs, with the unvectorised loop (another
-summation order) as fallback; where the arrays lie in memory differs from process to process,
-so such a loop summed some parameters differently in some processes (a last-bit difference
-that broke bitwise ``--resume``). A loop without stores has one vectorised form.
+loop that adds into the column scratch. A reduction in a loop that also stores may be
+vectorised behind run-time checks on the arrays' addresses, with the unvectorised loop
+(another summation order) as fallback, and addresses differ from process to process: with the
+two in one loop, 2 of 11 identical processes summed the parameters that have column parts
+differently in the last bit (which broke bitwise ``--resume`` across processes); with the row
+sums apart, 12 of 12 agreed.
 
 The source is written to ``<cache>/kernels/<hash>.py`` (:func:`~nmech.validation.cache.
 cache_dir`) and imported from there, so numba's on-disk cache keeps the machine code across
