@@ -264,9 +264,30 @@ class _Gradient:
         inserted = [] if point == self.point else [Assignment(str(self.point), point)]
         inserted += [*stages.assignments, Assignment(name, gradient)]
         body[self.before : self.before] = inserted
-        lines = [f"{a.target} = {sp.sstr(a.expr)}" for a in body]
+        lines = [
+            f"{a.target} = {_combination(stages, a.expr) if a.target == name else sp.sstr(a.expr)}"
+            for a in body
+        ]
         lines += [f"first {a.target} = {sp.sstr(a.expr)}" for a in put(self.rule.first_step)]
         return _described(lines, stages, name)
+
+
+def _combination(stages: _Stages, gradient: sp.Expr) -> str:
+    """Σ c_t k_t as rule text, each coefficient factored with (1 - beta) factors, as the
+    results print them."""
+    expanded = sp.expand(gradient)
+    text = ""
+    for symbol in stages.symbols.values():
+        c = sp.factor(expanded.coeff(symbol))
+        if c == 0:
+            continue
+        negative = c.could_extract_minus_sign()
+        shown = notation.plain(-c if negative else c, machine=True)
+        if " " in shown:
+            shown = f"({shown})"
+        term = str(symbol) if shown == "1" else f"{shown}*{symbol}"
+        text += (" - " if negative else " + ") + term if text else ("-" if negative else "") + term
+    return text
 
 
 def _described(lines: list[str], stages: _Stages, name: str) -> str:
