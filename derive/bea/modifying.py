@@ -300,7 +300,8 @@ def _described(lines: list[str], stages: _Stages, name: str) -> str:
             t = meaning[target]
             power = T.size(t) - 1
             scale = "" if power == 0 else ("eta*" if power == 1 else f"eta^{power}*")
-            line += f"  # {scale}{notation.tree(t, latex=False)} + O(eta^{power + 1})"
+            rest = "" if t == T.GRAD else f" + O(eta^{power + 1})"
+            line += f"  # {scale}{notation.tree(t, latex=False)}{rest}"
         elif target == name:
             line += "  # the corrected gradient"
         out.append(line)

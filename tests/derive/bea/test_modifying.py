@@ -153,6 +153,7 @@ def _tracking_errors(m, c: float, params: dict, etas: list[float]) -> list[float
         (rules.gd, {}, 0.5, 2, ETAS),
         # heavy ball's rate 1/(1-β) = 2 doubles the effective step: η halved to be asymptotic
         (rules.heavy_ball, {"beta": 0.5}, 0.0, 1, [e / 2 for e in ETAS]),
+        (rules.heavy_ball, {"beta": 0.5}, 0.0, 2, [e / 2 for e in ETAS]),
     ],
 )
 def test_corrected_rule_tracks_the_target_flow_at_order_p_plus_one(make, params, c, order, etas):
