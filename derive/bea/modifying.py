@@ -217,6 +217,14 @@ def _fresh(name: str, taken: set[str]) -> str:
     return next(f"{name}{i}" for i in range(2, 10_000) if f"{name}{i}" not in taken)
 
 
+def _fresh_prefix(name: str, taken: set[str]) -> str:
+    """A prefix P (``name``, ``name_``, ``name__``, …) such that no name taken is P followed by
+    digits: the temporaries P1, P2, … are then all new."""
+    while any(re.fullmatch(re.escape(name) + r"\d*", t) for t in taken):
+        name += "_"
+    return name
+
+
 @dataclass(frozen=True)
 class _Gradient:
     """Where the rule evaluates its one gradient, and how the corrected rule is written."""
@@ -446,8 +454,8 @@ def modifying_rule(
             "eta can change it"
         )
     where = _Gradient.of(rule)
-    stages = _Stages(where.point, _fresh("k", where.names))
-    gradient_name = _fresh("corrected", where.names | {f"{stages.prefix}{i}" for i in range(99)})
+    stages = _Stages(where.point, _fresh_prefix("k", where.names))
+    gradient_name = _fresh("corrected", where.names)
     expr = stages.stage(T.GRAD)
     series: list[T.Vec] = [{T.GRAD: 1}]
     for k in range(1, order + 1):

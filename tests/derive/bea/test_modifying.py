@@ -121,6 +121,29 @@ def test_nesterov_corrects_at_its_look_ahead_point():
     assert "k1 = grad(y)" in text and "grad(eta*k1 + y)" in text
 
 
+def test_names_of_the_rule_are_never_reused():
+    text = """
+k1 = theta + beta*(theta - theta_prev)
+corrected = grad(k1)
+theta_next = k1 - eta*corrected
+"""
+    m = modifying_rule(rules.parse(text), order=2)
+    fed_back = rules.parse(m.to_rule_text())
+    assert {a.target for a in fed_back.assignments} >= {"k1", "corrected", "k_1", "corrected2"}
+    me = modified_equation(fed_back, 2)
+    assert me.terms[1] == {} and me.terms[2] == {}
+
+
+def test_a_gradient_at_an_expression_gets_its_point_named():
+    inline = rules.parse(
+        "theta_next = theta + beta*(theta - theta_prev) - eta*grad(theta + beta*(theta - theta_prev))"
+    )
+    m = modifying_rule(inline, order=1)
+    assert "point = " in m.to_rule_text() and "k1 = grad(point)" in m.to_rule_text()
+    nesterov = modifying_rule(rules.nesterov(), order=1)
+    assert same(m.correction(1), nesterov.correction(1))  # the same rule, written inline
+
+
 def _target_field(c: float, eta: float, rate: float):
     """-s∇(L + cη‖∇L‖²) by sympy, independent of the engine."""
     gradient = [sp.diff(LOSS, v) for v in COORDS]
