@@ -63,9 +63,9 @@ from nmech.derive.algebra import trees as T
 from nmech.derive.bea.expansion import Expander
 from nmech.derive.bea.modified_equation import modified_equation
 from nmech.derive.result import Derivation
-from nmech.derive.rules.language import parse_rule
+from nmech.derive.rules.language import IDENT, RESERVED, parse_rule
 from nmech.derive.rules.rule import PARAMETER, Assignment, Rule
-from nmech.derive.symbols import eta, grad, vector
+from nmech.derive.symbols import eta, grad, scalar, vector
 from nmech.errors import NmechError
 
 JSON_SCHEMA = "nmech.modifying_rule/1"
@@ -374,6 +374,7 @@ class ModifyingRule(Derivation):
         return "\n".join(
             [
                 f"{self.title()}: the rule evaluates G instead of ∇L",
+                f"  target: {self.target.text()}",
                 "  " + notation.flow_text(self.gradient, self.order, lhs="G"),
                 "  its modified equation: " + notation.flow_text(self.modified, self.order + 1),
             ]
@@ -422,6 +423,33 @@ def _leading_rate(rule: Rule) -> sp.Expr:
     return sp.factor(-f0[T.GRAD])
 
 
+def _rule_scalars(goal: list[T.Vec], rule: Rule) -> list[T.Vec]:
+    """The target with each coefficient's symbols made the rule language's scalars of the same
+    name (``beta`` is the shared real β however the caller made it); refused: η (its powers are
+    the orders), a vector of the rule, ``step``, a name rule text cannot write."""
+    out = []
+    for k, v in enumerate(goal):
+        for c in v.values():
+            for s in sp.sympify(c).free_symbols:
+                name = str(s)
+                if name in ("eta", "step") or name in rule.vectors:
+                    raise NmechError(
+                        f"the target's coefficient {c} at order eta^{k} names '{name}': "
+                        "coefficients are scalars free of eta (the order gives the power of eta)"
+                    )
+                if name.startswith("_") or not IDENT.match(name) or name in RESERVED:
+                    raise NmechError(
+                        f"the target's coefficient {c} names '{name}', which rule text cannot"
+                    )
+        out.append(
+            {
+                t: sp.sympify(c).xreplace({s: scalar(str(s)) for s in sp.sympify(c).free_symbols})
+                for t, c in v.items()
+            }
+        )
+    return out
+
+
 def _difference(a: T.Vec, b: T.Vec) -> T.Vec:
     return T.simplify(T.combine([(1, a), (-1, b)]))
 
@@ -446,6 +474,7 @@ def modifying_rule(
     rule = rule.after_transient()
     rate = _leading_rate(rule)
     goal = target.series(rate, order + 1)
+    goal = _rule_scalars(goal, rule)
     leading = _difference(goal[0], {T.GRAD: -rate})
     if leading:
         raise NmechError(

@@ -71,7 +71,7 @@ def test_regulariser_c_changes_the_first_correction_by_2c():
     # Target -∇L - 2cη∇²L∇L; GD's own first order is -(η/2)∇²L∇L, so h_1 = (2c - 1/2)∇²L∇L:
     # none for c = 1/4 (GD already follows L + (η/4)‖∇L‖² at first order).
     c = sp.Symbol("c", real=True)
-    m = modifying_rule(rules.gd(), gradient_flow_target(c), order=1)
+    m = modifying_rule(rules.gd(), gradient_flow_target(sp.Symbol("c")), order=1)
     assert same(m.correction(1), {HG: 2 * c - sp.Rational(1, 2)})
     quarter = modifying_rule(rules.gd(), parse_target("regularised:0.25"), order=2)
     assert quarter.correction(1) == {}
@@ -223,6 +223,9 @@ def test_explicit_series_target():
             1,
             "evaluates 2 gradients",
         ),
+        (rules.gd(), gradient_flow_target(sp.Symbol("theta")), 1, "names 'theta'"),
+        (rules.gd(), series_target([{G: -1}, {HG: sp.Symbol("eta")}]), 1, "free of eta"),
+        (rules.gd(), gradient_flow_target(sp.Symbol("grad")), 1, "which rule text cannot"),
         (rules.gd(), None, 0, "outside the supported range"),
         (rules.gd(), None, 9, "outside the supported range"),
     ],
