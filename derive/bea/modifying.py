@@ -50,6 +50,7 @@ loss, so GD then needs no first-order correction), or any series of trees.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -138,12 +139,15 @@ def _exact(c: sp.Expr | int | str) -> sp.Expr:
     if isinstance(c, bool):
         raise NmechError(f"regulariser weight must be a number, got {c!r}")
     if isinstance(c, str):
-        if not _NUMBER.match(c.strip()):
+        text = c.strip()
+        if not _NUMBER.match(text) or re.search(r"/0+\Z", text):
             raise NmechError(f"regulariser weight {c[:40]!r} is not a decimal or a fraction")
-        return sp.Rational(c.strip())
+        return sp.Rational(text)
     if isinstance(c, int):
         return sp.Integer(c)
     if isinstance(c, float):
+        if not math.isfinite(c):
+            raise NmechError(f"regulariser weight must be finite, got {c!r}")
         return sp.Rational(repr(c))
     if isinstance(c, sp.Expr) and not c.has(eta, grad) and c.is_extended_real is not False:
         return c

@@ -181,6 +181,7 @@ def test_bad_rule_file_exits_2_with_one_line(capsys, tmp_path, case):
         (["gd", "--inverse", "--target", "flow"], "unknown target 'flow'"),
         (["gd", "--inverse", "--target", "regularised:"], "unknown target"),
         (["gd", "--inverse", "--target", "regularised:2**99"], "not a decimal or a fraction"),
+        (["gd", "--inverse", "--target", "regularised:1/0"], "not a decimal or a fraction"),
         (["gd", "--target", "gradient-flow"], "belong to --inverse"),
         (["gd", "--format", "rule"], "belong to --inverse"),
         (["gd", "--inverse", "--format", "rule", "--standalone"], "--standalone is for LaTeX"),

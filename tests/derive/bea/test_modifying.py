@@ -235,10 +235,19 @@ def test_refusals(rule, target, order, expected):
         modifying_rule(rule, target, order=order)
 
 
-@pytest.mark.parametrize("text", ["gradient", "regularised:", "regularised:1e400", "regularised:x"])
+@pytest.mark.parametrize(
+    "text",
+    ["gradient", "regularised:", "regularised:1e400", "regularised:x", "regularised:1/0"],
+)
 def test_bad_targets(text):
     with pytest.raises(NmechError):
         parse_target(text)
+
+
+@pytest.mark.parametrize("c", [float("nan"), float("inf"), True, "1/00"])
+def test_bad_regulariser_weights(c):
+    with pytest.raises(NmechError, match="regulariser weight"):
+        gradient_flow_target(c)
 
 
 def test_json_and_latex():
