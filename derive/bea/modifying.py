@@ -162,7 +162,6 @@ class _Stages:
     def __init__(self, point: sp.Symbol, prefix: str) -> None:
         self.point, self.prefix = point, prefix
         self.assignments: list[Assignment] = []
-        self.trees: list[T.Tree] = []
         self.symbols: dict[T.Tree, sp.Symbol] = {}
 
     def stage(self, t: T.Tree) -> sp.Symbol:
@@ -187,7 +186,6 @@ class _Stages:
             expr = grad(self.point)
         name = vector(f"{self.prefix}{len(self.assignments) + 1}")
         self.assignments.append(Assignment(str(name), expr))
-        self.trees.append(t)
         self.symbols[t] = name
         return name
 
