@@ -54,6 +54,16 @@ CASES = {
         "scale",
     ],
     "dynamics-torch-rescale": ["dynamics", "--rule", "torch-sgd", "--symmetry", "rescale"],
+    "inverse-gd-3": ["derive", "gd", "--inverse", "--order", "3"],
+    "inverse-hb-regularised": [
+        "derive",
+        "heavy-ball",
+        "--inverse",
+        "--target",
+        "regularised:1/4",
+        "--order",
+        "2",
+    ],
 }
 
 
