@@ -37,6 +37,7 @@ class ExactValues:
         self.rationals = {s.name: v for s, v in exact.items()}
         self.floats = {k: float(v) for k, v in self.rationals.items()}
         self._cache: dict[Any, float] = {}
+        self._signs: dict[tuple, list[Callable[..., Any]]] = {}
 
     def exact(self, expr: Any) -> sp.Expr:
         """expr with every hyper-parameter that has a value replaced by its exact rational
@@ -78,7 +79,13 @@ class ExactValues:
         """Array code of every sub-expression of f whose sign f depends on piecewise: the
         argument x of each sign x and of each 1/|x|^k (sign x = x/|x| in canonical form). f is
         the field of one region of fixed signs; where such an x has a zero entry it has none
-        (:func:`nmech.numerics.differentials.PointEvaluator.tree` refuses the point)."""
+        (:meth:`nmech.numerics.differentials.PointEvaluator.tree` refuses the point)."""
+        key = (f, arity, module)
+        if key not in self._signs:
+            self._signs[key] = self._sign_arguments(f, arity, module)
+        return self._signs[key]
+
+    def _sign_arguments(self, f: sp.Expr, arity: int, module: str) -> list[Callable[..., Any]]:
         exact = self.exact(f)
         found = {a.args[0] for a in exact.atoms(sp.sign)}
         found |= {
