@@ -148,6 +148,8 @@ def test_a_point_with_a_zero_gradient_entry_is_refused():
     [
         "theta_next = theta - eta*(sign(theta - theta_prev) + grad(theta))",
         "m_next = beta*m + (1 - beta)*grad(theta)\ntheta_next = theta - eta*sign(m_next - grad(theta))",
+        "v_next = beta2*v + (1 - beta2)*grad(theta)*grad(theta)\n"
+        "theta_next = theta - eta*(grad(theta) + sign(sqrt(v_next) - sqrt(grad(theta)**2)))",
         "m_next = beta*m\ntheta_next = theta - eta*(sign(m_next) + grad(theta))",
     ],
 )
