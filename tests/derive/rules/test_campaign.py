@@ -17,7 +17,7 @@ import time
 
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nmech.cli import main
@@ -117,6 +117,14 @@ def _check_against_coordinate_route(text: str) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=rule_texts())
+@example(text="theta_next = theta - eta*(sign(grad(theta) + lam*theta))\n")  # signSGD-like
+@example(  # Lion-like: the sign of a mix of the buffer and the gradient
+    text="m_next = beta*m + (1 - beta)*(grad(theta))\n"
+    "theta_next = theta - eta*(sign(beta1*m + (1 - beta1)*grad(theta)))\n"
+)
+@example(
+    text="m_next = beta*m + (1 - beta)*(grad(theta))\ntheta_next = theta - eta*sign(m_next - grad(theta))\n"
+)
 def test_rule_text_gives_a_correct_result_or_one_line(text, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("campaign") / "rule.txt"
     path.write_text(text, encoding="utf-8")
