@@ -35,7 +35,20 @@ from nmech.derive.stochastic.minibatch import (
 from nmech.derive.stochastic.sde import minibatch_sde
 from nmech.errors import NmechError
 
-RULE_NAMES = ("gd", "heavy-ball", "nesterov", "torch-sgd", "rmsprop", "adam", "adamw")
+RULE_NAMES = (
+    "gd",
+    "heavy-ball",
+    "nesterov",
+    "torch-sgd",
+    "rmsprop",
+    "adam",
+    "adamw",
+    "signsgd",
+    "signum",
+    "lion",
+)
+#: Built-ins whose modified equation holds only on a region where the signs of ∇L are fixed.
+SIGN_RULES = ("signsgd", "signum", "lion")
 MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 DEFAULT_MAX_SECONDS = 600.0
@@ -51,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rule", nargs="?", choices=RULE_NAMES + (MINIBATCH,), help="a built-in rule"
     )
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
-    parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument(
+        "--weight-decay",
+        action="store_true",
+        help="weight decay lam (coupled; decoupled for adamw, signsgd, signum, lion)",
+    )
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument("--order", type=int, default=1, help="keep corrections through eta^P")

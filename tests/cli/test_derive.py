@@ -140,7 +140,10 @@ def test_torch_sgd_builtin(capsys):
 BAD_RULES = {
     "unknown_function": ("theta_next = theta - eta*foo(theta)", "unknown function 'foo'"),
     "abs": ("theta_next = theta - eta*abs(grad(theta))", "'abs' is not smooth"),
-    "sign": ("theta_next = theta - eta*sign(grad(theta))", "'sign' is not smooth"),
+    "sign_of_vanishing": (
+        "m_next = beta*m\ntheta_next = theta - eta*(sign(m_next) + grad(theta))",
+        "vanishes at eta = 0",
+    ),
     "max": ("theta_next = theta - eta*max(theta, grad(theta))", "'max' is not smooth"),
     "no_theta_next": ("v_next = beta*v + grad(theta)\n", "never assigns 'theta_next'"),
     "import": ("theta_next = __import__('os')", "'__import__'"),
