@@ -85,21 +85,7 @@ class ModifiedEquation(Derivation):
         with (1 - beta) factors, as in the text and the LaTeX.
         """
         names = notation.Names(self.terms)
-        terms = []
-        for k, f in enumerate(self.terms):
-            for t in sorted(f, key=lambda t: (T.size(t), t)):
-                scalar, shown = notation.split_scalar(t)
-                c = sp.factor(scalar * f[t])
-                terms.append(
-                    {
-                        "order": k,
-                        "coefficient": notation.plain(c, machine=True),
-                        "coefficient_latex": notation.coefficient(c),
-                        "differential": names.render(shown, latex=False),
-                        "differential_latex": names.render(shown),
-                        "tree": notation.tree_json(shown),
-                    }
-                )
+        terms = notation.terms_json(self.terms, names.render)
         definitions = [
             {
                 "name": names.name(t, latex=False),

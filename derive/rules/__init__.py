@@ -15,8 +15,11 @@ from nmech.derive.rules.builtins import (
     builtin,
     gd,
     heavy_ball,
+    lion,
     nesterov,
     rmsprop,
+    signsgd,
+    signum,
     torch_sgd,
 )
 from nmech.derive.rules.language import parse_rule as parse
@@ -40,4 +43,7 @@ __all__ = [
     "adamw",
     "adagrad",
     "rmsprop",
+    "signsgd",
+    "signum",
+    "lion",
 ]
