@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmech.cli.derive import RULE_NAMES, SIGN_RULES, load_rule
 from nmech.errors import NmechError
 from nmech.validation.limits import check_number
+
+if TYPE_CHECKING:
+    from nmech.validation.flow.run import FlowSettings
 
 #: a network's gradient entries cross zero within any horizon, leaving the region of fixed
 #: signs where a sign rule's modified equation holds: those built-ins are not offered here
@@ -98,23 +102,15 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the settings, run the comparison with a progress bar, write the folder."""
     import torch
-    from tqdm import tqdm
 
-    from nmech.numerics.torch_loss import module_loss
-    from nmech.validation.flow.data import DATASETS, full_batch
-    from nmech.validation.flow.report import FLOW_FILES, write, write_partial
-    from nmech.validation.flow.run import (
-        FlowSettings,
-        check_settings,
-        largest_curvature,
-        run_flow,
-    )
+    from nmech.validation.flow.data import DATASETS
+    from nmech.validation.flow.report import FLOW_FILES
+    from nmech.validation.flow.run import FlowSettings
     from nmech.validation.outputs import clear_outputs, new_output_dir
-    from nmech.validation.small_models import SMALL_MODELS, small_model
+    from nmech.validation.small_models import SMALL_MODELS
 
     _check_numbers(args)
     etas_given = _etas(args.etas, ())
-    torch.set_num_threads(args.threads)
     if args.model not in SMALL_MODELS:
         raise NmechError(f"unknown model '{args.model}'; choose from {', '.join(SMALL_MODELS)}")
     data = "tiny-imagenet" if args.data_dir is not None and args.data == "digits" else args.data
@@ -139,6 +135,28 @@ def run(args: argparse.Namespace) -> int:
         hyper=hyper,
         modified_loss=not args.no_modified_loss,
     )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:  # called in-process (tests, nmech demo), the caller's thread count comes back
+        return _check_and_write(args, settings, data, hyper, out)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_and_write(
+    args: argparse.Namespace, settings: FlowSettings, data: str, hyper: dict[str, float], out: Path
+) -> int:
+    """Train, integrate and compare with a progress bar; write the folder; print the slopes."""
+    import torch
+    from tqdm import tqdm
+
+    from nmech.numerics.torch_loss import module_loss
+    from nmech.validation.flow.data import full_batch
+    from nmech.validation.flow.report import write, write_partial
+    from nmech.validation.flow.run import check_settings, largest_curvature, run_flow
+    from nmech.validation.small_models import small_model
+
+    rule, order = settings.rule, settings.orders
     x, y, classes = full_batch(data, args.data_dir, args.samples, args.image_size)
     model = small_model(args.model, tuple(x.shape[1:]), classes, args.seed)
     loss = module_loss(model, (x, y), torch.nn.functional.cross_entropy)

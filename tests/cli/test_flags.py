@@ -220,3 +220,16 @@ def test_device_check_flags(capsys, tmp_path, argv, flag):
     err = capsys.readouterr().err
     assert_refused(code, err, flag)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_flow_gives_the_thread_count_back(capsys, tmp_path):
+    """nmech flow sets torch's thread count for its run and restores it, also on an error: a
+    caller in the same process (tests, nmech demo) keeps its own (its bitwise results depend
+    on it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    argv = ["flow", "gd", "--order", "0", "--samples", "50", "--etas", "0.3,0.07"]
+    code, err = run_cli(capsys, [*argv, "--threads", str(before + 1), "--out", str(tmp_path)])
+    assert code == 2 and "not a whole number" in err
+    assert torch.get_num_threads() == before
