@@ -37,8 +37,12 @@ def _argv(out: Path, *extra: str) -> list[str]:
 
 
 def _spawn(out: Path, *extra: str) -> subprocess.Popen:
+    """The run in a child process with this process's torch thread count (the bitwise
+    comparisons with runs made here depend on it)."""
     cmd = [sys.executable, "-m", "nmech.cli", *_argv(out, *extra)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
