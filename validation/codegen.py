@@ -20,6 +20,14 @@ row is accumulated into a column scratch first); a whole-tensor part sums everyt
 (``WHOLE``). Accumulation is float64; LLVM may reassociate the sums to vectorise them (round-
 off only: NaN/inf still propagate, division is IEEE, ``error_model="numpy"``).
 
+Reproducibility: the row sums run in a loop of their own that stores nothing, apart from the
+loop that adds into the column scratch. A reduction in a loop that also stores may be
+vectorised behind run-time checks on the arrays' addresses, with the unvectorised loop
+(another summation order) as fallback, and addresses differ from process to process: with the
+two in one loop, 2 of 11 identical processes summed the parameters that have column parts
+differently in the last bit (which broke bitwise ``--resume`` across processes); with the row
+sums apart, 12 of 12 agreed.
+
 The source is written to ``<cache>/kernels/<hash>.py`` (:func:`~nmech.validation.cache.
 cache_dir`) and imported from there, so numba's on-disk cache keeps the machine code across
 processes; the file name is the hash of the source, written atomically.
@@ -107,13 +115,13 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
     acc = [f"a{i}" for i in range(m)]
 
     def element(columns: bool, pad: str) -> list[str]:
+        """One element's summands; accumulated (row sums) or added to the column scratch."""
         lines = [f"{pad}e_{i} = np.float64({n}[j])" for i, n in enumerate(names)]
         lines += [f"{pad}{t} = {printer.doprint(v)}" for t, v in temps]
         lines += [f"{pad}p{i} = {printer.doprint(e)}" for i, e in enumerate(reduced)]
-        lines += [f"{pad}{a} += p{i}" for i, a in enumerate(acc)]
         if columns:
-            lines += [f"{pad}columns[{i}, j - b] += p{i}" for i in range(m)]
-        return lines
+            return lines + [f"{pad}columns[{i}, j - b] += p{i}" for i in range(m)]
+        return lines + [f"{pad}{a} += p{i}" for i, a in enumerate(acc)]
 
     body = [
         f"def part_sums({', '.join(names)}, k, params, parts, s, columns):",
@@ -121,24 +129,27 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
         "    for p in range(params.shape[0]):",
         "        a, rows, n, q0, q1 = params[p, 0], params[p, 1], params[p, 2], params[p, 3], params[p, 4]",
         "        by_column = False",
+        "        by_row = False",
         "        for q in range(q0, q1):",
         f"            if parts[q, 0] == {COLUMNS}:",
         "                by_column = True",
+        "            else:",
+        "                by_row = True",
         "        if by_column:",
         "            columns[:, :n] = 0.0",
         "        for o in range(rows):",
         "            b = a + o * n",
-        f"            {' = '.join(acc)} = 0.0",
         "            if by_column:",
         "                for j in range(b, b + n):",
         *element(True, " " * 20),
-        "            else:",
+        "            if by_row:",
+        f"                {' = '.join(acc)} = 0.0",
         "                for j in range(b, b + n):",
         *element(False, " " * 20),
-        "            for q in range(q0, q1):",
-        f"                if parts[q, 0] != {COLUMNS}:",
-        f"                    c = parts[q, 2] + o // parts[q, 1] if parts[q, 0] == {ROWS} else parts[q, 2]",
-        *[f"                    s[c, {i}] += {a}" for i, a in enumerate(acc)],
+        "                for q in range(q0, q1):",
+        f"                    if parts[q, 0] != {COLUMNS}:",
+        f"                        c = parts[q, 2] + o // parts[q, 1] if parts[q, 0] == {ROWS} else parts[q, 2]",
+        *[f"                        s[c, {i}] += {a}" for i, a in enumerate(acc)],
         "        for q in range(q0, q1):",
         f"            if parts[q, 0] == {COLUMNS}:",
         "                fan, base, div, mod = parts[q, 1], parts[q, 2], parts[q, 3], parts[q, 4]",

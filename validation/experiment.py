@@ -36,15 +36,20 @@ from nmech.errors import NmechError
 from nmech.validation import datasets
 from nmech.validation.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from nmech.validation.discovery import Discovery, discover
+from nmech.validation.memory import BYTES_PER_PARAMETER, ROW_VALUES, require
 from nmech.validation.models import build_model
 from nmech.validation.optimizers import adapter_named
-from nmech.validation.presets import Preset
+from nmech.validation.outputs import clear_outputs
+from nmech.validation.presets import Preset, check_values
 from nmech.validation.recorder import Recorder
 from nmech.validation.records import records_progress
+from nmech.validation.report import REPORT_FILES, RUN_FILES
 from nmech.validation.stops import Interrupted, StopRequest
 from nmech.validation.train import TrainResult, prepare_model, train
 
 RUN_FILE = "run.json"
+#: Everything a run writes: its files and its report.
+RUN_OUTPUTS: tuple[str, ...] = (*RUN_FILES, *REPORT_FILES)
 
 
 def load_data(preset: Preset, data_dir: str | Path | None) -> Any:
@@ -86,11 +91,41 @@ def load_run(out_dir: Path) -> tuple[Preset, str, str | None]:
         if "data" not in fields and payload["data_dir"] is not None:  # before data sets
             extra["data"] = "tiny-imagenet"
         preset = Preset(**{**fields, "models": tuple(fields["models"]), **extra})
-        return preset, str(payload["device"]), payload["data_dir"]
+        device, data_dir = payload["device"], payload["data_dir"]
+        if not isinstance(device, str) or not isinstance(data_dir, str | None):
+            raise TypeError("device and data_dir must be strings")
     except FileNotFoundError:
         raise NmechError(f"nothing to resume: no {RUN_FILE} in {out_dir}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NmechError(f"{path} is not a run description of this nmech: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise NmechError(f"{path} is not a run description of this nmech: {detail}") from None
+    try:
+        check_values(preset)
+    except NmechError as exc:
+        raise NmechError(f"{path} is not a valid run description: {exc}") from None
+    return preset, device, data_dir
+
+
+def check_memory(name: str, preset: Preset, data: Any, device: torch.device) -> None:
+    """Refuse (one line naming the option) a width or flush interval whose memory the device
+    lacks, from the model built on the meta device: ``BYTES_PER_PARAMETER`` a parameter
+    (``--width``), and the recorder's row buffers bounded by every parameter's leading two
+    dimensions as blocks, ``ROW_VALUES`` values each (``--flush-every``)."""
+    shape = datasets.shape_of(preset.data, data, preset)
+    with torch.device("meta"):
+        try:
+            model = build_model(name, shape, preset.width)
+        except RuntimeError as exc:  # a size that overflows even on the meta device
+            raise NmechError(f"--width {preset.width:g}: model {name} is too large to build "
+                             f"({' '.join(str(exc).split())[:120]})") from None  # fmt: skip
+    params = [p.shape for p in model.parameters()]
+    count = sum(math.prod(s) for s in params)
+    require(count * BYTES_PER_PARAMETER, device, "--width",
+            f"model {name} at width {preset.width:g} ({count:,} parameters)")  # fmt: skip
+    channels = sum(sum(s[:2]) for s in params if len(s))
+    rows = 2 * preset.flush_every * 8 * ROW_VALUES * channels  # device rows and host copy
+    require(rows, device, "--flush-every",
+            f"{preset.flush_every} rows of up to {channels:,} blocks")  # fmt: skip
 
 
 def build_optimizer(preset: Preset, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -125,6 +160,7 @@ def prepare_run(
     when it discovers."""
     torch.manual_seed(preset.seed)
     shape = datasets.shape_of(preset.data, data, preset)
+    check_memory(name, preset, data, device)
     model = build_model(name, shape, preset.width).to(device)
     model.train()
     batches = datasets.batches(preset.data, data, preset, device)
@@ -206,12 +242,19 @@ def run_preset(
     progress: bool = True,
     resume: bool = False,
     stop: StopRequest | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Run every model of ``preset`` (continuing where a previous run stopped when
-    ``resume``); returns the records files written under ``out_dir``."""
+    ``resume``); returns the records files written under ``out_dir``. ``overwrite`` removes
+    an earlier run's files (:data:`RUN_OUTPUTS`) from ``out_dir`` once the data loaded and
+    the memory checks passed, before anything is written."""
     out = Path(out_dir)
-    save_run(out, preset, device, None if data_dir is None else str(data_dir))
     data = load_data(preset, data_dir)
+    for name in preset.models:  # before anything is written
+        check_memory(name, preset, data, device)
+    if overwrite:
+        clear_outputs(out, RUN_OUTPUTS)
+    save_run(out, preset, device, None if data_dir is None else str(data_dir))
     paths = []
     for name in preset.models:
         if resume and _done(out, name, planned_steps(preset, data)):

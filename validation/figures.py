@@ -35,6 +35,9 @@ from nmech.validation.kinds import KINDS, ordered  # noqa: E402
 from nmech.validation.records import Records  # noqa: E402
 
 CHANNELS_PER_PANEL = 12
+#: The report's figures (file stems) and the formats each is saved in.
+FIGURE_NAMES: tuple[str, ...] = ("symmetries", "per_parameter", "equilibrium")
+FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
 EXACT = dict(color="k", ls=(0, (4, 3)), lw=1.0)
 CONTINUOUS = dict(ls=":", lw=1.8)
 RESIDUAL_STYLE = {"exact": dict(color="k", ls="-", lw=1.2),

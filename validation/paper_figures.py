@@ -45,6 +45,10 @@ COORDS = [w1, w2]
 A = sp.Matrix([[sp.Rational(5, 2), sp.Rational(-3, 2)], [sp.Rational(-3, 2), 2]])
 QUADRATIC = (sp.Matrix([[w1, w2]]) * A * sp.Matrix([w1, w2]))[0]
 GD_ETA = 0.08
+#: The figures' file stems (each saved as PNG and PDF).
+PAPER_FIGURES: tuple[str, ...] = (
+    "figure2_vector_fields", "figure3_level_sets", "figure4_modified_flows",
+)  # fmt: skip
 MOMENTUM = {"eta": 0.02, "beta": 0.3}
 
 
@@ -136,7 +140,7 @@ def figure2(out: Path) -> list[Path]:
         _plane(ax, (-2.1, 2.1), (-2.1, 2.1), "lower left")
     fig.suptitle("Figure 2: gradient fields of invariant components and their symmetries")
     fig.tight_layout()
-    return save_png_pdf(fig, out / "figure2_vector_fields")
+    return save_png_pdf(fig, out / PAPER_FIGURES[0])
 
 
 def _plane(ax, xlim: tuple[float, float], ylim: tuple[float, float], legend: str) -> None:
@@ -175,7 +179,7 @@ def figure3(out: Path) -> list[Path]:
         _plane(ax, (-2.0, 2.0), (-2.0, 2.0), "lower left")
     fig.suptitle("Figure 3: conserved quantities (hyperplane, sphere, hyperbola)")
     fig.tight_layout()
-    return save_png_pdf(fig, out / "figure3_level_sets")
+    return save_png_pdf(fig, out / PAPER_FIGURES[1])
 
 
 def _loss_surface(fn: Callable[[np.ndarray], float], X, Y) -> np.ndarray:
@@ -255,7 +259,7 @@ def figure4(out: Path) -> list[Path]:
         _plane(ax, (-0.2, 2.1), (-0.9, 1.4), "lower right")
     fig.suptitle("Figure 4: L(w) = wᵀAw, A = [[2.5, −1.5], [−1.5, 2]]")
     fig.tight_layout()
-    return save_png_pdf(fig, out / "figure4_modified_flows")
+    return save_png_pdf(fig, out / PAPER_FIGURES[2])
 
 
 def paper_figures(out: Path) -> list[Path]:

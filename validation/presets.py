@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nmech.errors import NmechError
+from nmech.validation.limits import check_number
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,63 @@ PRESETS: dict[str, Preset] = {
         batch_size=256, steps=None, epochs=100, per_class=100, flush_every=500,
     ),
 }  # fmt: skip
+
+
+#: Valid values of the numeric fields: field -> (option, type, low, high, which ends are
+#: excluded: "(" the low one, ")" the high one). The upper bounds keep every derived quantity
+#: finite in float64 (a learning rate of 1e308 times a weight decay overflows) and the run's
+#: length and seed within what torch and numpy take.
+LIMITS: dict[str, tuple[str, type, float, float, str]] = {
+    "lr": ("--lr", float, 0.0, 1e6, "("),
+    "momentum": ("--momentum", float, 0.0, 1.0, ")"),
+    "weight_decay": ("--wd", float, 0.0, 1e3, ""),
+    "dampening": ("--dampening", float, 0.0, 1.0, ")"),
+    "width": ("--width", float, 0.0, 64.0, "("),
+    "epochs": ("--epochs", float, 0.0, 1e6, "("),
+    "steps": ("--steps", int, 1, 10**9, ""),
+    "batch_size": ("--batch-size", int, 1, 10**6, ""),
+    "seed": ("--seed", int, 0, 2**32 - 1, ""),
+    "per_class": ("--per-class", int, 1, 10**6, ""),
+    "flush_every": ("--flush-every", int, 1, 10**9, ""),
+    "image_size": ("image_size", int, 1, 4096, ""),
+    "num_classes": ("num_classes", int, 0, 10**6, ""),
+    "eps": ("eps", float, 0.0, 1.0, "("),
+    "alpha": ("alpha", float, 0.0, 1.0, ")"),
+    "context": ("context", int, 1, 10**6, ""),
+}  # fmt: skip
+#: The non-numeric fields and their types.
+KINDS_OF_FIELDS: dict[str, type] = {
+    "name": str, "nesterov": bool, "channels_last": bool, "bf16": bool, "compile": bool,
+    "optimizer": str, "data": str,
+}  # fmt: skip
+
+
+def check_value(field: str, value: object) -> None:
+    """Raise a one-line NmechError naming the option unless ``value`` is a valid ``field``
+    (:data:`LIMITS`)."""
+    check_number(*LIMITS[field][:1], value, *LIMITS[field][1:])
+
+
+def check_values(preset: Preset) -> None:
+    """Every field of ``preset`` has its type and lies in its range (:data:`LIMITS`): a
+    preset from the command line or from a run.json (``--resume``) is checked here before
+    anything runs or is written."""
+    for field, value in vars(preset).items():
+        if field in LIMITS:
+            if value is not None or field not in ("steps", "epochs"):
+                check_value(field, value)
+        elif field in KINDS_OF_FIELDS and not isinstance(value, KINDS_OF_FIELDS[field]):
+            raise NmechError(f"{field} must be a {KINDS_OF_FIELDS[field].__name__}, got "
+                             f"{value!r}")  # fmt: skip
+    if (preset.steps is None) == (preset.epochs is None):
+        raise NmechError("exactly one of --steps and --epochs sets the run's length")
+    if not preset.models or not all(isinstance(m, str) and m for m in preset.models):
+        raise NmechError(f"models must be a list of model names, got {preset.models!r}")
+    betas = preset.betas
+    if len(betas) != 2 or not all(
+        isinstance(b, int | float) and not isinstance(b, bool) and 0 <= b < 1 for b in betas
+    ):
+        raise NmechError(f"betas must be two numbers in [0, 1), got {betas!r}")
 
 
 def get_preset(name: str) -> Preset:

@@ -75,6 +75,7 @@ from nmech.errors import NmechError
 from nmech.validation.channels import ChannelSums, Group, flat_order
 from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass
 from nmech.validation.kinds import KINDS, LINEAR_FAMILY, QUADRATIC_FAMILY
+from nmech.validation.memory import gib, require
 from nmech.validation.optimizers import UpdateDirection, adapter_for
 from nmech.validation.records import RecordsWriter, is_state_dataset
 from nmech.validation.signals import ELEMENTS, SIGNALS, recorded
@@ -270,6 +271,7 @@ class Recorder:
             for family in (QUADRATIC_FAMILY, LINEAR_FAMILY)
         }
         self.K = flush_every
+        self._check_row_memory(device)
         self.fused = fused and device.type == "cpu"
         self._init_flat(names, shapes, device)
         self.bufs: dict[str, torch.Tensor] = {}
@@ -299,6 +301,24 @@ class Recorder:
         self._describe()
         self.writer.start(self.writer.path if start_step else None, start_step)
         self.lr_changed = self.writer.lr_changed
+
+    def _check_row_memory(self, device: torch.device) -> None:
+        """Refuse (one line) a flush interval whose row buffers -- flush_every rows of every
+        block's Q and signals, on the device and in the host copy a flush makes -- exceed the
+        device's memory, or whose records chunks pass HDF5's 4 GiB limit."""
+        update = self.update is not None
+        blocks = {family: {kind: sum(len(g.kept) for g in gs) for kind, gs in kinds.items()}
+                  for family, kinds in self.by_family.items()}  # fmt: skip
+        values = sum(sum(b.values()) * (len(STATE) + len(recorded(family, update)))
+                     for family, b in blocks.items())  # fmt: skip
+        widest = max((n for b in blocks.values() for n in b.values()), default=0)
+        if self.K * widest * 8 >= 2**32:
+            raise NmechError(f"--flush-every {self.K}: a records chunk would be "
+                             f"{gib(self.K * widest * 8)}, past HDF5's 4 GiB limit; choose a "
+                             "smaller --flush-every")  # fmt: skip
+        row_bytes = 8 * (values + 2 + TRACE_PARAMS)
+        require(2 * self.K * row_bytes, device, "--flush-every",
+                f"{self.K} rows of {values} values (the row buffers)")  # fmt: skip
 
     def _init_flat(
         self, names: list[str], shapes: dict[str, torch.Size], device: torch.device
@@ -441,16 +461,27 @@ class Recorder:
                 block=self._trace_block,
             )  # fmt: skip
 
+    def _state_sums(self) -> torch.Tensor:
+        """Part sums of theta_n^2 for a theta_n read afresh, by the step pass that gives them
+        after every step (its theta_next^2 summand, with theta_next = theta_n): the same
+        kernel and summation order, so Q_n is bitwise the same whether theta_n came from the
+        previous step or from a checkpoint (``--resume``). The pass's other sums are unused.
+        """
+        arrays = {"theta": self.theta, "theta_next": self.theta, "g": self.flat_grad}
+        sums = self.step_pass.sums(arrays, np.zeros(0))
+        return sums[:, len(self.step_signals) :].contiguous()
+
     def _record_state(self, row: int) -> None:
         """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
 
         Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2, from the part sums of
-        theta^2 that ``after_step`` left unless theta_n was read afresh; linear kinds:
+        theta^2 that ``after_step`` left (or :meth:`_state_sums` when theta_n was read
+        afresh); linear kinds:
         Q = M @ theta, Q_abs = |M| @ |theta|.
         """
         if self.quad is not None:
             if self.q_sums is None:
-                self.q_sums = self.quad.reduce(torch.square(self.theta, out=self.scratch))
+                self.q_sums = self._state_sums()
             self.quad.put_both(self.q_sums, STATE, row)
         if self.lin is not None:
             self.lin.write(self.theta, "Q", row)

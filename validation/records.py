@@ -302,31 +302,74 @@ def records_progress(path: str | Path) -> tuple[str, int]:
         return "missing", 0
 
 
+#: What every kind's group holds besides its signals.
+KIND_MEMBERS: tuple[str, ...] = ("Q", "Q_abs", "block_names", "group_names", "group_index",
+                                 "channel")  # fmt: skip
+
+
+def _commit(f: h5py.File) -> tuple[int, bool, bool]:
+    """(steps committed, lr changed, Q_N committed) from ``/commit``, checked."""
+    ds = f["commit"]
+    if ds.shape != (3,) or ds.dtype.kind not in "iu":
+        raise NmechError(f"/commit is {ds.dtype}{list(ds.shape)}, not int64 [3]")
+    committed, lr_changed, final_state = (int(v) for v in ds[:])
+    if committed < 0 or lr_changed not in (0, 1) or final_state not in (0, 1):
+        raise NmechError(f"/commit holds {[committed, lr_changed, final_state]}")
+    return committed, bool(lr_changed), bool(final_state)
+
+
+def _rows(g: h5py.Group, name: str, rows: int, width: int) -> np.ndarray:
+    """The first ``rows`` rows of the float64 [>= rows, width] dataset ``name``, all finite."""
+    ds = g[name]
+    if ds.dtype != np.float64 or ds.ndim != 2 or ds.shape[1] != width or ds.shape[0] < rows:
+        raise NmechError(f"{g.name}/{name} is {ds.dtype}{list(ds.shape)} where float64 "
+                         f"[{rows}, {width}] was committed")  # fmt: skip
+    data = ds[:rows]
+    if not np.isfinite(data).all():
+        bad = int(np.argmax(~np.isfinite(data).all(axis=1)))
+        raise NmechError(f"{g.name}/{name} holds a non-finite value in committed row {bad}")
+    return data
+
+
+def _kind(g: h5py.Group, n: int) -> KindRecords:
+    """One kind's committed rows, every member checked against the block count."""
+    missing = [m for m in KIND_MEMBERS if m not in g]
+    if missing:
+        raise NmechError(f"{g.name} has no {missing[0]}")
+    names = _strings(g["block_names"][:])
+    width = len(names)
+    index, channel = g["group_index"][:], g["channel"][:]
+    if index.shape != (width,) or channel.shape != (width,):
+        raise NmechError(f"{g.name}: block metadata of different lengths")
+    state = {name: _rows(g, name, n + 1, width) for name in STATE_ROWS[:2]}
+    signals = {s: _rows(g, s, n, width) for s, ds in g.items()
+               if s not in STATE_ROWS and isinstance(ds, h5py.Dataset)
+               and ds.dtype == np.float64 and ds.ndim == 2}  # fmt: skip
+    return KindRecords(
+        state["Q"], state["Q_abs"], signals, names, _strings(g["group_names"][:]), index,
+        channel, g["size"][:] if "size" in g else None,
+    )  # fmt: skip
+
+
 def _read(f: h5py.File, path: Path) -> Records:
     check_version(f, path)
     attrs = {k: _plain(v) for k, v in f.attrs.items()}
-    committed, lr_changed, final_state = (int(v) for v in f["commit"][:])
+    settings = attrs.get("optimizer")
+    try:
+        if not isinstance(json.loads(settings), dict):
+            raise ValueError("not an object")
+    except (TypeError, ValueError) as exc:
+        raise NmechError(f"no readable optimizer settings ({exc})") from None
+    committed, lr_changed, final_state = _commit(f)
     n = committed if final_state else max(committed - 1, 0)  # no Q_N: the last step is lost
     attrs.update(steps=n, lr_constant=not lr_changed)
     attrs.setdefault("status", "unfinished")
-    kinds = {}
-    for kind, g in f.items():
-        if not isinstance(g, h5py.Group) or "Q" not in g or kind in ("train", "trace"):
-            continue
-        signals = {
-            s: g[s][:n]
-            for s, ds in g.items()
-            if s not in STATE_ROWS and ds.dtype == np.float64 and ds.ndim == 2
-        }
-        kinds[kind] = KindRecords(
-            g["Q"][: n + 1], g["Q_abs"][: n + 1], signals, _strings(g["block_names"][:]),
-            _strings(g["group_names"][:]), g["group_index"][:], g["channel"][:],
-            g["size"][:] if "size" in g else None,
-        )  # fmt: skip
+    kinds = {
+        kind: _kind(g, n)
+        for kind, g in f.items()
+        if isinstance(g, h5py.Group) and kind not in ("train", "trace")
+    }
     kinds = {k: kinds[k] for k in ordered(kinds)}
-    for rows in [k.Q for k in kinds.values()]:
-        if len(rows) != n + 1:
-            raise NmechError(f"{path}: {len(rows)} rows of Q where {n + 1} were committed")
     train = {k: f["train"][k][:n] for k in f["train"]} if "train" in f else {}
     trace, trace_attrs = None, {}
     if "trace" in f and "values" in f["trace"]:
@@ -344,8 +387,10 @@ def load_records(path: str | Path) -> Records:
     try:
         with open_for_reading(path) as f:
             return _read(f, path)
-    except NmechError:
-        raise
+    except NmechError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise NmechError(f"records file {path} is corrupt or truncated ({exc})") from None
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError, RuntimeError, ...
         detail = " ".join(str(exc).split())[:200]
         raise NmechError(f"records file {path} is corrupt or truncated ({detail})") from exc

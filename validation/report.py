@@ -43,12 +43,29 @@ from nmech.validation.compare import (
 )
 from nmech.validation.compare import compare as compare_records
 from nmech.validation.equilibrium import check as equilibrium_check
-from nmech.validation.figures import equilibrium_figure, per_parameter_figure, symmetry_figure
+from nmech.validation.figures import (
+    FIGURE_FORMATS,
+    FIGURE_NAMES,
+    equilibrium_figure,
+    per_parameter_figure,
+    symmetry_figure,
+)
 from nmech.validation.kinds import is_quadratic, ordered
 from nmech.validation.optimizers import Settings, settings_from_dict
+from nmech.validation.outputs import FileSet
 from nmech.validation.records import Records, load_records
 
 REPORT_VERSION = 2
+#: What a run folder of ``nmech validate`` holds besides its report: a folder holding any of
+#: them holds a run (never written into without --overwrite).
+RUN_FILES: tuple[str, ...] = ("run.json", "records*.h5", "records*.h5.tmp", "checkpoint-*.pt",
+                              "checkpoint-*.pt.tmp", "discovery-*.json")  # fmt: skip
+#: Every file a report may hold, relative to its folder (written as one set: a rebuilt
+#: report replaces them all, and never leaves a previous report's file beside new ones).
+REPORT_FILES: tuple[str, ...] = (
+    "report.json", "report.md", "errors.tex", "equations.tex",
+    *(f"figures/{name}.{ext}" for name in FIGURE_NAMES for ext in FIGURE_FORMATS),
+)  # fmt: skip
 #: A kind "did not move" when max_n |Q_n − Q_0| stays below this fraction of its magnitude.
 STILL = 1e-6
 #: Runs shorter than this many relaxation times 1/(ηλ) get a warning on the equilibrium.
@@ -56,15 +73,37 @@ RELAXATION_MULTIPLE = 3.0
 
 
 def records_files(target: Path) -> list[Path]:
-    """The records files of a run folder (``records*.h5``, else every ``*.h5``), or the file."""
+    """The records files of a run folder (``records*.h5``, else every ``*.h5``), or the file.
+
+    A run folder of ``nmech validate`` (one with run.json) must hold the records file of every
+    model its run.json names: a report of part of a run is refused."""
     if target.is_file():
         return [target]
     if not target.is_dir():
         raise NmechError(f"no such run folder or records file: {target}")
+    for model in _run_models(target):
+        if not (target / f"records-{model}.h5").is_file():
+            raise NmechError(f"{target / 'run.json'} names model {model}, but records-{model}.h5 "
+                             "is missing: no report of part of a run (the folder is left as it "
+                             "is)")  # fmt: skip
     files = sorted(target.glob("records*.h5")) or sorted(target.glob("*.h5"))
     if not files:
         raise NmechError(f"no records files (*.h5) in {target}")
     return files
+
+
+def _run_models(folder: Path) -> list[str]:
+    """The models named by the run.json of ``folder`` (none without a run.json)."""
+    path = folder / "run.json"
+    if not path.is_file():
+        return []
+    try:
+        models = json.loads(path.read_text())["preset"]["models"]
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise TypeError("preset.models is not a list of names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise NmechError(f"{path} is not a run description of this nmech ({exc})") from None
+    return models
 
 
 def _pooled(results: list[KindComparison], form: str) -> dict[str, Any]:
@@ -290,21 +329,22 @@ def build_report(
             "sum |theta_i| (linear kinds); pooled over all records files"
         ),
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    figs_dir = folder / "figures"
-    figures = _figures(loaded, figs_dir, predictor, report)
-    names = [str(f.relative_to(folder)) for f in figures]
-    report["figures"] = names
     discoveries = {}
     for label, rec, _ in loaded:
         path = rec.path.parent / f"discovery-{rec.attrs.get('model', '')}.json"
         if path.is_file():
             discoveries[label] = json.loads(path.read_text()).get("summary", "")
-    (folder / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    (folder / "report.md").write_text(_markdown(report, names, discoveries))
-    (folder / "errors.tex").write_text(_latex_table(errors))
     settings = settings_from_dict(records[0].optimizer)
-    (folder / "equations.tex").write_text(_equations(settings, kinds, predictor))
+    with FileSet(folder, REPORT_FILES) as files:
+        stage = files.staging
+        figures = _figures(loaded, stage / "figures", predictor, report)
+        names = [str(f.relative_to(stage)) for f in figures]
+        report["figures"] = names
+        (stage / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (stage / "report.md").write_text(_markdown(report, names, discoveries))
+        (stage / "errors.tex").write_text(_latex_table(errors))
+        (stage / "equations.tex").write_text(_equations(settings, kinds, predictor))
+        files.commit()
     return report
 
 

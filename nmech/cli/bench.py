@@ -17,6 +17,8 @@ import json
 import time
 from typing import Any
 
+from nmech.errors import NmechError
+
 MODULES: tuple[str, ...] = ("derivation", "numerics", "torch_field", "recorder", "end_to_end")
 
 
@@ -45,6 +47,10 @@ def format_record(r: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the selected modules in order, print every record, optionally write them as JSON."""
+    if args.json:  # checked before the benchmarks run, not after
+        from nmech.validation.outputs import writable_file
+
+        writable_file(args.json, "--json")
     records: list[dict[str, Any]] = []
     for name in args.only or MODULES:
         try:
@@ -58,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
             print(format_record(r), flush=True)
         records += got
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(records, fh, indent=2)
+        try:
+            with open(args.json, "w") as fh:
+                json.dump(records, fh, indent=2)
+        except OSError as exc:
+            raise NmechError(f"--json {args.json}: {exc.strerror or exc}") from None
     return 0

@@ -20,7 +20,11 @@ from nmech.derive.symmetry.dynamics import derive
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``nmech demo``."""
     parser.add_argument("--order", type=int, default=2, help="order of the modified equations")
-    parser.add_argument("--out", default="runs/cpu-demo", help="folder for the validation run")
+    parser.add_argument(
+        "--out",
+        default="runs/cpu-demo",
+        help="folder for the validation run (replaced by each demo)",
+    )
     parser.add_argument("--flow-out", default="runs/flow-demo", help="folder for the flow check")
     parser.add_argument("--skip-flow", action="store_true", help="no nmech flow check")
     parser.add_argument("--skip-validation", action="store_true", help="no cpu-demo validation")
@@ -47,10 +51,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"% nmech flow: {args.flow_out} holds a finished run (kept)")
         else:
             flow = ["flow", "gd", "--order", "2", "--etas", "0.1,0.05,0.025", "--horizon", "0.5"]
-            status = main([*flow, "--samples", "500", "--out", args.flow_out])
+            # the demo's own folder: an interrupted earlier demo's partial run is replaced
+            status = main([*flow, "--samples", "500", "--out", args.flow_out, "--overwrite"])
             if status:
                 return status
         print(f"% slopes figure: {Path(args.flow_out) / 'figures' / 'slopes.png'}")
     if args.skip_validation:
         return 0
-    return main(["validate", "--preset", "cpu-demo", "--out", args.out])
+    # each demo run replaces the previous demo's run in its folder (never another command's)
+    return main(["validate", "--preset", "cpu-demo", "--out", args.out, "--overwrite"])

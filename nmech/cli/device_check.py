@@ -46,9 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: writes ``<out>/device_check.json`` and prints it."""
     from nmech.validation.device_check import check
+    from nmech.validation.outputs import writable_dir
+    from nmech.validation.presets import check_value
 
     args = build_parser().parse_args(argv)
     try:
+        for field in ("steps", "batch_size", "width", "per_class"):
+            check_value(field, getattr(args, field))
+        writable_dir(args.out)
         result = check(args.out, args.steps, args.batch_size, args.width, args.model,
                        args.optimizer, args.device, args.per_class, args.switches)  # fmt: skip
     except NmechError as exc:

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmech.cli.derive import RULE_NAMES, SIGN_RULES, load_rule
 from nmech.errors import NmechError
+from nmech.validation.limits import check_number
+
+if TYPE_CHECKING:
+    from nmech.validation.flow.run import FlowSettings
 
 #: a network's gradient entries cross zero within any horizon, leaving the region of fixed
 #: signs where a sign rule's modified equation holds: those built-ins are not offered here
@@ -31,6 +36,17 @@ DEFAULTS = {
     None: (1, (0.05, 0.025, 0.0125, 0.00625), "manifold"),
 }
 HYPER = {"beta": 0.5, "tau": 0.0, "lam": 0.0, "beta1": 0.5, "beta2": 0.6, "alpha": 0.6, "eps": 0.1}
+#: Valid values of the numeric options: option -> (type, low, high, excluded ends).
+LIMITS: dict[str, tuple[type, float, float, str]] = {
+    "order": (int, 0, 4, ""), "horizon": (float, 0.0, 1e6, "("),
+    "samples": (int, 2, 10**6, ""), "image_size": (int, 1, 64, ""),
+    "seed": (int, 0, 2**32 - 1, ""), "threads": (int, 1, 1024, ""),
+    "beta": (float, 0.0, 1.0, ")"), "tau": (float, 0.0, 1.0, ")"), "lam": (float, 0.0, 1e3, ""),
+    "beta1": (float, 0.0, 1.0, ")"), "beta2": (float, 0.0, 1.0, ")"),
+    "alpha": (float, 0.0, 1.0, ")"), "eps": (float, 0.0, 1.0, "("),
+}  # fmt: skip
+#: Valid learning rates (--etas).
+ETA_LIMITS = (float, 0.0, 10.0, "(")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("rule", nargs="?", choices=FLOW_RULES, help="a built-in rule")
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
     parser.add_argument("--out", type=Path, required=True, help="output folder (must be new)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the flow run (finished or not) --out holds")  # fmt: skip
     parser.add_argument("--order", type=int, help="highest order P (default per rule)")
     parser.add_argument("--etas", help="comma-separated learning rates (default per rule)")
     parser.add_argument("--horizon", type=float, default=1.0, help="time T = n*eta compared")
@@ -65,33 +83,34 @@ def _etas(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
     if text is None:
         return default
     try:
-        return tuple(float(e) for e in text.split(","))
+        etas = tuple(float(e) for e in text.split(","))
     except ValueError:
         raise NmechError(f"--etas must be comma-separated numbers, got '{text}'") from None
+    for eta in etas:
+        check_number("--etas", eta, *ETA_LIMITS)
+    return etas
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every numeric option given lies in its range (:data:`LIMITS`), before anything runs."""
+    for name, limits in LIMITS.items():
+        value = getattr(args, name)
+        if value is not None:
+            check_number(f"--{name.replace('_', '-')}", value, *limits)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the settings, run the comparison with a progress bar, write the folder."""
     import torch
-    from tqdm import tqdm
 
-    from nmech.numerics.torch_loss import module_loss
-    from nmech.validation.flow.data import DATASETS, full_batch
-    from nmech.validation.flow.report import write, write_partial
-    from nmech.validation.flow.run import (
-        FlowSettings,
-        check_settings,
-        largest_curvature,
-        run_flow,
-    )
-    from nmech.validation.small_models import SMALL_MODELS, small_model
+    from nmech.validation.flow.data import DATASETS
+    from nmech.validation.flow.report import FLOW_FILES
+    from nmech.validation.flow.run import FlowSettings
+    from nmech.validation.outputs import clear_outputs, new_output_dir
+    from nmech.validation.small_models import SMALL_MODELS
 
-    if args.threads < 1:
-        raise NmechError(f"--threads must be at least 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
-    out: Path = args.out
-    if (out / "flow.json").exists():
-        raise NmechError(f"{out} already holds a finished flow run; choose another --out")
+    _check_numbers(args)
+    etas_given = _etas(args.etas, ())
     if args.model not in SMALL_MODELS:
         raise NmechError(f"unknown model '{args.model}'; choose from {', '.join(SMALL_MODELS)}")
     data = "tiny-imagenet" if args.data_dir is not None and args.data == "digits" else args.data
@@ -100,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     if args.lam != 0 and not args.weight_decay:
         raise NmechError("--lam is the weight decay: add --weight-decay to use it")
     rule = load_rule(args)
+    out: Path = new_output_dir(args.out, FLOW_FILES, args.overwrite, "a flow run")
+    if args.overwrite:
+        clear_outputs(out, FLOW_FILES)
     order, etas, start = DEFAULTS.get(args.rule, DEFAULTS[None])
     order = order if args.order is None else args.order
     start = args.start or start
@@ -107,12 +129,34 @@ def run(args: argparse.Namespace) -> int:
     settings = FlowSettings(
         rule=rule,
         orders=order,
-        etas=_etas(args.etas, etas),
+        etas=etas_given or etas,
         horizon=args.horizon,
         start=start,
         hyper=hyper,
         modified_loss=not args.no_modified_loss,
     )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:  # called in-process (tests, nmech demo), the caller's thread count comes back
+        return _check_and_write(args, settings, data, hyper, out)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_and_write(
+    args: argparse.Namespace, settings: FlowSettings, data: str, hyper: dict[str, float], out: Path
+) -> int:
+    """Train, integrate and compare with a progress bar; write the folder; print the slopes."""
+    import torch
+    from tqdm import tqdm
+
+    from nmech.numerics.torch_loss import module_loss
+    from nmech.validation.flow.data import full_batch
+    from nmech.validation.flow.report import write, write_partial
+    from nmech.validation.flow.run import check_settings, largest_curvature, run_flow
+    from nmech.validation.small_models import small_model
+
+    rule, order = settings.rule, settings.orders
     x, y, classes = full_batch(data, args.data_dir, args.samples, args.image_size)
     model = small_model(args.model, tuple(x.shape[1:]), classes, args.seed)
     loss = module_loss(model, (x, y), torch.nn.functional.cross_entropy)

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from nmech.errors import NmechError
-from nmech.validation.presets import PRESETS, Preset
+from nmech.validation.presets import PRESETS, Preset, check_value, check_values
 
 #: Options that fix the run's dynamics: a resumed run takes them from run.json.
 FIXED_ON_RESUME = ("preset", "data_dir", "data", "device", "lr", "momentum", "wd", "nesterov",
@@ -36,6 +36,11 @@ FIXED_ON_RESUME = ("preset", "data_dir", "data", "device", "lr", "momentum", "wd
 #: Command-line option -> the preset field it sets (those an optimizer may or may not read).
 OPTIMIZER_OPTIONS = {"lr": "lr", "momentum": "momentum", "wd": "weight_decay",
                      "nesterov": "nesterov", "dampening": "dampening"}  # fmt: skip
+#: Preset field -> the numeric command-line option that sets it (checked before anything runs).
+OPTION_FIELDS = {"lr": "lr", "momentum": "momentum", "weight_decay": "wd",
+                 "dampening": "dampening", "width": "width", "epochs": "epochs",
+                 "steps": "steps", "batch_size": "batch_size", "seed": "seed",
+                 "flush_every": "flush_every", "per_class": "per_class"}  # fmt: skip
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -142,10 +147,7 @@ def check_preset(preset: Preset) -> None:
             )
     if preset.nesterov and (preset.momentum <= 0 or preset.dampening != 0):
         raise NmechError("--nesterov needs momentum > 0 and zero dampening (torch SGD's rule)")
-    for name in ("steps", "batch_size", "per_class", "flush_every"):
-        value = getattr(preset, name)
-        if value is not None and value <= 0:
-            raise NmechError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    check_values(preset)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -172,6 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="output folder (required unless --resume)")
     parser.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run (records, checkpoints, report) --out holds")  # fmt: skip
     parser.add_argument("--no-report", action="store_true", help="train and record only")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)  # test hook
@@ -186,26 +190,17 @@ def _check(args: argparse.Namespace) -> None:
                              f"{Path(args.resume) / 'run.json'}); only --steps/--epochs can")  # fmt: skip
         if not Path(args.resume).is_dir():
             raise NmechError(f"run folder not found: {args.resume}")
+        if args.overwrite:
+            raise NmechError("--overwrite and --resume exclude each other")
     elif args.out is None:
         raise NmechError("--out is required (or --resume DIR)")
     if args.preset is not None and args.preset not in PRESETS:
         raise NmechError(f"unknown preset {args.preset!r}; choose from {', '.join(PRESETS)}")
-    for name in ("steps", "batch_size", "flush_every", "stop_after"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise NmechError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.epochs is not None and args.epochs <= 0:
-        raise NmechError(f"--epochs must be positive, got {args.epochs}")
-    if args.lr is not None and args.lr <= 0:
-        raise NmechError(f"--lr must be positive, got {args.lr}")
-    if args.width is not None and args.width <= 0:
-        raise NmechError(f"--width must be positive, got {args.width}")
-    for name in ("momentum", "dampening"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value < 1:
-            raise NmechError(f"--{name} must lie in [0, 1), got {value}")
-    if args.wd is not None and args.wd < 0:
-        raise NmechError(f"--wd must be non-negative, got {args.wd}")
+    for field, option in OPTION_FIELDS.items():
+        if getattr(args, option, None) is not None:
+            check_value(field, getattr(args, option))
+    if args.stop_after is not None and args.stop_after <= 0:
+        raise NmechError(f"--stop-after must be positive, got {args.stop_after}")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise NmechError(f"data folder not found: {args.data_dir}")
 
@@ -231,6 +226,19 @@ def _configure(args: argparse.Namespace) -> tuple[Preset, str, str | None, Path]
     return configure_preset(args, preset), device, data_dir, out
 
 
+def _check_folder(args: argparse.Namespace, out: Path) -> None:
+    """The run folder, checked before anything is written: a resumed one must be writable;
+    a new one must not hold a run unless --overwrite (run_preset removes that run once the
+    run's own checks have passed)."""
+    from nmech.validation.experiment import RUN_OUTPUTS
+    from nmech.validation.outputs import new_output_dir, writable_dir
+
+    if args.resume is not None:
+        writable_dir(out, "--resume")
+        return
+    new_output_dir(out, RUN_OUTPUTS, args.overwrite, "a validation run", hint=f"--resume {out}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, record and report; prints where the report and figures are.
 
@@ -243,11 +251,12 @@ def run(args: argparse.Namespace) -> int:
     from nmech.validation.train import resolve_device
 
     preset, device_name, data_dir, out = _configure(args)
+    _check_folder(args, out)
     device = resolve_device(device_name)
     try:
         with StopRequest(args.stop_after) as stop:
             run_preset(preset, out, device, data_dir, not args.no_progress, args.resume is not None,
-                       stop)  # fmt: skip
+                       stop, overwrite=args.overwrite)  # fmt: skip
     except Interrupted as exc:
         print(f"nmech: {exc}; records and checkpoint saved in {out}; resume with: "
               f"nmech validate --resume {out}", file=sys.stderr)  # fmt: skip

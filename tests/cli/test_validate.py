@@ -12,7 +12,7 @@ from nmech.errors import NmechError
     "argv, message",
     [
         (["--preset", "gpu-max"], "unknown preset"),
-        (["--steps", "0"], "--steps must be positive"),
+        (["--steps", "0"], "--steps must be an integer in [1, "),
         (["--data-dir", "/nonexistent/tiny"], "data folder not found"),
         (["--momentum", "1.5"], "--momentum"),
     ],

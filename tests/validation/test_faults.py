@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import h5py
@@ -36,8 +37,12 @@ def _argv(out: Path, *extra: str) -> list[str]:
 
 
 def _spawn(out: Path, *extra: str) -> subprocess.Popen:
+    """The run in a child process with this process's torch thread count (the bitwise
+    comparisons with runs made here depend on it)."""
     cmd = [sys.executable, "-m", "nmech.cli", *_argv(out, *extra)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -49,15 +54,23 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None
 
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
+    """Every dataset of the file (visititems stops at the first callback that returns a
+    value, so the callback returns None)."""
     out: dict[str, np.ndarray] = {}
+
+    def keep(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            out[name] = obj[()]
+
     with h5py.File(path, "r", swmr=True) as f:
-        f.visititems(lambda n, o: out.setdefault(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        f.visititems(keep)
     return out
 
 
 def _assert_identical(a: Path, b: Path) -> None:
     da, db = _datasets(a), _datasets(b)
     assert da.keys() == db.keys()
+    assert {"scale/Q", "scale/Q_abs", "rescale/Q", "train/loss", "trace/values"} <= da.keys()
     for name in da:
         assert np.array_equal(da[name], db[name]), name
 
@@ -212,6 +225,11 @@ def _tiny(root: Path, size: int = 32) -> Path:
         (lambda r: Image.new("RGB", (16, 16)).save(r / "train/n01/images/n01_0.JPEG"), "16x16"),
         (lambda r: os.rename(r / "train/n02", r / "n02"), "missing class folder"),
         (lambda r: (r / "wnids.txt").write_text(""), "lists no classes"),
+        (lambda r: (r / "wnids.txt").write_bytes(b"n01\n\xff\xfe\n"), "not UTF-8"),
+        (lambda r: (r / "wnids.txt").write_text("n" * (5 << 20)), "larger than 1024 KiB"),
+        (lambda r: (r / "wnids.txt").write_text("n01\n" + "n" * 300 + "\n"), "300 characters"),
+        (lambda r: (r / "train/n01/images/x.JPEG").symlink_to(r / "gone"), "x.JPEG is not a"),
+        (lambda r: (r / "train/n01/images/x.JPEG").symlink_to("x.JPEG"), "x.JPEG is not a"),
     ],
 )
 def test_bad_data_names_the_problem_and_leaves_the_folder_unchanged(tmp_path, damage, message):
@@ -232,3 +250,32 @@ def test_other_image_modes_are_converted_and_parent_folder_is_pointed_to(tmp_pat
     assert data.x.shape == (4, 32, 32, 3) and (data.x[0] == data.x[0, :, :, :1]).all()
     with pytest.raises(NmechError, match="tiny-imagenet-200"):
         load_tiny_imagenet(tmp_path, cache_dir=tmp_path / "cache", image_size=32)
+
+
+def _big_png(path: Path, width: int, height: int) -> None:
+    """A small file whose header declares a huge image (1-bit PNG under a .JPEG name)."""
+    Image.new("1", (width, height)).save(path, format="PNG")
+
+
+def test_huge_images_are_refused_from_the_header_without_decoding(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    root = _tiny(tmp_path / "tiny")
+    _big_png(root / "train/n01/images/n01_0.JPEG", 9000, 9000)
+    _big_png(root / "train/n02/images/n02_0.JPEG", 12000, 8000)  # past Pillow's bomb limit
+    before = _tree(root)
+
+    def no_decoding(self):
+        raise AssertionError("decoded an image of the wrong size")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(NmechError, match=r"n01_0.JPEG is 9000x9000, expected 32x32"):
+        load_tiny_imagenet(root, cache_dir=tmp_path / "cache", image_size=32)
+    monkeypatch.undo()
+    (root / "train/n01/images/n01_0.JPEG").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning is never shown raw
+        with pytest.raises(NmechError, match=r"cannot decode image .*n02_0.JPEG.*decompression"):
+            load_tiny_imagenet(root, cache_dir=tmp_path / "cache", image_size=32)
+    del before["train/n01/images/n01_0.JPEG"]
+    assert _tree(root) == before

@@ -47,7 +47,7 @@ def test_gd_reduced_run_has_the_slopes(tmp_path, capsys):
     assert not (out / "flow.partial.json").exists()
     assert "order 1: slope 2.0" in capsys.readouterr().out
     assert main([*argv, "--out", str(out)]) == 2  # a finished run is never overwritten
-    assert "already holds a finished flow run" in capsys.readouterr().err
+    assert "already holds a flow run" in capsys.readouterr().err
 
 
 def test_heavy_ball_torch_start_is_corrected(tmp_path):
@@ -145,7 +145,7 @@ def test_tiny_imagenet_folder_with_the_cnn(tmp_path, monkeypatch):
 
 def test_an_interrupted_run_keeps_the_finished_etas(tmp_path, monkeypatch, capsys):
     """Ctrl-C during the second η: exit 130, flow.partial.json holds the first η's errors,
-    no flow.json (so the folder can be run again)."""
+    no flow.json; the unfinished run is never overwritten without --overwrite."""
     from nmech.validation.flow import run as flow_run
 
     calls = {"n": 0}
@@ -164,6 +164,10 @@ def test_an_interrupted_run_keeps_the_finished_etas(tmp_path, monkeypatch, capsy
     partial = json.loads((out / "flow.partial.json").read_text())
     assert partial["finished_etas"] == [0.1] and partial["errors"]["0"]["0.1"] > 0
     assert not (out / "flow.json").exists()
+    capsys.readouterr()
+    assert main([*argv, "--samples", "50", "--no-modified-loss", "--out", str(out)]) == 2
+    assert "already holds a flow run (flow.partial.json)" in capsys.readouterr().err
+    assert json.loads((out / "flow.partial.json").read_text()) == partial
 
 
 def test_a_rule_file(tmp_path):

@@ -11,14 +11,17 @@ image_size x image_size) into uint8 [N, H, W, 3] and cached as ``.npy`` files in
 outside the data folder (default ``$NMECH_CACHE``, else ``$XDG_CACHE_HOME/nmech``, else
 ``~/.cache/nmech``). The cache key hashes every file's relative path, size and mtime, so a
 changed folder is decoded again. A missing folder, a wrong layout (a parent folder given
-instead points to the one inside), an empty class or an image Pillow cannot fully decode
-raises NmechError naming the path.
+instead points to the one inside), a wnids.txt that is not short UTF-8 text, an empty class, an
+image that is a dangling or looping symbolic link, an image of the wrong size (checked from
+its header, before decoding: a 9000x9000 file is never decoded) or one Pillow cannot fully
+decode raises NmechError naming the path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,11 @@ from nmech.validation.cache import cache_dir as default_cache_dir
 from nmech.validation.data import ImageSet
 
 SPLITS = ("train", "val")
+#: Largest wnids.txt read (Tiny ImageNet's is 2 KiB) and longest class id.
+WNIDS_BYTES = 1 << 20
+WNID_CHARS = 256
+#: Largest val_annotations.txt read (Tiny ImageNet's is 0.4 MiB).
+ANNOTATION_BYTES = 64 << 20
 
 
 def _wnids(root: Path) -> list[str]:
@@ -38,14 +46,43 @@ def _wnids(root: Path) -> list[str]:
         inner = [p.parent for p in sorted(root.glob("*/wnids.txt"))]
         hint = f"; did you mean {inner[0]}?" if inner else ""
         raise NmechError(f"not a Tiny ImageNet folder (no wnids.txt): {path}{hint}")
-    wnids = [w.strip() for w in path.read_text().splitlines() if w.strip()]
+    wnids = [w.strip() for w in _read_text(path, WNIDS_BYTES).splitlines() if w.strip()]
+    long = next((w for w in wnids if len(w) > WNID_CHARS), None)
+    if long is not None:
+        raise NmechError(f"{path} has a line of {len(long)} characters; a class id has at "
+                         f"most {WNID_CHARS}")  # fmt: skip
     if not wnids or len(set(wnids)) != len(wnids):
         raise NmechError(f"wnids.txt lists no classes or repeats one: {path}")
     return wnids
 
 
+def _read_text(path: Path, limit: int) -> str:
+    """The UTF-8 text of ``path`` (at most ``limit`` bytes), or one line saying what is wrong."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(limit + 1)
+            if len(raw) > limit:
+                raise NmechError(f"{path} is larger than {limit // 1024} KiB: not a list")
+            return raw.decode("utf-8")
+    except OSError as exc:
+        raise NmechError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NmechError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+
+
 def _images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
+    """The JPEG files of ``folder``; a dangling or looping symbolic link (or anything that is
+    not a regular file) named like an image is an error naming it."""
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpeg", ".jpg"))
+    for p in found:
+        try:
+            regular = p.is_file()
+        except OSError:  # a symbolic link loop
+            regular = False
+        if not regular:
+            raise NmechError(f"image {p} is not a readable file (a dangling or looping "
+                             "symbolic link, or a folder)")  # fmt: skip
+    return found
 
 
 def list_split(root: Path, split: str) -> tuple[list[Path], list[int], list[str]]:
@@ -70,7 +107,7 @@ def list_split(root: Path, split: str) -> tuple[list[Path], list[int], list[str]
     ann = root / "val" / "val_annotations.txt"
     if not ann.is_file():
         raise NmechError(f"missing validation annotations: {ann}")
-    for number, line in enumerate(ann.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(ann, ANNOTATION_BYTES).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -91,15 +128,19 @@ def decode(path: Path, image_size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise NmechError(f"cannot decode image {path}: {exc}") from exc
-    if rgb.size != (image_size, image_size):
-        raise NmechError(
-            f"image {path} is {rgb.size[0]}x{rgb.size[1]}, expected {image_size}x{image_size}"
-        )
+        with warnings.catch_warnings():  # a decompression bomb is an error, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                if im.size != (image_size, image_size):
+                    raise NmechError(f"image {path} is {im.size[0]}x{im.size[1]}, expected "
+                                     f"{image_size}x{image_size}")  # fmt: skip
+                im.load()
+                rgb = im.convert("RGB")
+    except NmechError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, warnings, ...
+        detail = " ".join(str(exc).split())[:200]
+        raise NmechError(f"cannot decode image {path}: {detail}") from None
     return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -50,6 +50,9 @@ def document(result: FlowResult, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 PARTIAL = "flow.partial.json"
+#: What a flow run's folder holds (finished or not): never overwritten without --overwrite.
+FLOW_FILES: tuple[str, ...] = ("flow.json", "flow.md", PARTIAL,
+                               *(f"figures/{name}.*" for name in FIGURES))  # fmt: skip
 
 
 def write_partial(result: FlowResult, settings: dict[str, Any], out: Path) -> None:
