@@ -208,6 +208,7 @@ _DECAYS = {
         ("beta1", "\\beta_1"),
         ("beta2", "\\beta_2"),
         ("alpha", "\\alpha"),
+        ("gamma", "\\gamma"),
     )
 }
 _DECAY_NAMES = {one_minus: tex for one_minus, tex in _DECAYS.values()}
@@ -304,25 +305,31 @@ def eta_power(k: int) -> str:
     return "\\eta" if k == 1 else f"\\eta^{{{k}}}"
 
 
-def flow_latex(terms: Sequence[T.Vec], order: int, render: Callable = tree) -> str:
-    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree."""
+def flow_latex(
+    terms: Sequence[T.Vec], order: int, render: Callable = tree, variable: str = "\\theta"
+) -> str:
+    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree, ``variable``
+    names the flowing quantity (θ; θ̄ for an average)."""
     parts = []
     for k, f in enumerate(terms):
         if f:
             body = linear_combination(f, render=render)
             parts.append(body if k == 0 else f"{eta_power(k)}\\left({body}\\right)")
     rhs = " + ".join(parts) if parts else "0"
-    return f"\\dot\\theta = {rhs} + O(\\eta^{{{order + 1}}})"
+    dotted = f"\\dot{variable}" if variable.count("\\") == 1 else f"\\dot{{{variable}}}"
+    return f"{dotted} = {rhs} + O(\\eta^{{{order + 1}}})"
 
 
-def flow_text(terms: Sequence[T.Vec], order: int, render: Callable = tree) -> str:
+def flow_text(
+    terms: Sequence[T.Vec], order: int, render: Callable = tree, variable: str = "θ"
+) -> str:
     """The same as plain text."""
     parts = []
     for k, f in enumerate(terms):
         if f:
             prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
             parts.append(f"{prefix}({linear_combination(f, latex=False, render=render)})")
-    return f"dθ/dt = {' + '.join(parts) or '0'} + O(η^{order + 1})"
+    return f"d{variable}/dt = {' + '.join(parts) or '0'} + O(η^{order + 1})"
 
 
 def tree_json(t: T.Tree) -> Any:

@@ -7,6 +7,7 @@
 ()
 """
 
+from nmech.derive.rules.averaging import ema, lookahead, schedule_free
 from nmech.derive.rules.builtins import (
     BUILTINS,
     adagrad,
@@ -40,4 +41,7 @@ __all__ = [
     "adamw",
     "adagrad",
     "rmsprop",
+    "ema",
+    "lookahead",
+    "schedule_free",
 ]
