@@ -118,9 +118,12 @@ class Rule:
         return tuple(s for s in self.states if s not in seen)
 
     def initial_value(self, state: str) -> sp.Expr:
-        """The value of an auxiliary state before the first step: X_prev = X(0), others 0."""
+        """The value of an auxiliary state before the first step: X_prev = X(0), an average
+        θ(0), others 0."""
         if state.endswith(PREV):
             return vector(state[: -len(PREV)])
+        if state in self.averages:
+            return vector(PARAMETER)
         return sp.Integer(0)
 
     def parameters(self) -> frozenset[sp.Symbol]:

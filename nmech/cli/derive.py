@@ -336,14 +336,14 @@ def run(args: argparse.Namespace) -> int:
             me = averaged_equation(rule, args.order, progress=guard.level)
         else:
             me = modified_equation(rule, args.order, progress=guard.level)
-    print(present(title(rule), me, args))
+    print(present(title(rule, args), me, args))
     return 0
 
 
-def title(rule: rules.Rule) -> str:
+def title(rule: rules.Rule, args: argparse.Namespace) -> str:
     """The rule's name, with what is derived for an average or a Lookahead rule."""
     name = rule.name
-    if name.startswith("lookahead(") or "(lookahead(" in name:
+    if args.lookahead is not None:
         name += ", one outer step taking time eta"
     if rule.averages:
         name += f": the flow of the average {rule.averages[0]} of the iterates"

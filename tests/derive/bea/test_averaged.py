@@ -15,7 +15,8 @@ from nmech.derive import AveragedEquation, averaged_equation, modified_equation,
 from nmech.derive.algebra import trees as T
 from nmech.derive.symbols import beta, eta, gamma
 from nmech.errors import NmechError
-from nmech.numerics.flows import convergence_slope
+from nmech.numerics.flows import convergence_slope, gradient_function
+from nmech.numerics.simulate import iterate
 
 x, y = sp.symbols("x y", real=True)
 a = sp.Symbol("a", positive=True)
@@ -164,3 +165,17 @@ def test_refusals():
     )
     with pytest.raises(NmechError, match="no autonomous modified equation"):
         averaged_equation(uniform, 1)
+
+
+def test_the_average_is_simulated_from_theta_0():
+    """θ̄ starts at θ_0 (:meth:`Rule.initial_value`) and follows θ̄⁺ = γθ̄ + (1 − γ)θ⁺."""
+    grad_fn = gradient_function(LOSS, COORDS)
+    params = {"eta": 0.1, "gamma": 0.8}
+    got = iterate(rules.ema(rules.gd()), THETA0, 5, params, grad_fn, record="avg")
+    theta, avg = THETA0.copy(), THETA0.copy()
+    expected = [avg.copy()]
+    for _ in range(5):
+        theta = theta - 0.1 * grad_fn(theta)
+        avg = 0.8 * avg + 0.2 * theta
+        expected.append(avg.copy())
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-14)
