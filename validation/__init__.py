@@ -34,7 +34,14 @@ The comparison:
 * :mod:`~nmech.validation.equilibrium`  -- measured vs predicted rotational equilibrium.
 * :mod:`~nmech.validation.report`       -- report.json, report.md, LaTeX tables and equations.
 * :mod:`~nmech.validation.figures`      -- the figures (PNG and PDF).
+* :mod:`~nmech.validation.figure_files` -- one figure saved as PNG and PDF.
+
+Modified equations on real networks (``nmech flow``) and the paper's figures:
+
+* :mod:`~nmech.validation.flow`         -- data, run (iterates vs order-p flows) and report.
+* :mod:`~nmech.validation.small_models` -- smooth MLP and CNNs (± BatchNorm) for the flow check.
+* :mod:`~nmech.validation.paper_figures` -- the paper's Figures 2-4 (``nmech figures --paper``).
 
 Command lines: :mod:`nmech.cli.validate`, :mod:`nmech.cli.report`, :mod:`nmech.cli.torchrun`,
-:mod:`nmech.cli.device_check`.
+:mod:`nmech.cli.device_check`, :mod:`nmech.cli.flow`, :mod:`nmech.cli.figures`.
 """

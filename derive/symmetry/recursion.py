@@ -343,6 +343,6 @@ def _derive_cached(rule_key: str, rule: Rule, sym: Symmetry) -> Recursion:
 def derive_recursion(rule: Rule, sym: Symmetry) -> Recursion:
     """The exact recursion: smallest signal set, then regular on the whole parameter domain,
     then fewest hidden quantities. Numeric evaluation re-derives it with the parameter values
-    substituted (:func:`derive_recursion_at`), so a symbolic form that is singular at an edge
+    substituted (:meth:`SymmetryDynamics.recursion_at`), so a symbolic form that is singular at an edge
     of the domain (λ = 0, ...) is never evaluated there."""
     return _derive_cached(rule_key(rule), rule, sym)

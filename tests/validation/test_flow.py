@@ -13,14 +13,14 @@ from nmech.cli import main
 from nmech.derive import rules
 from nmech.numerics.simulate import iterate
 from nmech.numerics.torch_loss import module_loss
-from nmech.validation.digits import load_digits
+from nmech.validation.datasets.digits import digits_batch
 from nmech.validation.small_models import small_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _network(model: str = "mlp", samples: int = 200):
-    x, y, classes = load_digits(samples)
+    x, y, classes = digits_batch(samples)
     net = small_model(model, tuple(x.shape[1:]), classes)
     return net, module_loss(net, (x, y), nn.functional.cross_entropy), x, y
 
@@ -89,7 +89,7 @@ def test_the_interpreter_on_tensors_is_torch_optim(rule, make, kw):
 
 
 def test_smooth_models_and_digits():
-    x, y, classes = load_digits()
+    x, y, classes = digits_batch()
     assert x.shape == (1797, 1, 8, 8) and x.dtype == torch.float64 and classes == 10
     assert float(x.max()) == 1.0 and set(y.tolist()) == set(range(10))
     for name in ("mlp", "cnn", "cnn-bn"):

@@ -1,5 +1,5 @@
 """Full batches of real data for ``nmech flow``: the digits set (default, offline) or a Tiny
-ImageNet folder through :func:`nmech.validation.tiny_imagenet.load_tiny_imagenet`.
+ImageNet folder through :func:`nmech.validation.datasets.tiny_imagenet.load_tiny_imagenet`.
 
 Tiny ImageNet images are normalised with the set's mean/std (as in training), average-pooled
 from 64×64 to ``image_size`` and subsampled to ``samples`` images spread evenly over the
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from nmech.errors import NmechError
 from nmech.validation.data import MEAN, STD
-from nmech.validation.digits import load_digits
+from nmech.validation.datasets.digits import digits_batch
 
 DATASETS = ("digits", "tiny-imagenet")
 TINY_SIZE = 64
@@ -34,12 +34,12 @@ def full_batch(
     if data == "digits":
         if data_dir is not None:
             raise NmechError("--data-dir is for --data tiny-imagenet")
-        return load_digits(samples)
+        return digits_batch(samples)
     if data_dir is None:
         raise NmechError("--data tiny-imagenet needs --data-dir (the tiny-imagenet-200 folder)")
     if image_size <= 0 or TINY_SIZE % image_size:
         raise NmechError(f"--image-size must divide {TINY_SIZE}, got {image_size}")
-    from nmech.validation.tiny_imagenet import load_tiny_imagenet
+    from nmech.validation.datasets.tiny_imagenet import load_tiny_imagenet
 
     images = load_tiny_imagenet(data_dir, "train", image_size=TINY_SIZE)
     n = min(samples or 500, len(images.y))
