@@ -100,7 +100,7 @@ ROUTES = {
     # β = γ = 1 (EMA over heavy ball, η²; 3.7e-11 relative at β = γ = 0.999), schedule-free's
     # 3β²γ² − 3βγ² + 6βγ + γ² − 2γ + 1 (→ (1 − γ)² at β = 0). Such a term is
     # right to 1e-12 of the sum of the field's terms, not relatively (no representation
-    # keeps relative digits near an interior zero): docs/math.md §8
+    # keeps relative digits near an interior zero): docs/math.md §10
     "ema(heavy-ball) average field order 2": lambda: Route(
         averaged_equation(rules.ema(rules.heavy_ball()), 2).field(LOSS, COORDS), termwise=False
     ),
