@@ -179,3 +179,14 @@ def test_the_average_is_simulated_from_theta_0():
         avg = 0.8 * avg + 0.2 * theta
         expected.append(avg.copy())
     np.testing.assert_allclose(got, np.array(expected), rtol=1e-14)
+
+
+def test_ema_of_adam_tracks_its_flow_at_order_two():
+    """Element-wise trees go through the same change of variables (a loss whose gradient keeps
+    its signs along the path: Adam's flow is smooth there)."""
+    loss = 3 * x - 2 * y + sp.sin(x) / 2 + x * y / 4 + y**2 / 2
+    ae = averaged_equation(rules.ema(rules.adam()), 1)
+    params = {"beta1": 0.5, "beta2": 0.6, "eps": 0.1, "gamma": 0.5}
+    theta0 = np.array([0.3, -0.2])
+    slope, errors = convergence_slope(ae, loss, COORDS, theta0, params, etas=ETAS, horizon=0.5)
+    assert abs(slope - 2) < TOLERANCE, (slope, errors)
