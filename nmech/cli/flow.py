@@ -16,7 +16,8 @@ from pathlib import Path
 from nmech.cli.derive import RULE_NAMES, load_rule
 from nmech.errors import NmechError
 
-FLOW_RULES = RULE_NAMES
+#: schedule-free declares an average, whose flow nmech flow does not check (it tracks θ)
+FLOW_RULES = tuple(name for name in RULE_NAMES if name != "schedule-free")
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
     "gd": (3, (0.1, 0.05, 0.025), "manifold"),
@@ -98,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     if args.lam != 0 and not args.weight_decay:
         raise NmechError("--lam is the weight decay: add --weight-decay to use it")
     rule = load_rule(args)
+    if rule.averages:
+        raise NmechError(
+            f"nmech flow checks theta's own flow; the rule declares the average "
+            f"'{rule.averages[0]}', whose flow 'nmech derive --rule-file' gives"
+        )
     order, etas, start = DEFAULTS.get(args.rule, DEFAULTS[None])
     order = order if args.order is None else args.order
     start = args.start or start
