@@ -5,9 +5,10 @@ Every measurement runs in a fresh (spawned) process, so each derivation starts w
 as ``nmech derive`` does, and a naive run that passes the time cap can be stopped.
 
 * ``derive <rule> order <p>``: ``modified_equation(rule, p)`` for GD (orders 2-8), heavy ball and
-  Nesterov (orders 2-5), hyper-parameters symbolic. Target: GD order 8 under 2 s. Also (orders
-  2-4, no target) the averaged iterates' flow (``averaged_equation``) of EMA over heavy ball and
-  of schedule-free SGD, and Lookahead over torch's SGD with k = 3 (docs/math.md section 10).
+  Nesterov (orders 2-5), signSGD, signum and Lion with decoupled decay (orders 2-3),
+  hyper-parameters symbolic. Target: GD order 8 under 2 s. Also (orders 2-4, no target) the
+  averaged iterates' flow (``averaged_equation``) of EMA over heavy ball and of schedule-free
+  SGD, and Lookahead over torch's SGD with k = 3 (docs/math.md section 11).
 * ``target <rule> order <p>``: the engine's targets of issue 14 in absolute seconds (:data:`TARGETS`:
   Adam, AdamW, RMSProp order 2 < 10 s and order 3 < 120 s, heavy ball and Nesterov order 8
   < 10 s, GD order 12 < 5 s, Adam with coupled weight decay order 1 < 5 s). The route these
@@ -36,15 +37,17 @@ MAX_NAIVE_ORDER = 12
 GD8_TARGET_S = 2.0
 RATIO_TARGET = 50.0
 
-FULL_ORDERS = {
-    "gd": range(2, 9),
-    "heavy-ball": range(2, 6),
-    "nesterov": range(2, 6),
+SIGN_ORDERS = {"signsgd+wd": range(2, 4), "signum+wd": range(2, 4), "lion+wd": range(2, 4)}
+AVERAGED_ORDERS = {
     "ema(heavy-ball)": range(2, 5),
     "schedule-free": range(2, 5),
     "lookahead(torch-sgd, k=3)": range(2, 5),
 }
+FULL_ORDERS = {"gd": range(2, 9), "heavy-ball": range(2, 6), "nesterov": range(2, 6)}
+FULL_ORDERS |= SIGN_ORDERS
+FULL_ORDERS |= AVERAGED_ORDERS
 QUICK_ORDERS = {"gd": range(2, 7), "heavy-ball": range(2, 4), "nesterov": range(2, 4)}
+QUICK_ORDERS |= {"lion+wd": range(2, 4)}
 NAIVE_RULES = ("gd", "heavy-ball")
 #: (rule, order, target seconds); "+wd" is the built-in with (coupled) weight decay
 TARGETS = (

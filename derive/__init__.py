@@ -17,6 +17,13 @@ from nmech.derive import rules, symmetry
 from nmech.derive.bea.averaged import AveragedEquation, averaged_equation
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
 from nmech.derive.bea.modified_loss import ModifiedLoss
+from nmech.derive.bea.modifying import (
+    ModifyingRule,
+    TargetFlow,
+    gradient_flow_target,
+    modifying_rule,
+    series_target,
+)
 from nmech.derive.bea.second_order import SecondOrderFlow, modified_flow
 from nmech.derive.result import Derivation
 from nmech.derive.stochastic.minibatch import (
@@ -36,6 +43,11 @@ __all__ = [
     "averaged_equation",
     "AveragedEquation",
     "ModifiedLoss",
+    "modifying_rule",
+    "ModifyingRule",
+    "TargetFlow",
+    "gradient_flow_target",
+    "series_target",
     "modified_flow",
     "SecondOrderFlow",
     "minibatch_equation",

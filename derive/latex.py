@@ -48,6 +48,7 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
         "entry-wise too",
     ),
     (r"\\hat L_", r"\hat L_k", r"the loss of mini-batch $k$, $L = \frac{1}{m}\sum_k \hat L_k$"),
+    (r"\bG &=", "G", r"the corrected gradient a modifying rule evaluates in place of $\nabla L$"),
     (
         r"\\nabla\^",
         r"\nabla^{k+1} L[a_1, \dots, a_k]",

@@ -6,7 +6,8 @@ adaptive rules ``beta1``/``beta2`` (Adam's moment decays), ``alpha`` (RMSProp's 
 average of the iterates, φ⁺ = γφ + (1 − γ)θ⁺) and ``rho`` (Lookahead's slow step size). ``step`` is the 1-based iteration count n; it may only appear as
 an exponent b**step (Adam's bias corrections 1 − β^n), and derivations take the rule after the
 transient, b**step → 0 for |b| < 1.
-:class:`grad` is the loss gradient ∇L evaluated at a point (a vector expression).
+:class:`grad` is the loss gradient ∇L evaluated at a point (a vector expression);
+:class:`sign` the entry-wise sign of a vector on a region where no entry changes sign.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ class grad(sp.Function):
     """∇L(point): the loss gradient at a vector expression ``point``."""
 
     nargs = 1
+
+
+class sign(sp.sign):
+    """sign x, taken on a region where x keeps its sign (no entry of x crosses 0).
+
+    There sign x is locally constant, so every derivative is 0; sympy's own ``sign`` would
+    differentiate to 2δ(x), a distribution no expansion can use. Sign-based optimizers
+    (signSGD, signum, Lion) are smooth on each such region and their modified equations hold
+    there only: a derivation gives the field of the region the iterates stay in, and a point
+    where an argument vanishes has none (the numerics refuse it)."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        """∂ sign x/∂x = 0 on a region of fixed sign."""
+        return sp.S.Zero
+
+    def _eval_derivative(self, x: sp.Symbol) -> sp.Expr:
+        return sp.S.Zero
 
 
 def vector(name: str) -> sp.Symbol:

@@ -37,6 +37,7 @@ class ExactValues:
         self.rationals = {s.name: v for s, v in exact.items()}
         self.floats = {k: float(v) for k, v in self.rationals.items()}
         self._cache: dict[Any, float] = {}
+        self._signs: dict[tuple, list[Callable[..., Any]]] = {}
 
     def exact(self, expr: Any) -> sp.Expr:
         """expr with every hyper-parameter that has a value replaced by its exact rational
@@ -74,6 +75,26 @@ class ExactValues:
         _require_values(exact, {T.placeholder(j) for j in range(arity)})
         return _lambdified(exact, arity, module)
 
+    def sign_arguments(self, f: sp.Expr, arity: int, module: str) -> list[Callable[..., Any]]:
+        """Array code of every sub-expression of f whose sign f depends on piecewise: the
+        argument x of each sign x and of each 1/|x|^k (sign x = x/|x| in canonical form). f is
+        the field of one region of fixed signs; where such an x has a zero entry it has none
+        (:meth:`nmech.numerics.differentials.PointEvaluator.tree` refuses the point)."""
+        key = (f, arity, module)
+        if key not in self._signs:
+            self._signs[key] = self._sign_arguments(f, arity, module)
+        return self._signs[key]
+
+    def _sign_arguments(self, f: sp.Expr, arity: int, module: str) -> list[Callable[..., Any]]:
+        exact = self.exact(f)
+        found = {a.args[0] for a in exact.atoms(sp.sign)}
+        found |= {
+            p.base.args[0]
+            for p in exact.atoms(sp.Pow)
+            if isinstance(p.base, sp.Abs) and p.exp.is_negative
+        }
+        return [_lambdified(x, arity, module) for x in sorted(found, key=sp.default_sort_key)]
+
 
 def _require_values(expr: sp.Expr, allowed: set[sp.Symbol]) -> None:
     missing = sorted(str(s) for s in expr.free_symbols - allowed)
@@ -83,4 +104,6 @@ def _require_values(expr: sp.Expr, allowed: set[sp.Symbol]) -> None:
 
 @lru_cache(maxsize=1024)
 def _lambdified(f: sp.Expr, arity: int, module: str) -> Callable[..., Any]:
+    # the engine's sign (derivative 0 on a region of fixed signs) is sympy's sign as a number
+    f = f.replace(lambda e: isinstance(e, sp.sign), lambda e: sp.sign(*e.args))
     return sp.lambdify([T.placeholder(j) for j in range(arity)], f, modules=module)

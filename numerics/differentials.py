@@ -59,8 +59,9 @@ class PointEvaluator:
         if T.is_leaf(t):
             value = self._leaf(t[1])
         elif T.is_elementwise(t):
-            fn = self.values.elementwise(t[2], len(t[3]), self.module)
-            value = fn(*[self.tree(a) for a in t[3]])
+            args = [self.tree(a) for a in t[3]]
+            self._require_fixed_signs(t, args)
+            value = self.values.elementwise(t[2], len(t[3]), self.module)(*args)
         elif T.label(t) is not None:
             raise NmechError(
                 f"tree {t} is a mini-batch differential (loss L_{T.label(t)}): "
@@ -70,6 +71,16 @@ class PointEvaluator:
             value = self.differential([self.tree(c) for c in T.children(t)])
         self.cache[t] = value
         return value
+
+    def _require_fixed_signs(self, t: T.Tree, args: Sequence[Array]) -> None:
+        """Refuse a point where an argument of a sign (or of a 1/|x|) in t has a zero entry:
+        the modified equation of a sign-based rule holds on a region of fixed signs only."""
+        for x in self.values.sign_arguments(t[2], len(args), self.module):
+            if not bool((x(*args) != 0).all()):
+                raise NmechError(
+                    f"the sign argument {t[2]} has a zero entry at this point: the modified "
+                    "equation holds only on a region where the signs are fixed"
+                )
 
     def _leaf(self, name: str) -> Array:
         if name == "theta":

@@ -2,7 +2,7 @@
 
 One interpreter for numpy arrays and torch tensors alike: the rule's sympy assignments are
 evaluated by walking the expression (sums, products and powers -- element-wise between
-vectors --, the rule language's functions ``sqrt exp log sin cos tanh`` from the array's own
+vectors --, the rule language's functions ``sqrt exp log sin cos tanh sign`` from the array's own
 library, ``grad(p)`` -> the user's gradient function), never by ``eval``. Arrays keep their
 type, dtype and device: a float64 torch tensor on a GPU is stepped there, without a host sync.
 This module does not import torch; it uses the library of the arrays it is given.
@@ -23,7 +23,7 @@ from nmech.errors import NmechError
 
 Array = Any  # numpy.ndarray or torch.Tensor
 GradFn = Callable[[Array], Array]
-FUNCTIONS = frozenset({"exp", "log", "sin", "cos", "tanh", "sqrt"})
+FUNCTIONS = frozenset({"exp", "log", "sin", "cos", "tanh", "sqrt", "sign"})
 
 
 def is_torch(x: object) -> bool:

@@ -306,22 +306,21 @@ def eta_power(k: int) -> str:
 
 
 def flow_latex(
-    terms: Sequence[T.Vec], order: int, render: Callable = tree, variable: str = "\\theta"
+    terms: Sequence[T.Vec], order: int, render: Callable = tree, lhs: str = "\\dot\\theta"
 ) -> str:
-    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree, ``variable``
-    names the flowing quantity (θ; θ̄ for an average)."""
+    """θ̇ = Σ_k η^k F_k + O(η^{order+1}) in LaTeX; ``render`` writes one tree, ``lhs`` is the
+    left-hand side (any η-series of trees, not only a flow)."""
     parts = []
     for k, f in enumerate(terms):
         if f:
             body = linear_combination(f, render=render)
             parts.append(body if k == 0 else f"{eta_power(k)}\\left({body}\\right)")
     rhs = " + ".join(parts) if parts else "0"
-    dotted = f"\\dot{variable}" if variable.count("\\") == 1 else f"\\dot{{{variable}}}"
-    return f"{dotted} = {rhs} + O(\\eta^{{{order + 1}}})"
+    return f"{lhs} = {rhs} + O(\\eta^{{{order + 1}}})"
 
 
 def flow_text(
-    terms: Sequence[T.Vec], order: int, render: Callable = tree, variable: str = "θ"
+    terms: Sequence[T.Vec], order: int, render: Callable = tree, lhs: str = "dθ/dt"
 ) -> str:
     """The same as plain text."""
     parts = []
@@ -329,7 +328,29 @@ def flow_text(
         if f:
             prefix = "" if k == 0 else ("η·" if k == 1 else f"η^{k}·")
             parts.append(f"{prefix}({linear_combination(f, latex=False, render=render)})")
-    return f"d{variable}/dt = {' + '.join(parts) or '0'} + O(η^{order + 1})"
+    return f"{lhs} = {' + '.join(parts) or '0'} + O(η^{order + 1})"
+
+
+def terms_json(terms: Sequence[T.Vec], render: Callable = tree) -> list[dict[str, Any]]:
+    """The η-series Σ_k η^k Σ_t c_{k,t} t as JSON rows ``{"order": k, "coefficient",
+    "coefficient_latex", "differential", "differential_latex", "tree"}`` (coefficients with
+    the papers' (1 − β) factors; ``coefficient`` readable back by ``sympify``)."""
+    rows = []
+    for k, f in enumerate(terms):
+        for t in sorted(f, key=lambda t: (T.size(t), t)):
+            scalar, shown = split_scalar(t)
+            c = sp.factor(scalar * f[t])
+            rows.append(
+                {
+                    "order": k,
+                    "coefficient": plain(c, machine=True),
+                    "coefficient_latex": coefficient(c),
+                    "differential": render(shown, latex=False),
+                    "differential_latex": render(shown),
+                    "tree": tree_json(shown),
+                }
+            )
+    return rows
 
 
 def tree_json(t: T.Tree) -> Any:

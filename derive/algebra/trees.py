@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import sympy as sp
 
 from nmech.derive.algebra import entrywise
+from nmech.derive.symbols import sign
 
 
 class Leaf(NamedTuple):
@@ -380,10 +381,12 @@ def _substitute_elementwise(t: Tree, values: list[Vec]) -> Vec:
     out: Vec = {}
     for j, v in enumerate(values):
         x = placeholder(j)
-        if single[j] or sp.diff(f, x, 2) != 0:
+        slope = sp.diff(f, x)
+        # linear in x when ∂f is free of x -- and, with a sign in f (∂ sign = 0 on its region,
+        # yet no constant), when f − x·∂f is free of x too
+        if single[j] or slope.has(x) or (f.has(sign) and (f - slope * x).has(x)):
             continue
         # f = x·∂f + rest: distribute the combination over the linear slot
-        slope = sp.diff(f, x)
         args = {placeholder(i): values[i] for i in range(len(values)) if i != j}
         for tree, c in v.items():
             add_to(out, apply(slope * x, {**args, x: {tree: 1}}), c)

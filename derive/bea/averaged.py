@@ -23,7 +23,7 @@ average tracks the flow of F̃ to O(η^{p+1}) over a fixed time, for the same (f
 η → 0 — the averaging window is η/(1 − γ) in time, so the expansion is in η/(1 − γ) and needs
 η ≪ 1 − γ. Averages whose weights change with the step (the uniform Polyak average
 θ̄_n = (1/n) Σ_k θ_k, schedule-free's c_t = 1/(t + 1)) have no slow manifold (the average's
-contraction 1 − c_t tends to 1) and no autonomous modified equation (docs/math.md §10).
+contraction 1 − c_t tends to 1) and no autonomous modified equation (docs/math.md §11).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class AveragedEquation(ModifiedEquation):
     average: str = ""
     iterate: ModifiedEquation | None = field(default=None, compare=False)
 
-    VARIABLE = ("\\bar\\theta", "θ̄")
+    LHS = ("\\dot{\\bar\\theta}", "dθ̄/dt")
 
     def latex(self) -> str:
         """``\\dot{\\bar\\theta} = …``, the differentials taken at θ̄."""

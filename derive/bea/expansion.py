@@ -11,6 +11,10 @@ Expressions that are not linear in their vectors (element-wise products, quotien
 entry-wise to vector atoms a_i (names and gradients); with a_i = Σ_j η^j A_ij their η^n
 coefficient is (1/n!) dⁿ/dηⁿ h(Σ_j η^j A_ij)|_{η=0}, a scalar function of the A_ij computed by
 sympy and applied entry-wise (:func:`nmech.derive.algebra.trees.apply`).
+
+``sign(X)`` (:class:`~nmech.derive.symbols.sign`) is locally constant on a region where X keeps
+its signs, so with X = Σ_j η^j X_j its series is sign(X_0) alone: every higher coefficient is 0.
+X_0 must not vanish (a sign of zero has no such region, and is refused).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import sympy as sp
 
 from nmech.derive.algebra import trees as T
 from nmech.derive.algebra.series import Series, gradient_at, zero_series
-from nmech.derive.symbols import eta, grad
+from nmech.derive.symbols import eta, grad, sign
 from nmech.errors import NmechError
 
 
@@ -101,6 +105,8 @@ class Expander:
             return self._scaled(coeff, inner, order)
         if isinstance(expr, grad):
             return self._grad(expr.args[0], order)
+        if isinstance(expr, sign):
+            return self._sign(expr.args[0], order)
         if expr.is_Pow and self.is_vector(expr.base) and not self.is_vector(expr.exp):
             return self._elementwise(expr, order)
         raise NmechError(f"cannot expand '{expr}' as a vector")
@@ -161,6 +167,17 @@ class Expander:
                 values = {x: v for x, v in values.items() if v}
             out[n] = T.apply(at_zero, values, convert=self.convert)
         return out
+
+    def _sign(self, argument: sp.Expr, order: int) -> Series:
+        """sign(X) = sign(X_0) + 0·η + 0·η² + …, on the region where X_0 keeps its signs."""
+        leading = self.expand(argument, 0)[0]
+        if not leading:
+            raise NmechError(
+                f"sign({argument}) of a vector that vanishes at eta = 0: the sign has no region "
+                "of fixed signs to expand on"
+            )
+        x = sp.Dummy("x", real=True)
+        return [T.apply(sign(x), {x: leading}, convert=self.convert)] + zero_series(order)[1:]
 
     @staticmethod
     def _inside_grad(expr: sp.Expr, s: sp.Symbol) -> bool:

@@ -48,8 +48,8 @@ class ModifiedEquation(Derivation):
     terms: tuple[T.Vec, ...]
     states: Mapping[str, tuple[T.Vec, ...]]
 
-    #: The flowing quantity in (LaTeX, text).
-    VARIABLE = ("\\theta", "θ")
+    #: The left-hand side (the flowing quantity's derivative) in (LaTeX, text).
+    LHS = ("\\dot\\theta", "dθ/dt")
 
     def correction(self, k: int) -> T.Vec:
         """F_k: the coefficient of η^k (k = 0 is the leading, gradient-flow term)."""
@@ -61,17 +61,13 @@ class ModifiedEquation(Derivation):
         ``u_i = …`` for each element-wise node named inside the trees
         (:class:`~nmech.derive.algebra.notation.Names`)."""
         names = notation.Names(self.terms)
-        flow = notation.flow_latex(
-            self.terms, self.order, render=names.render, variable=self.VARIABLE[0]
-        )
+        flow = notation.flow_latex(self.terms, self.order, render=names.render, lhs=self.LHS[0])
         return "\n".join([flow, *names.definitions()])
 
     def text(self) -> str:
         """The same in plain text, ``dθ/dt = …`` and ``where u1 = …, …``."""
         names = notation.Names(self.terms)
-        flow = notation.flow_text(
-            self.terms, self.order, render=names.render, variable=self.VARIABLE[1]
-        )
+        flow = notation.flow_text(self.terms, self.order, render=names.render, lhs=self.LHS[1])
         where = names.definitions(latex=False)
         return flow + (f"\n  where {';  '.join(where)}" if where else "")
 
@@ -92,21 +88,7 @@ class ModifiedEquation(Derivation):
         with (1 - beta) factors, as in the text and the LaTeX.
         """
         names = notation.Names(self.terms)
-        terms = []
-        for k, f in enumerate(self.terms):
-            for t in sorted(f, key=lambda t: (T.size(t), t)):
-                scalar, shown = notation.split_scalar(t)
-                c = sp.factor(scalar * f[t])
-                terms.append(
-                    {
-                        "order": k,
-                        "coefficient": notation.plain(c, machine=True),
-                        "coefficient_latex": notation.coefficient(c),
-                        "differential": names.render(shown, latex=False),
-                        "differential_latex": names.render(shown),
-                        "tree": notation.tree_json(shown),
-                    }
-                )
+        terms = notation.terms_json(self.terms, names.render)
         definitions = [
             {
                 "name": names.name(t, latex=False),

@@ -16,8 +16,11 @@ from nmech.derive.rules.builtins import (
     builtin,
     gd,
     heavy_ball,
+    lion,
     nesterov,
     rmsprop,
+    signsgd,
+    signum,
     torch_sgd,
 )
 from nmech.derive.rules.language import parse_rule as parse
@@ -41,6 +44,9 @@ __all__ = [
     "adamw",
     "adagrad",
     "rmsprop",
+    "signsgd",
+    "signum",
+    "lion",
     "ema",
     "lookahead",
     "schedule_free",

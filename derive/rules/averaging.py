@@ -11,7 +11,7 @@
   inner steps' time t' = knη the field is the same divided by k.
 * :func:`schedule_free` is schedule-free SGD (Defazio et al. 2024) with a constant averaging
   weight 1 − γ: y = (1 − β)z + βx, z⁺ = z − η∇L(y), x⁺ = γx + (1 − γ)z⁺, the average x
-  declared. Its weights c_{t+1} = 1/(t + 1) do not fit (docs/math.md §10): x then keeps the
+  declared. Its weights c_{t+1} = 1/(t + 1) do not fit (docs/math.md §11): x then keeps the
   memory of the whole path and there is no slow manifold and no autonomous modified equation.
 """
 

@@ -12,7 +12,20 @@ import sympy as sp
 
 from nmech.derive.rules.averaging import schedule_free
 from nmech.derive.rules.rule import PARAMETER, Assignment, Rule
-from nmech.derive.symbols import alpha, beta, beta1, beta2, eps, eta, grad, lam, step, tau, vector
+from nmech.derive.symbols import (
+    alpha,
+    beta,
+    beta1,
+    beta2,
+    eps,
+    eta,
+    grad,
+    lam,
+    sign,
+    step,
+    tau,
+    vector,
+)
 from nmech.errors import NmechError
 
 
@@ -177,12 +190,63 @@ def rmsprop(weight_decay: bool = False, momentum: bool = False, eps_inside: bool
     return Rule(name=name + ("-eps-inside" if eps_inside else ""), assignments=tuple(body))
 
 
+def _sign_step(direction: sp.Expr, weight_decay: bool) -> sp.Expr:
+    """θ − η(sign(direction) + λθ): a sign step with decoupled weight decay."""
+    th = vector(PARAMETER)
+    return th - eta * (sign(direction) + (lam * th if weight_decay else 0))
+
+
+def signsgd(weight_decay: bool = False) -> Rule:
+    """signSGD (Bernstein et al. 2018): θ⁺ = θ − η(sign ∇L(θ) + λθ), entry-wise sign,
+    decoupled decay. Smooth on each region where ∇L keeps its signs; there the modified field
+    is exactly −(−log(1 − ηλ)/(ηλ))(sign ∇L + λθ) (−sign ∇L, all corrections 0, without
+    decay)."""
+    return Rule(
+        name="signsgd" + ("+wd" if weight_decay else ""),
+        assignments=(Assignment("theta_next", _sign_step(grad(vector(PARAMETER)), weight_decay)),),
+    )
+
+
+def signum(weight_decay: bool = False) -> Rule:
+    """signum (Bernstein et al. 2018), the sign of the momentum buffer:
+    m⁺ = βm + (1−β)∇L(θ), θ⁺ = θ − η(sign m⁺ + λθ), decoupled decay. On its slow manifold
+    m = ∇L + O(η), so on a region where ∇L keeps its signs it moves as signSGD does."""
+    m_next = vector("m_next")
+    g = grad(vector(PARAMETER))
+    return Rule(
+        name="signum" + ("+wd" if weight_decay else ""),
+        assignments=(
+            Assignment("m_next", beta * vector("m") + (1 - beta) * g),
+            Assignment("theta_next", _sign_step(m_next, weight_decay)),
+        ),
+    )
+
+
+def lion(weight_decay: bool = False) -> Rule:
+    """Lion (Chen et al. 2023): c = β₁m + (1−β₁)∇L(θ), θ⁺ = θ − η(sign c + λθ),
+    m⁺ = β₂m + (1−β₂)∇L(θ). On its slow manifold m = ∇L + O(η), c = ∇L + O(η): on a region
+    where ∇L keeps its signs it moves as signSGD does."""
+    th, m = vector(PARAMETER), vector("m")
+    g = grad(th)
+    return Rule(
+        name="lion" + ("+wd" if weight_decay else ""),
+        assignments=(
+            Assignment("c", beta1 * m + (1 - beta1) * g),
+            Assignment("theta_next", _sign_step(vector("c"), weight_decay)),
+            Assignment("m_next", beta2 * m + (1 - beta2) * g),
+        ),
+    )
+
+
 BUILTINS = {
     "gd": gd,
     "heavy-ball": heavy_ball,
     "nesterov": nesterov,
     "rmsprop": rmsprop,
     "adam": adam,
+    "signsgd": signsgd,
+    "signum": signum,
+    "lion": lion,
 }
 
 
@@ -190,7 +254,8 @@ def builtin(
     name: str, weight_decay: bool = False, nesterov: bool = False, dampening: bool = False
 ) -> Rule:
     """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd, rmsprop, adam,
-    adamw, schedule-free); ``nesterov`` and ``dampening`` select torch's SGD variants."""
+    adamw, signsgd, signum, lion, schedule-free); ``nesterov`` and ``dampening`` select torch's
+    SGD variants."""
     if name == "schedule-free":
         if weight_decay or nesterov or dampening:
             raise NmechError("schedule-free takes no --weight-decay, --torch-nesterov, --dampening")

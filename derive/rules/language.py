@@ -5,10 +5,12 @@ Grammar (one assignment per line, ``#`` starts a comment)::
     line   := ["first" | "average"] NAME "=" expr
     expr   := expr ("+" | "-" | "*" | "/" | "**") expr | ("+" | "-") expr | "(" expr ")"
             | NUMBER | NAME | "grad" "(" expr ")" | FUNC "(" expr ")"
-    FUNC   := "sqrt" | "exp" | "log" | "sin" | "cos" | "tanh"
+    FUNC   := "sqrt" | "exp" | "log" | "sin" | "cos" | "tanh" | "sign"
 
 Products, quotients, powers and functions of vectors act entry-wise (Adam's
-``m_next/(sqrt(v_next) + eps)``); a scalar added to a vector is broadcast. ``step`` is the
+``m_next/(sqrt(v_next) + eps)``); a scalar added to a vector is broadcast. ``sign`` is the
+entry-wise sign (signSGD, signum, Lion), smooth on each region where its argument keeps its
+signs: derivations hold there (:class:`~nmech.derive.symbols.sign`). ``step`` is the
 iteration count, allowed only as an exponent (bias corrections ``1 - beta1**step``).
 ``average X_next = ...`` declares the state X an average of the iterates (e.g.
 ``average avg_next = gamma*avg + (1 - gamma)*theta_next``): its own flow is what is derived
@@ -44,7 +46,7 @@ import re
 import sympy as sp
 
 from nmech.derive.rules.rule import NEXT, PARAMETER, Assignment, Rule
-from nmech.derive.symbols import HYPERPARAMETERS, grad, scalar, vector
+from nmech.derive.symbols import HYPERPARAMETERS, grad, scalar, sign, vector
 from nmech.errors import NmechError
 
 MAX_TEXT = 20_000
@@ -56,7 +58,7 @@ MAX_EXPONENT = 64
 MAX_LITERAL = 1e15
 MAX_BITS = 4096  # a numeric power may have at most this many bits
 
-NON_SMOOTH = {"abs", "sign", "max", "min", "relu", "floor", "ceil", "round", "clip", "heaviside"}
+NON_SMOOTH = {"abs", "max", "min", "relu", "floor", "ceil", "round", "clip", "heaviside"}
 ELEMENTWISE = {
     "sqrt": sp.sqrt,
     "exp": sp.exp,
@@ -64,6 +66,7 @@ ELEMENTWISE = {
     "sin": sp.sin,
     "cos": sp.cos,
     "tanh": sp.tanh,
+    "sign": sign,
 }
 IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 RESERVED = {"grad", "first", "average", "lambda", "import"}

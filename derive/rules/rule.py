@@ -178,7 +178,7 @@ class Rule:
                         "(a bias correction); the derivations need an autonomous rule "
                         "(weights that change with the step, such as a uniform average's "
                         "1/(step + 1) or schedule-free SGD's c_t, have no autonomous modified "
-                        "equation: docs/math.md section 10)"
+                        "equation: docs/math.md section 11)"
                     )
                 out.append(Assignment(a.target, expr))
             return tuple(out)

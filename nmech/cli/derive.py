@@ -2,7 +2,9 @@
 
 Built-in rules by name, or a rule file in the rule language (see nmech.derive.rules.language);
 ``minibatch --batches M`` for mini-batch SGD over an epoch (random reshuffling, or
-``--replacement``), ``--format sde`` for its stochastic modified equation (with replacement).
+``--replacement``), ``--format sde`` for its stochastic modified equation (with replacement);
+``--inverse [--target T]`` for the inverse problem, the rule fed a corrected gradient whose
+modified equation is the target (``--format rule``: the corrected rule in the rule language).
 ``--lookahead K`` wraps the rule in Lookahead (K inner steps, slow step rho), ``--ema`` adds the
 exponential average of its iterates; a rule that declares an average (``--ema``,
 ``schedule-free``, ``average X_next = ...`` in a rule file) gives the flow of that average.
@@ -25,6 +27,7 @@ from types import FrameType
 from nmech.derive import latex, rules
 from nmech.derive.bea.averaged import averaged_equation
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
+from nmech.derive.bea.modifying import modifying_rule, parse_target
 from nmech.derive.bea.slow_manifold import MAX_ORDER
 from nmech.derive.stochastic.minibatch import (
     REPLACEMENT,
@@ -44,8 +47,13 @@ RULE_NAMES = (
     "rmsprop",
     "adam",
     "adamw",
+    "signsgd",
+    "signum",
+    "lion",
     "schedule-free",
 )
+#: Built-ins whose modified equation holds only on a region where the signs of ∇L are fixed.
+SIGN_RULES = ("signsgd", "signum", "lion")
 MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 DEFAULT_MAX_SECONDS = 600.0
@@ -61,7 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rule", nargs="?", choices=RULE_NAMES + (MINIBATCH,), help="a built-in rule"
     )
     parser.add_argument("--rule-file", type=Path, help="a rule written in the rule language")
-    parser.add_argument("--weight-decay", action="store_true", help="coupled weight decay lam")
+    parser.add_argument(
+        "--weight-decay",
+        action="store_true",
+        help="weight decay lam (coupled; decoupled for adamw, signsgd, signum, lion)",
+    )
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
     parser.add_argument(
@@ -94,10 +106,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--general", action="store_true", help="minibatch: reshuffling for any number m of batches"
     )
     parser.add_argument(
+        "--inverse",
+        action="store_true",
+        help="the inverse problem: the rule fed a corrected gradient whose modified equation is "
+        "--target through eta^P",
+    )
+    parser.add_argument(
+        "--target",
+        help="--inverse: gradient-flow (default) or regularised:C, the gradient flow of "
+        "L + C*eta*|grad L|^2, at the rule's own rate",
+    )
+    parser.add_argument(
         "--format",
-        choices=("latex", "json", "text", "sde", "sde-json"),
+        choices=("latex", "json", "text", "sde", "sde-json", "rule"),
         default="latex",
-        help="sde, sde-json: minibatch's stochastic modified equation (LaTeX, JSON)",
+        help="sde, sde-json: minibatch's stochastic modified equation (LaTeX, JSON); rule: "
+        "--inverse's corrected rule in the rule language",
     )
     add_standalone(parser)
 
@@ -321,14 +345,43 @@ def render_minibatch(args: argparse.Namespace) -> str:
     return present(me.title(), me, args)
 
 
+def render_inverse(rule: rules.Rule, args: argparse.Namespace) -> str:
+    """``nmech derive RULE --inverse``: the modifying rule in ``args.format`` (``rule``: the
+    corrected rule's text, which ``--rule-file`` reads back)."""
+    target = parse_target("gradient-flow" if args.target is None else args.target)
+    if args.standalone and args.format != "latex":
+        raise NmechError("--standalone is for LaTeX output (--format latex)")
+    with Guard(args.max_seconds, args.max_memory, args.order + 1) as guard:
+        result = modifying_rule(rule, target, args.order, progress=guard.level)
+    if args.format == "rule":
+        return result.to_rule_text().rstrip("\n")
+    if args.format == "json":
+        return result.to_json_text()
+    if args.format == "text":
+        return result.text()
+    return latex_output(result.title(), result.latex(), args)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
+    if not args.inverse and (args.target is not None or args.format == "rule"):
+        raise NmechError("--target and --format rule belong to --inverse")
+    if args.inverse and args.rule == MINIBATCH:
+        raise NmechError("--inverse needs a rule (a built-in or --rule-file), not minibatch")
     if args.rule == MINIBATCH:
         print(render_minibatch(args))
         return 0
     if args.batches is not None or args.replacement or args.general or "sde" in args.format:
         raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
     rule = wrapped(load_rule(args), args)
+    if args.inverse:
+        if rule.averages or args.lookahead is not None:
+            raise NmechError(
+                "--inverse corrects a rule's own flow: not for an average (--ema, "
+                "schedule-free, 'average' in a rule file) or --lookahead"
+            )
+        print(render_inverse(rule, args))
+        return 0
     if not isinstance(args.order, int) or not 0 <= args.order <= MAX_ORDER:
         raise NmechError(f"order {args.order} is outside the supported range 0..{MAX_ORDER}")
     with Guard(args.max_seconds, args.max_memory, args.order + 2) as guard:

@@ -140,7 +140,10 @@ def test_torch_sgd_builtin(capsys):
 BAD_RULES = {
     "unknown_function": ("theta_next = theta - eta*foo(theta)", "unknown function 'foo'"),
     "abs": ("theta_next = theta - eta*abs(grad(theta))", "'abs' is not smooth"),
-    "sign": ("theta_next = theta - eta*sign(grad(theta))", "'sign' is not smooth"),
+    "sign_of_vanishing": (
+        "m_next = beta*m\ntheta_next = theta - eta*(sign(m_next) + grad(theta))",
+        "vanishes at eta = 0",
+    ),
     "max": ("theta_next = theta - eta*max(theta, grad(theta))", "'max' is not smooth"),
     "no_theta_next": ("v_next = beta*v + grad(theta)\n", "never assigns 'theta_next'"),
     "import": ("theta_next = __import__('os')", "'__import__'"),
@@ -199,6 +202,20 @@ def test_bad_rule_file_exits_2_with_one_line(capsys, tmp_path, case):
         (["minibatch", "--batches", "2", "--ema"], "apply to a rule"),
         (["schedule-free", "--weight-decay"], "schedule-free takes no --weight-decay"),
         (["schedule-free", "--ema"], "declares 2 average(s)"),
+        (["gd", "--inverse", "--order", "0"], "outside the supported range 1..4"),
+        (["gd", "--inverse", "--order", "5"], "outside the supported range 1..4"),
+        (["gd", "--inverse", "--target", "flow"], "unknown target 'flow'"),
+        (["gd", "--inverse", "--target", "regularised:"], "unknown target"),
+        (["gd", "--inverse", "--target", "regularised:2**99"], "not a decimal or a fraction"),
+        (["gd", "--inverse", "--target", "regularised:1/0"], "not a decimal or a fraction"),
+        (["gd", "--target", "gradient-flow"], "belong to --inverse"),
+        (["gd", "--format", "rule"], "belong to --inverse"),
+        (["gd", "--inverse", "--format", "rule", "--standalone"], "--standalone is for LaTeX"),
+        (["adam", "--inverse"], "needs a leading flow -s∇L"),
+        (["gd", "--weight-decay", "--inverse"], "needs a leading flow -s∇L"),
+        (["minibatch", "--inverse", "--batches", "2"], "--inverse needs a rule"),
+        (["schedule-free", "--inverse"], "--inverse corrects a rule's own flow"),
+        (["gd", "--lookahead", "2", "--inverse"], "--inverse corrects a rule's own flow"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, expected):
@@ -405,3 +422,38 @@ def test_lookahead_and_schedule_free_text(capsys):
     assert "L̃ = L + η·((3*rho - 2)/4·‖∇L‖²)" in out
     code, out, _ = derive(capsys, "schedule-free", "--format", "text")
     assert code == 0 and "dθ̄/dt = (-∇L)" in out and "the average x" in out
+
+
+# ------------------------------------------------------------------ --inverse
+@pytest.mark.parametrize(
+    ("rule", "target"), [("gd", "gradient-flow"), ("heavy-ball", "regularised:0.25")]
+)
+def test_inverse_rule_feeds_back_into_rule_file(capsys, tmp_path, rule, target):
+    """The corrected rule (--format rule) read back with --rule-file has the target as its
+    modified equation through the order asked for, and leaves it at the next order."""
+    code, text, _ = derive(
+        capsys, rule, "--inverse", "--target", target, "--order", "2", "--format", "rule"
+    )
+    assert code == 0
+    path = tmp_path / "corrected.rule"
+    path.write_text(text, encoding="utf-8")
+    code, out, _ = derive(capsys, "--rule-file", str(path), "--order", "3", "--format", "json")
+    assert code == 0
+    got = terms_from_json(json.loads(out))
+    s = 1 if rule == "gd" else 1 / (1 - HYPERPARAMETERS["beta"])
+    c = 0 if target == "gradient-flow" else sp.Rational(1, 4)
+    expected = [{T.GRAD: -s}, {T.node([T.GRAD]): -2 * c * s} if c else {}, {}]
+    for mine, theirs in zip(got[:3], expected, strict=True):
+        assert set(mine) == set(theirs)
+        assert all(sp.simplify(mine[t] - theirs[t]) == 0 for t in mine)
+    assert got[3], "the realisation leaves a defect at order 3"
+
+
+def test_inverse_json_and_text(capsys):
+    code, out, _ = derive(capsys, "gd", "--inverse", "--order", "1", "--format", "json")
+    doc = json.loads(out)
+    assert code == 0 and doc["schema"] == "nmech.modifying_rule/1" and doc["rate"] == "1"
+    assert [(r["order"], r["coefficient"]) for r in doc["gradient"]] == [(0, "1"), (1, "-1/2")]
+    assert set(doc["gradient"][1]) == TERM_KEYS
+    code, out, _ = derive(capsys, "gd", "--inverse", "--format", "text")
+    assert "G = (∇L) + η·(-1/2·∇²L∇L) + O(η^2)" in out

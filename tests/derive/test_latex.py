@@ -33,6 +33,7 @@ CASES = {
     "rmsprop-1": ["derive", "rmsprop", "--order", "1"],
     "adam-2": ["derive", "adam", "--order", "2"],
     "adamw-1": ["derive", "adamw", "--order", "1"],
+    "lion-wd-2": ["derive", "lion", "--weight-decay", "--order", "2"],
     "minibatch-3": ["derive", "minibatch", "--batches", "3", "--order", "2"],
     "ema-heavy-ball-2": ["derive", "heavy-ball", "--ema", "--order", "2"],
     "schedule-free-2": ["derive", "schedule-free", "--order", "2"],
@@ -56,7 +57,18 @@ CASES = {
         "--symmetry",
         "scale",
     ],
+    "dynamics-lion-scale": ["dynamics", "--rule", "lion", "--weight-decay", "--symmetry", "scale"],
     "dynamics-torch-rescale": ["dynamics", "--rule", "torch-sgd", "--symmetry", "rescale"],
+    "inverse-gd-3": ["derive", "gd", "--inverse", "--order", "3"],
+    "inverse-hb-regularised": [
+        "derive",
+        "heavy-ball",
+        "--inverse",
+        "--target",
+        "regularised:1/4",
+        "--order",
+        "2",
+    ],
 }
 
 

@@ -112,6 +112,8 @@ SYMPY_CASES = [
     (rules.nesterov(), 2, {"eta": 0.1, "beta": 0.99}),
     (rules.adam(), 1, {"eta": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3}),
     (rules.rmsprop(), 2, {"eta": 0.01, "alpha": 0.99, "eps": 1e-3}),
+    (rules.signum(weight_decay=True), 2, {"eta": 0.01, "beta": 0.9, "lam": 0.1}),
+    (rules.lion(weight_decay=True), 2, {"eta": 0.01, "beta1": 0.9, "beta2": 0.99, "lam": 0.1}),
 ]
 
 
@@ -128,6 +130,15 @@ def test_torch_route_agrees_with_the_sympy_route(rule, order, values):
         a = torch_state(me, name, _torch_loss, torch.tensor(point, dtype=F64), values).numpy()
         b = state_function(me, name, SYMPY_LOSS, [x, y], values)(point)
         assert np.allclose(a, b, rtol=1e-12, atol=1e-300), name
+
+
+def test_sign_rule_refuses_a_zero_gradient_entry():
+    """The field of a sign rule exists on a region of fixed signs only: at a point where an
+    entry of ∇L vanishes (∂L/∂y = 0 at y = 0 for this loss) torch_field refuses."""
+    me = modified_equation(rules.signsgd(), 1)
+    point = torch.tensor([0.4, 0.0], dtype=F64)
+    with pytest.raises(NmechError, match="region where the signs are fixed"):
+        torch_field(me, _torch_loss, point, {"eta": 0.1})
 
 
 def test_cost_counts_distinct_subtrees_once():

@@ -1,7 +1,8 @@
 """The hostile-input campaign of issue 16, grown into the suite.
 
 * A hypothesis grammar of rule texts (momentum buffers, look-ahead points, bias corrections,
-  entry-wise quotients, powers of η, and corruptions: look-alike characters, attribute access,
+  entry-wise quotients, powers of η, signs of gradients and of buffers (signSGD, signum, Lion:
+  the loss's gradient keeps its sign at the point), and corruptions: look-alike characters, attribute access,
   self-reference, huge numbers, functions of constants, growing b**step). The invariant, for
   every text: ``nmech derive --rule-file`` gives exactly one of a correct result -- its η⁰ and
   η¹ terms equal those of the independent coordinate route (:mod:`nmech.reference.naive`) on a
@@ -16,7 +17,7 @@ import time
 
 import pytest
 import sympy as sp
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nmech.cli import main
@@ -49,6 +50,10 @@ corruptions = st.sampled_from(
         "grad(theta_next)",
         "1/(beta - beta)",
         "sqrt(eta)",
+        "sign(beta)",
+        "sign(theta - theta)",
+        "sign(theta - theta_prev)",
+        "sign(grad(theta), theta)",
     ]
 )
 
@@ -61,7 +66,7 @@ def rule_texts(draw) -> str:
         lines.append(f"y = theta + {draw(scalars)}*(theta - theta_prev)")
     g = draw(gradients.filter(lambda p: uses_y or "y" not in p))
     direction = f"{g} + {draw(scalars)}*theta" if draw(st.booleans()) else g
-    kind = draw(st.sampled_from(["plain", "momentum", "adaptive", "bias"]))
+    kind = draw(st.sampled_from(["plain", "momentum", "adaptive", "bias", "sign", "signum"]))
     if kind == "momentum":
         lines.append(f"v_next = {draw(scalars)}*v + {direction}")
         step = "v_next"
@@ -71,6 +76,11 @@ def rule_texts(draw) -> str:
     elif kind == "bias":
         lines.append(f"m_next = beta1*m + (1 - beta1)*({direction})")
         step = "m_next/(1 - beta1**step)"
+    elif kind == "sign":
+        step = f"sign({direction})"
+    elif kind == "signum":
+        lines.append(f"m_next = beta*m + (1 - beta)*({direction})")
+        step = f"sign({draw(st.sampled_from(['m_next', f'beta1*m + (1 - beta1)*{g}']))})"
     else:
         step = direction
     rate = draw(st.sampled_from(["eta", "eta", "eta*(1 + eta)", "eta/(1 + beta*eta)"]))
@@ -107,6 +117,14 @@ def _check_against_coordinate_route(text: str) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(text=rule_texts())
+@example(text="theta_next = theta - eta*(sign(grad(theta) + lam*theta))\n")  # signSGD-like
+@example(  # Lion-like: the sign of a mix of the buffer and the gradient
+    text="m_next = beta*m + (1 - beta)*(grad(theta))\n"
+    "theta_next = theta - eta*(sign(beta1*m + (1 - beta1)*grad(theta)))\n"
+)
+@example(
+    text="m_next = beta*m + (1 - beta)*(grad(theta))\ntheta_next = theta - eta*sign(m_next - grad(theta))\n"
+)
 def test_rule_text_gives_a_correct_result_or_one_line(text, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("campaign") / "rule.txt"
     path.write_text(text, encoding="utf-8")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from nmech.derive import modified_equation, rules
 from nmech.derive.rules import Rule
-from nmech.derive.symbols import beta, eta, grad, lam
+from nmech.derive.symbols import beta, eta, grad, lam, sign, vector
 from nmech.errors import NmechError
 
 TORCH_TEXT = "v_next = beta*v + grad(theta) + lam*theta\ntheta_next = theta - eta*v_next"
@@ -123,6 +123,15 @@ def test_numbers_are_exact_rationals():
     assert expr == theta - sp.Rational(1, 10) * eta * grad(theta) + sp.Rational(1, 8) * eta * theta
 
 
+def test_sign_is_the_engines_regional_sign():
+    """sign(x) parses to the sign whose derivative is 0 (a region of fixed signs), not
+    sympy's (2δ(x))."""
+    rule = rules.parse("c = beta1*m + (1 - beta1)*grad(theta)\ntheta_next = theta - eta*sign(c)")
+    (s,) = rule.assignments[1].expr.atoms(sp.sign)
+    assert isinstance(s, sign) and s.args == (vector("c"),)
+    assert sp.diff(s.args[0] * s, vector("c")) == s
+
+
 def test_user_named_constant_is_a_parameter():
     rule = rules.parse("theta_next = theta - c*eta*grad(theta)")
     assert {str(s) for s in rule.parameters()} == {"c", "eta"}
@@ -132,7 +141,8 @@ def test_user_named_constant_is_a_parameter():
 BAD = [
     ("theta_next = theta - eta*foo(theta)", "unknown function 'foo'"),
     ("theta_next = theta - eta*abs(grad(theta))", "'abs' is not smooth"),
-    ("theta_next = theta - eta*sign(grad(theta))", "'sign' is not smooth"),
+    ("theta_next = theta - eta*sign(beta)", "sign of a constant or parameter"),
+    ("theta_next = theta - eta*sign(grad(theta), theta)", "sign takes exactly one argument"),
     ("theta_next = theta - eta*max(theta, grad(theta))", "'max' is not smooth"),
     ("theta_next = theta - eta*relu(grad(theta))", "'relu' is not smooth"),
     ("theta_next = theta - eta*exp(theta, theta)", "exp takes exactly one argument"),
