@@ -6,7 +6,9 @@ as ``nmech derive`` does, and a naive run that passes the time cap can be stoppe
 
 * ``derive <rule> order <p>``: ``modified_equation(rule, p)`` for GD (orders 2-8), heavy ball and
   Nesterov (orders 2-5), signSGD, signum and Lion with decoupled decay (orders 2-3),
-  hyper-parameters symbolic. Target: GD order 8 under 2 s.
+  hyper-parameters symbolic. Target: GD order 8 under 2 s. Also (orders 2-4, no target) the
+  averaged iterates' flow (``averaged_equation``) of EMA over heavy ball and of schedule-free
+  SGD, and Lookahead over torch's SGD with k = 3 (docs/math.md section 11).
 * ``target <rule> order <p>``: the engine's targets of issue 14 in absolute seconds (:data:`TARGETS`:
   Adam, AdamW, RMSProp order 2 < 10 s and order 3 < 120 s, heavy ball and Nesterov order 8
   < 10 s, GD order 12 < 5 s, Adam with coupled weight decay order 1 < 5 s). The route these
@@ -36,8 +38,14 @@ GD8_TARGET_S = 2.0
 RATIO_TARGET = 50.0
 
 SIGN_ORDERS = {"signsgd+wd": range(2, 4), "signum+wd": range(2, 4), "lion+wd": range(2, 4)}
+AVERAGED_ORDERS = {
+    "ema(heavy-ball)": range(2, 5),
+    "schedule-free": range(2, 5),
+    "lookahead(torch-sgd, k=3)": range(2, 5),
+}
 FULL_ORDERS = {"gd": range(2, 9), "heavy-ball": range(2, 6), "nesterov": range(2, 6)}
 FULL_ORDERS |= SIGN_ORDERS
+FULL_ORDERS |= AVERAGED_ORDERS
 QUICK_ORDERS = {"gd": range(2, 7), "heavy-ball": range(2, 4), "nesterov": range(2, 4)}
 QUICK_ORDERS |= {"lion+wd": range(2, 4)}
 NAIVE_RULES = ("gd", "heavy-ball")
@@ -57,9 +65,18 @@ TARGETS = (
 QUICK_TARGETS = (("adam", 2, 10.0), ("heavy-ball", 8, 10.0), ("adam+wd", 1, 5.0))
 
 
+#: Rules built from a base rule, by their names in the records.
+COMPOSITE = {
+    "ema(heavy-ball)": lambda rules: rules.ema(rules.heavy_ball()),
+    "lookahead(torch-sgd, k=3)": lambda rules: rules.lookahead(rules.torch_sgd(), 3),
+}
+
+
 def _rule(name: str):
     from nmech.derive import rules
 
+    if name in COMPOSITE:
+        return COMPOSITE[name](rules)
     base, _, extra = name.partition("+")
     return rules.builtin(base, weight_decay=extra == "wd")
 
@@ -73,7 +90,7 @@ def _loss():
 
 def _measure(task: str, rule_name: str, order: int, conn=None) -> float:
     """Seconds for one job, timed in this (fresh) process; ``conn`` is told when timing starts."""
-    from nmech.derive import modified_equation
+    from nmech.derive import averaged_equation, modified_equation
     from nmech.reference.naive import naive_modified_field
 
     rule = _rule(rule_name)
@@ -82,7 +99,7 @@ def _measure(task: str, rule_name: str, order: int, conn=None) -> float:
         conn.send(("started", None))
     start = time.perf_counter()
     if task == "derive":
-        modified_equation(rule, order)
+        (averaged_equation if rule.averages else modified_equation)(rule, order)
     elif task == "engine-field":
         modified_equation(rule, order).field(loss, coords)
     elif task == "naive":

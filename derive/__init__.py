@@ -14,6 +14,7 @@ of :mod:`~nmech.derive.result`.
 """
 
 from nmech.derive import rules, symmetry
+from nmech.derive.bea.averaged import AveragedEquation, averaged_equation
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
 from nmech.derive.bea.modified_loss import ModifiedLoss
 from nmech.derive.bea.modifying import (
@@ -39,6 +40,8 @@ __all__ = [
     "Derivation",
     "modified_equation",
     "ModifiedEquation",
+    "averaged_equation",
+    "AveragedEquation",
     "ModifiedLoss",
     "modifying_rule",
     "ModifyingRule",

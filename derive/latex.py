@@ -25,6 +25,13 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
     (r"\\beta_\{?2", r"\beta_2", "Adam's second-moment decay"),
     (r"\\alpha(?![A-Za-z])", r"\alpha", "RMSProp's decay of the squared gradient"),
     (r"\\lambda(?![A-Za-z])", r"\lambda", "the weight decay"),
+    (
+        r"\\bar\\theta",
+        r"\bar\theta",
+        r"the average of the iterates (the derivatives of $L$ taken at $\bar\theta$)",
+    ),
+    (r"\\gamma(?![A-Za-z])", r"\gamma", "the decay of the averaged iterate"),
+    (r"\\rho(?![A-Za-z])", r"\rho", "Lookahead's slow step size"),
     (r"\\tau(?![A-Za-z])", r"\tau", "the dampening"),
     (r"\\epsilon(?![A-Za-z])", r"\epsilon", r"the $\epsilon$ of the update's denominator"),
     (

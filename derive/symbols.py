@@ -2,7 +2,8 @@
 
 ``eta`` learning rate, ``beta`` momentum, ``lam`` weight decay, ``tau`` dampening; for the
 adaptive rules ``beta1``/``beta2`` (Adam's moment decays), ``alpha`` (RMSProp's decay) and
-``eps`` (the denominator's ε). ``step`` is the 1-based iteration count n; it may only appear as
+``eps`` (the denominator's ε); for averaged iterates ``gamma`` (the decay of an exponential
+average of the iterates, φ⁺ = γφ + (1 − γ)θ⁺) and ``rho`` (Lookahead's slow step size). ``step`` is the 1-based iteration count n; it may only appear as
 an exponent b**step (Adam's bias corrections 1 − β^n), and derivations take the rule after the
 transient, b**step → 0 for |b| < 1.
 :class:`grad` is the loss gradient ∇L evaluated at a point (a vector expression);
@@ -21,6 +22,7 @@ from nmech.errors import NmechError
 
 eta, beta, lam, tau = sp.symbols("eta beta lam tau", real=True)
 beta1, beta2, alpha = sp.symbols("beta1 beta2 alpha", real=True)
+gamma, rho = sp.symbols("gamma rho", real=True)
 eps = sp.Symbol("eps", positive=True)
 step = sp.Symbol("step", integer=True, positive=True)
 
@@ -34,6 +36,8 @@ HYPERPARAMETERS: dict[str, sp.Symbol] = {
     "beta2": beta2,
     "alpha": alpha,
     "eps": eps,
+    "gamma": gamma,
+    "rho": rho,
     "step": step,
 }
 
@@ -81,6 +85,8 @@ DOMAINS: dict[str, tuple[float, float, bool, bool]] = {
     "lam": (0.0, float("inf"), True, False),
     "tau": (0.0, 1.0, True, True),
     "eps": (0.0, float("inf"), False, False),
+    "gamma": (0.0, 1.0, True, False),
+    "rho": (0.0, 1.0, False, True),
 }
 
 

@@ -23,7 +23,9 @@ import numpy as np
 import sympy as sp
 from scipy.integrate import solve_ivp
 
+from nmech.derive.bea.averaged import AveragedEquation
 from nmech.derive.bea.modified_equation import ModifiedEquation
+from nmech.derive.rules.rule import PARAMETER
 from nmech.errors import NmechError
 from nmech.numerics.coefficients import ExactValues
 from nmech.numerics.differentials import PointEvaluator, float_terms
@@ -178,14 +180,22 @@ def tracking_error(
     horizon: float,
 ) -> float:
     """max_{n ≤ T/η} |θ_n − θ̃(nη)|, the rule started on its slow manifold (states from
-    ``me.states`` at θ_0, no first-step override)."""
+    ``me.states`` at θ_0, no first-step override). For an
+    :class:`~nmech.derive.AveragedEquation` the same for the average: θ̄_n against its flow
+    started at θ̄_0 = Φ(θ_0), the slow-manifold value of the average."""
     eta = float(params["eta"])
     steps = int(round(horizon / eta))
     grad_fn = gradient_function(loss, coords)
-    states0 = {s: state_function(me, s, loss, coords, params)(theta0) for s in me.states}
-    iterates = iterate(me.rule, theta0, steps, params, grad_fn, states0=states0, first_step=False)
+    averaged = isinstance(me, AveragedEquation)
+    source = me.iterate if averaged else me  # the equation that carries the slow manifold
+    states0 = {s: state_function(source, s, loss, coords, params)(theta0) for s in source.states}
+    record = me.average if averaged else PARAMETER
+    iterates = iterate(
+        me.rule, theta0, steps, params, grad_fn, states0=states0, first_step=False, record=record
+    )
     field = field_function(me, loss, coords, params)
-    flow = integrate(field, theta0, eta * np.arange(steps + 1))
+    start = states0[record] if averaged else theta0
+    flow = integrate(field, start, eta * np.arange(steps + 1))
     return float(np.max(np.linalg.norm(iterates - flow, axis=1)))
 
 

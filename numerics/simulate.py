@@ -125,21 +125,25 @@ def iterate(
     states0: Mapping[str, Array] | None = None,
     first_step: bool = True,
     on_step: Callable[[int], None] | None = None,
+    record: str = PARAMETER,
 ) -> Array:
     """θ_0..θ_steps stacked as [steps+1, dim] (numpy, or a torch tensor on θ_0's device).
     ``states0`` overrides the initial auxiliary states (e.g. to start on the slow manifold);
     ``first_step`` applies the rule's first-step override (torch's buffer initialisation) on
-    step 0; ``on_step(n)`` is called after step n (a progress bar)."""
+    step 0; ``on_step(n)`` is called after step n (a progress bar); ``record`` names the state
+    whose values are returned instead of θ's (an average of the iterates)."""
     state = initial_state(rule, theta0)
     if states0:
         state.update({k: _vector(v, state[PARAMETER]) for k, v in states0.items()})
-    theta = state[PARAMETER]
+    if record not in state:
+        raise NmechError(f"rule '{rule.name}' has no state '{record}'")
+    theta = state[record]
     shape = (steps + 1, theta.numel() if is_torch(theta) else theta.size)
     out = theta.new_empty(shape) if is_torch(theta) else np.empty(shape)
     out[0] = theta.reshape(-1)
     for n in range(steps):
         state, _ = step(rule, state, params, grad_fn, first=first_step and n == 0, n=n + 1)
-        out[n + 1] = state[PARAMETER].reshape(-1)
+        out[n + 1] = state[record].reshape(-1)
         if on_step is not None:
             on_step(n + 1)
     return out

@@ -208,6 +208,7 @@ _DECAYS = {
         ("beta1", "\\beta_1"),
         ("beta2", "\\beta_2"),
         ("alpha", "\\alpha"),
+        ("gamma", "\\gamma"),
     )
 }
 _DECAY_NAMES = {one_minus: tex for one_minus, tex in _DECAYS.values()}

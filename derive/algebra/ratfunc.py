@@ -32,7 +32,7 @@ import sympy as sp
 from nmech.errors import NmechError
 
 #: Parameters whose factors p − 1 are written 1 − p (the papers' convention, 1 − p > 0).
-DECAYS = frozenset({"beta", "beta1", "beta2", "alpha"})
+DECAYS = frozenset({"beta", "beta1", "beta2", "alpha", "gamma"})
 
 
 class RatFunc:

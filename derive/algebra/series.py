@@ -20,6 +20,10 @@ trees (:data:`~nmech.derive.algebra.trees.Vec`).
   this map order by order: the slow manifold of a rule (:mod:`nmech.derive.bea.slow_manifold`,
   τ = 1) and the epoch of mini-batch SGD (:mod:`nmech.derive.stochastic.minibatch`, τ = the
   number of steps).
+* The field of a given near-identity map (:func:`field_of_map`): the f̃ whose time-τη flow is
+  θ ↦ θ + Σ_{p≥1} η^p d_p(θ), from τF_{p−1} = d_p − Σ_{j≥2} (τ^j/j!) [η^{p−j}] L_f̃^j θ (the
+  mean epoch of mini-batch SGD, and the change of variables to an averaged iterate,
+  :mod:`nmech.derive.bea.averaged`).
 """
 
 from __future__ import annotations
@@ -106,3 +110,20 @@ class Flow:
             weight = self.convert(sp.sympify(self.time) ** j / factorial(j))
             T.add_to(out, self.lie(key, G, j, n - j), weight)
         return out
+
+
+def field_of_map(
+    displacement: Series, time: int, order: int, convert: Convert = _identity
+) -> list[T.Vec]:
+    """F_0..F_order of the field f̃ = Σ_k η^k F_k whose time-(``time``·η) flow is the map
+    θ ↦ θ + Σ_{p≥1} η^p d_p (d_p = ``displacement[p]``; needs d_1..d_{order+1}), inverting the
+    Lie series order by order: τF_{p−1} = d_p − Σ_{j≥2} (τ^j/j!) [η^{p−j}] L_f̃^j θ, τ = ``time``.
+    ``convert`` maps rational numbers into the coefficient domain of ``displacement``."""
+    scale = convert(sp.Rational(1, time))
+    F: list[T.Vec] = []
+    flow, theta = Flow(F, time=time, convert=convert), [{T.THETA: 1}]
+    for p in range(1, order + 2):
+        d = displacement[p] if p < len(displacement) else {}
+        rhs = T.combine([(1, d), (-1, flow.coefficient("theta", theta, p, first=2))])
+        F.append(T.simplify(T.scaled(rhs, scale)))
+    return F

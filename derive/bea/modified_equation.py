@@ -48,6 +48,9 @@ class ModifiedEquation(Derivation):
     terms: tuple[T.Vec, ...]
     states: Mapping[str, tuple[T.Vec, ...]]
 
+    #: The left-hand side (the flowing quantity's derivative) in (LaTeX, text).
+    LHS = ("\\dot\\theta", "dθ/dt")
+
     def correction(self, k: int) -> T.Vec:
         """F_k: the coefficient of η^k (k = 0 is the leading, gradient-flow term)."""
         return self.terms[k]
@@ -58,13 +61,13 @@ class ModifiedEquation(Derivation):
         ``u_i = …`` for each element-wise node named inside the trees
         (:class:`~nmech.derive.algebra.notation.Names`)."""
         names = notation.Names(self.terms)
-        flow = notation.flow_latex(self.terms, self.order, render=names.render)
+        flow = notation.flow_latex(self.terms, self.order, render=names.render, lhs=self.LHS[0])
         return "\n".join([flow, *names.definitions()])
 
     def text(self) -> str:
         """The same in plain text, ``dθ/dt = …`` and ``where u1 = …, …``."""
         names = notation.Names(self.terms)
-        flow = notation.flow_text(self.terms, self.order, render=names.render)
+        flow = notation.flow_text(self.terms, self.order, render=names.render, lhs=self.LHS[1])
         where = names.definitions(latex=False)
         return flow + (f"\n  where {';  '.join(where)}" if where else "")
 

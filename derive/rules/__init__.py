@@ -7,6 +7,7 @@
 ()
 """
 
+from nmech.derive.rules.averaging import ema, lookahead, schedule_free
 from nmech.derive.rules.builtins import (
     BUILTINS,
     adagrad,
@@ -46,4 +47,7 @@ __all__ = [
     "signsgd",
     "signum",
     "lion",
+    "ema",
+    "lookahead",
+    "schedule_free",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from nmech.derive.rules.averaging import schedule_free
 from nmech.derive.rules.rule import PARAMETER, Assignment, Rule
 from nmech.derive.symbols import (
     alpha,
@@ -253,7 +254,12 @@ def builtin(
     name: str, weight_decay: bool = False, nesterov: bool = False, dampening: bool = False
 ) -> Rule:
     """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd, rmsprop, adam,
-    adamw, signsgd, signum, lion); ``nesterov`` and ``dampening`` select torch's SGD variants."""
+    adamw, signsgd, signum, lion, schedule-free); ``nesterov`` and ``dampening`` select torch's
+    SGD variants."""
+    if name == "schedule-free":
+        if weight_decay or nesterov or dampening:
+            raise NmechError("schedule-free takes no --weight-decay, --torch-nesterov, --dampening")
+        return schedule_free()
     if name == "adamw":
         if nesterov or dampening:
             raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
@@ -265,6 +271,6 @@ def builtin(
     if nesterov or dampening:
         raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
     if name not in BUILTINS:
-        known = ", ".join([*BUILTINS, "torch-sgd", "adamw"])
+        known = ", ".join([*BUILTINS, "torch-sgd", "adamw", "schedule-free"])
         raise NmechError(f"unknown rule '{name}' (known: {known})")
     return BUILTINS[name](weight_decay=weight_decay)

@@ -2,7 +2,7 @@
 
 Grammar (one assignment per line, ``#`` starts a comment)::
 
-    line   := ["first"] NAME "=" expr
+    line   := ["first" | "average"] NAME "=" expr
     expr   := expr ("+" | "-" | "*" | "/" | "**") expr | ("+" | "-") expr | "(" expr ")"
             | NUMBER | NAME | "grad" "(" expr ")" | FUNC "(" expr ")"
     FUNC   := "sqrt" | "exp" | "log" | "sin" | "cos" | "tanh" | "sign"
@@ -12,6 +12,10 @@ Products, quotients, powers and functions of vectors act entry-wise (Adam's
 entry-wise sign (signSGD, signum, Lion), smooth on each region where its argument keeps its
 signs: derivations hold there (:class:`~nmech.derive.symbols.sign`). ``step`` is the
 iteration count, allowed only as an exponent (bias corrections ``1 - beta1**step``).
+``average X_next = ...`` declares the state X an average of the iterates (e.g.
+``average avg_next = gamma*avg + (1 - gamma)*theta_next``): its own flow is what is derived
+(:mod:`nmech.derive.bea.averaged`). A state that θ's update never reads, directly or through
+other names, and that is not declared so, is refused: its value would be silently ignored.
 
 Rule text is ASCII outside comments: Python's parser would read the full-width ``ｅｔａ`` and
 the mathematical bold ``𝐠𝐫𝐚𝐝`` as ``eta`` and ``grad`` (NFKC), so such look-alikes are refused
@@ -65,7 +69,8 @@ ELEMENTWISE = {
     "sign": sign,
 }
 IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-RESERVED = {"grad", "first", "lambda", "import"}
+RESERVED = {"grad", "first", "average", "lambda", "import"}
+PREFIXES = ("first", "average")
 
 _BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)
 
@@ -180,9 +185,10 @@ class _Converter:
         return ELEMENTWISE[func](inner)
 
 
-def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:
-    """(first, target, rhs, rhs column) of one line, or None for blank/comment lines; the
-    column is that of the first character of the stripped right-hand side."""
+def _split_line(raw: str, number: int) -> tuple[str, str, str, int] | None:
+    """(prefix, target, rhs, rhs column) of one line, or None for blank/comment lines; the
+    prefix is "first", "average" or ""; the column is that of the first character of the
+    stripped right-hand side."""
     text = raw.split("#", 1)[0].rstrip()
     if not text.strip():
         return None
@@ -198,11 +204,13 @@ def _split_line(raw: str, number: int) -> tuple[bool, str, str, int] | None:
         raise where.error("expected one assignment 'name = expression'")
     lhs, rhs = text.split("=")
     words = lhs.split()
-    first = len(words) == 2 and words[0] == "first"
+    prefix = words[0] if len(words) == 2 and words[0] in PREFIXES else ""
     target = words[-1] if words else ""
-    if len(words) != (2 if first else 1) or not IDENT.match(target) or target in RESERVED:
+    if len(words) != (2 if prefix else 1) or not IDENT.match(target) or target in RESERVED:
         raise where.error(f"'{lhs.strip()}' is not a valid assignment target")
-    return first, target, rhs.strip(), len(lhs) + 1 + len(rhs) - len(rhs.lstrip())
+    if prefix == "average" and (not target.endswith(NEXT) or target == PARAMETER + NEXT):
+        raise where.error(f"'average' declares a state: 'average X{NEXT} = ...', not '{target}'")
+    return prefix, target, rhs.strip(), len(lhs) + 1 + len(rhs) - len(rhs.lstrip())
 
 
 def parse_rule(text: str, name: str = "user") -> Rule:
@@ -233,8 +241,9 @@ def parse_rule(text: str, name: str = "user") -> Rule:
     vectors = {PARAMETER, *targets, *carried, *(c + "_prev" for c in carried)}
     body: list[Assignment] = []
     first_step: list[Assignment] = []
+    averages: list[str] = []
     assigned: set[str] = set()
-    for number, (first, target, rhs, column) in lines:
+    for number, (prefix, target, rhs, column) in lines:
         where = _Where(number, column)
         try:
             tree = ast.parse(rhs, mode="eval")
@@ -251,11 +260,26 @@ def parse_rule(text: str, name: str = "user") -> Rule:
         missing = sorted(u for u in used if u not in assigned)
         if missing:
             raise where.error(f"'{missing[0]}' is used before it is assigned")
-        if first:
+        if prefix == "average":
+            averages.append(target.removesuffix(NEXT))
+        if prefix == "first":
             first_step.append(Assignment(target, expr))
         else:
             if target in assigned:
                 raise where.error(f"'{target}' is assigned twice")
             assigned.add(target)
             body.append(Assignment(target, expr))
-    return Rule(name=name, assignments=tuple(body), first_step=tuple(first_step), source=text)
+    rule = Rule(
+        name=name,
+        assignments=tuple(body),
+        first_step=tuple(first_step),
+        source=text,
+        averages=tuple(averages),
+    )
+    unread = [s for s in rule.unread_states() if s not in averages]
+    if unread:
+        raise NmechError(
+            f"state '{unread[0]}' is never read by theta's update: declare it an average of the "
+            f"iterates ('average {unread[0]}{NEXT} = ...') to derive its flow, or remove it"
+        )
+    return rule

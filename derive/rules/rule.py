@@ -9,7 +9,10 @@ sympy expression in which ``grad(p)`` is ∇L(p):
   with the implicit update ``X_prev_next = X``;
 * any other target is a temporary of the step (e.g. Nesterov's look-ahead point ``y``);
 * ``first X_next = ...`` overrides an assignment on the very first step only (torch's first
-  momentum buffer is the first gradient, undampened).
+  momentum buffer is the first gradient, undampened);
+* ``averages`` names states that are averages of the iterates (``average X_next = ...`` in the
+  rule language, e.g. X⁺ = γX + (1 − γ)θ⁺): the quantity whose flow is derived
+  (:mod:`nmech.derive.bea.averaged`) instead of θ's.
 
 Products, quotients, powers and ``sqrt`` of two vectors act element-wise (Hadamard), scalars
 broadcast. ``step`` (the 1-based iteration count) appears only in bias corrections b**step;
@@ -48,6 +51,7 @@ class Rule:
     first_step: tuple[Assignment, ...] = ()
     defaults: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    averages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         targets = [a.target for a in self.assignments]
@@ -56,6 +60,11 @@ class Rule:
         for a in self.first_step:
             if a.target not in targets:
                 raise NmechError(f"first-step assignment '{a.target}' overrides nothing")
+        for name in self.averages:
+            if name == PARAMETER or name + NEXT not in targets:
+                raise NmechError(
+                    f"average '{name}' is no state of the rule (declare 'average {name}_next = ...')"
+                )
 
     @property
     def states(self) -> tuple[str, ...]:
@@ -91,10 +100,30 @@ class Rule:
         )
         return body + shifts
 
+    def unread_states(self) -> tuple[str, ...]:
+        """States that θ's update never depends on, directly or through temporaries and other
+        states' updates (an average of the iterates, or a buffer nothing uses)."""
+        reads: dict[str, set[str]] = {}
+        for a in self.step() + self.first_step:
+            reads.setdefault(a.target, set()).update(str(s) for s in a.expr.free_symbols)
+        for s in self.states:
+            reads.setdefault(s, set()).add(s + NEXT)  # X is last step's X_next
+        seen: set[str] = set()
+        todo = [PARAMETER + NEXT]
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(reads.get(name, ()))
+        return tuple(s for s in self.states if s not in seen)
+
     def initial_value(self, state: str) -> sp.Expr:
-        """The value of an auxiliary state before the first step: X_prev = X(0), others 0."""
+        """The value of an auxiliary state before the first step: X_prev = X(0), an average
+        θ(0), others 0."""
         if state.endswith(PREV):
             return vector(state[: -len(PREV)])
+        if state in self.averages:
+            return vector(PARAMETER)
         return sp.Integer(0)
 
     def parameters(self) -> frozenset[sp.Symbol]:
@@ -146,7 +175,10 @@ class Rule:
                 if expr.has(step):
                     raise NmechError(
                         f"'{a.target}': 'step' may appear only as an exponent b**step "
-                        "(a bias correction); the derivations need an autonomous rule"
+                        "(a bias correction); the derivations need an autonomous rule "
+                        "(weights that change with the step, such as a uniform average's "
+                        "1/(step + 1) or schedule-free SGD's c_t, have no autonomous modified "
+                        "equation: docs/math.md section 11)"
                     )
                 out.append(Assignment(a.target, expr))
             return tuple(out)
@@ -157,6 +189,7 @@ class Rule:
             first_step=drop(self.first_step),
             defaults=self.defaults,
             source=self.source,
+            averages=self.averages,
         )
 
 

@@ -39,7 +39,7 @@ import sympy as sp
 from nmech.derive.algebra import notation
 from nmech.derive.algebra import trees as T
 from nmech.derive.algebra.concrete import ConcreteEvaluator
-from nmech.derive.algebra.series import Flow, Series, gradient_at, zero_series
+from nmech.derive.algebra.series import Series, field_of_map, gradient_at, zero_series
 from nmech.derive.bea.modified_loss import ModifiedLoss, modified_loss
 from nmech.derive.result import Derivation
 from nmech.derive.stochastic import batch_sums as B
@@ -118,18 +118,6 @@ def _check(m: int, sampling: str, steps: int) -> None:
             f"{m} mini-batches with {sampling} and {steps} steps give more than "
             f"{MAX_SEQUENCES} batch sequences to enumerate (use fewer batches)"
         )
-
-
-def modified_field(displacement: Series, steps: int, order: int) -> list[T.Vec]:
-    """F_0..F_order of the flow whose time-(steps·η) map is θ + Σ_p η^p d_p (module docstring):
-    n F_{p−1} = d_p − Σ_{j≥2} (n^j/j!) [η^{p−j}] L_f̃^j θ, with n = ``steps``."""
-    n = sp.Integer(steps)
-    F: list[T.Vec] = []
-    flow, theta = Flow(F, time=n), [{T.THETA: 1}]
-    for p in range(1, order + 2):
-        rhs = T.combine([(1, displacement[p]), (-1, flow.coefficient("theta", theta, p, first=2))])
-        F.append(T.simplify(T.scaled(rhs, 1 / n)))
-    return F
 
 
 # ---------------------------------------------------------------- the result
@@ -232,7 +220,7 @@ def minibatch_equation(
         raise NmechError(f"order must be an integer in 0..{MAX_ORDER}, got {order!r}")
     steps = batches if steps is None else steps
     moments = epoch_moments(batches, sampling, order + 1, steps)
-    terms = modified_field(moments.mean, steps, order)
+    terms = field_of_map(moments.mean, steps, order)
     patterns = [B.as_vec(B.decompose(B.as_items(f), batches)) for f in terms]
     return MinibatchEquation(batches, sampling, steps, order, tuple(terms), tuple(patterns))
 

@@ -5,6 +5,9 @@ Built-in rules by name, or a rule file in the rule language (see nmech.derive.ru
 ``--replacement``), ``--format sde`` for its stochastic modified equation (with replacement);
 ``--inverse [--target T]`` for the inverse problem, the rule fed a corrected gradient whose
 modified equation is the target (``--format rule``: the corrected rule in the rule language).
+``--lookahead K`` wraps the rule in Lookahead (K inner steps, slow step rho), ``--ema`` adds the
+exponential average of its iterates; a rule that declares an average (``--ema``,
+``schedule-free``, ``average X_next = ...`` in a rule file) gives the flow of that average.
 A derivation shows its progress level by level on stderr (on a terminal) and stops with one
 line when it passes ``--max-seconds`` or ``--max-memory``, or, from the levels done so far, is
 predicted to.
@@ -22,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 
 from nmech.derive import latex, rules
+from nmech.derive.bea.averaged import averaged_equation
 from nmech.derive.bea.modified_equation import ModifiedEquation, modified_equation
 from nmech.derive.bea.modifying import modifying_rule, parse_target
 from nmech.derive.bea.slow_manifold import MAX_ORDER
@@ -46,6 +50,7 @@ RULE_NAMES = (
     "signsgd",
     "signum",
     "lion",
+    "schedule-free",
 )
 #: Built-ins whose modified equation holds only on a region where the signs of ∇L are fixed.
 SIGN_RULES = ("signsgd", "signum", "lion")
@@ -71,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--torch-nesterov", action="store_true", help="torch-sgd: nesterov=True")
     parser.add_argument("--dampening", action="store_true", help="torch-sgd: dampening tau")
+    parser.add_argument(
+        "--ema", action="store_true", help="the flow of the iterates' average (decay gamma)"
+    )
+    parser.add_argument(
+        "--lookahead",
+        type=int,
+        metavar="K",
+        help="Lookahead over the rule: K inner steps, then the slow step rho",
+    )
     parser.add_argument("--order", type=int, default=1, help="keep corrections through eta^P")
     parser.add_argument(
         "--max-seconds",
@@ -180,6 +194,13 @@ def load_rule(args: argparse.Namespace) -> rules.Rule:
             )
     path: Path = args.rule_file
     return rules.parse(read_rule_file(path), name=rule_name(path))
+
+
+def wrapped(rule: rules.Rule, args: argparse.Namespace) -> rules.Rule:
+    """``rule`` inside Lookahead (``--lookahead K``), then with its EMA (``--ema``)."""
+    if args.lookahead is not None:
+        rule = rules.lookahead(rule, args.lookahead)
+    return rules.ema(rule) if args.ema else rule
 
 
 class Stopped(NmechError):
@@ -299,6 +320,8 @@ def render_minibatch(args: argparse.Namespace) -> str:
     """``nmech derive minibatch``: the mean-epoch flow and loss, or the SDE with ``--format sde``."""
     if args.rule_file is not None:
         raise NmechError("give either minibatch or --rule-file, not both")
+    if args.ema or args.lookahead is not None:
+        raise NmechError("--ema and --lookahead apply to a rule, not to minibatch")
     if args.format in ("sde", "sde-json"):
         if args.batches is None or args.general:
             raise NmechError("--format sde needs --batches M")
@@ -350,13 +373,31 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.batches is not None or args.replacement or args.general or "sde" in args.format:
         raise NmechError("--batches, --replacement, --general, --format sde: minibatch only")
-    rule = load_rule(args)
+    rule = wrapped(load_rule(args), args)
     if args.inverse:
+        if rule.averages or args.lookahead is not None:
+            raise NmechError(
+                "--inverse corrects a rule's own flow: not for an average (--ema, "
+                "schedule-free, 'average' in a rule file) or --lookahead"
+            )
         print(render_inverse(rule, args))
         return 0
     if not isinstance(args.order, int) or not 0 <= args.order <= MAX_ORDER:
         raise NmechError(f"order {args.order} is outside the supported range 0..{MAX_ORDER}")
     with Guard(args.max_seconds, args.max_memory, args.order + 2) as guard:
-        me = modified_equation(rule, args.order, progress=guard.level)
-    print(present(rule.name, me, args))
+        if rule.averages:
+            me = averaged_equation(rule, args.order, progress=guard.level)
+        else:
+            me = modified_equation(rule, args.order, progress=guard.level)
+    print(present(title(rule, args), me, args))
     return 0
+
+
+def title(rule: rules.Rule, args: argparse.Namespace) -> str:
+    """The rule's name, with what is derived for an average or a Lookahead rule."""
+    name = rule.name
+    if args.lookahead is not None:
+        name += ", one outer step taking time eta"
+    if rule.averages:
+        name += f": the flow of the average {rule.averages[0]} of the iterates"
+    return name

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from nmech.validation.flow.run import FlowSettings
 
 #: a network's gradient entries cross zero within any horizon, leaving the region of fixed
-#: signs where a sign rule's modified equation holds: those built-ins are not offered here
-FLOW_RULES = tuple(r for r in RULE_NAMES if r not in SIGN_RULES)
+#: signs where a sign rule's modified equation holds: those built-ins are not offered here;
+#: schedule-free declares an average, whose flow nmech flow does not check (it tracks θ)
+FLOW_RULES = tuple(r for r in RULE_NAMES if r not in (*SIGN_RULES, "schedule-free"))
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
     "gd": (3, (0.1, 0.05, 0.025), "manifold"),
@@ -119,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
     if args.lam != 0 and not args.weight_decay:
         raise NmechError("--lam is the weight decay: add --weight-decay to use it")
     rule = load_rule(args)
+    if rule.averages:
+        raise NmechError(
+            f"nmech flow checks theta's own flow; the rule declares the average "
+            f"'{rule.averages[0]}', whose flow 'nmech derive --rule-file' gives"
+        )
     out: Path = new_output_dir(args.out, FLOW_FILES, args.overwrite, "a flow run")
     if args.overwrite:
         clear_outputs(out, FLOW_FILES)

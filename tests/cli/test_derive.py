@@ -154,6 +154,24 @@ BAD_RULES = {
     "string": ("theta_next = 'theta'", "not a number"),
     "no_slow_flow": ("theta_next = theta - grad(theta)", "does not vanish"),
     "empty": ("", "no assignment"),
+    "unread_state": (
+        "theta_next = theta - eta*grad(theta)\nphi_next = gamma*phi + (1 - gamma)*theta_next",
+        "state 'phi' is never read by theta's update",
+    ),
+    "average_of_theta": ("average theta_next = theta - eta*grad(theta)", "'average' declares"),
+    "average_temporary": (
+        "theta_next = theta - eta*grad(theta)\naverage y = theta_next",
+        "'average' declares a state",
+    ),
+    "not_an_average": (
+        "theta_next = theta - eta*grad(theta)\naverage w_next = gamma*w + grad(theta)",
+        "does not tend to theta",
+    ),
+    "uniform_average": (
+        "theta_next = theta - eta*grad(theta)\n"
+        "average w_next = (1 - 1/(step + 1))*w + theta_next/(step + 1)",
+        "no autonomous modified equation",
+    ),
 }
 
 
@@ -179,6 +197,11 @@ def test_bad_rule_file_exits_2_with_one_line(capsys, tmp_path, case):
         ([], "exactly one of"),
         (["gd", "--rule-file", "x.rule"], "exactly one of"),
         (["--rule-file", "/nonexistent/dir/x.rule"], "does not exist"),
+        (["heavy-ball", "--lookahead", "2"], "no X_prev"),
+        (["gd", "--lookahead", "0"], "k must be an integer in 1..16"),
+        (["minibatch", "--batches", "2", "--ema"], "apply to a rule"),
+        (["schedule-free", "--weight-decay"], "schedule-free takes no --weight-decay"),
+        (["schedule-free", "--ema"], "declares 2 average(s)"),
         (["gd", "--inverse", "--order", "0"], "outside the supported range 1..4"),
         (["gd", "--inverse", "--order", "5"], "outside the supported range 1..4"),
         (["gd", "--inverse", "--target", "flow"], "unknown target 'flow'"),
@@ -191,6 +214,8 @@ def test_bad_rule_file_exits_2_with_one_line(capsys, tmp_path, case):
         (["adam", "--inverse"], "needs a leading flow -s∇L"),
         (["gd", "--weight-decay", "--inverse"], "needs a leading flow -s∇L"),
         (["minibatch", "--inverse", "--batches", "2"], "--inverse needs a rule"),
+        (["schedule-free", "--inverse"], "--inverse corrects a rule's own flow"),
+        (["gd", "--lookahead", "2", "--inverse"], "--inverse corrects a rule's own flow"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, expected):
@@ -367,6 +392,36 @@ def test_output_into_a_closed_pipe_prints_no_traceback():
     proc.wait(timeout=60)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert proc.returncode in (0, 141)
+
+
+def test_average_in_a_rule_file_gives_its_flow(capsys, tmp_path):
+    """A declared average is what is derived (not θ's flow, silently): the same result as
+    --ema on the built-in, and as the library's averaged_equation."""
+    path = tmp_path / "ema.rule"
+    path.write_text(
+        "theta_next = theta - eta*grad(theta)\n"
+        "average avg_next = gamma*avg + (1 - gamma)*theta_next\n",
+        encoding="utf-8",
+    )
+    code, from_file, _ = derive(
+        capsys, "--rule-file", str(path), "--order", "2", "--format", "json"
+    )
+    assert code == 0
+    code, builtin, _ = derive(capsys, "gd", "--ema", "--order", "2", "--format", "json")
+    assert code == 0
+    file_doc, builtin_doc = json.loads(from_file), json.loads(builtin)
+    assert file_doc["schema"] == "nmech.averaged_equation/1" and file_doc["average"] == "avg"
+    assert file_doc["terms"] == builtin_doc["terms"]
+    assert any("gamma" in t["coefficient"] for t in file_doc["terms"])  # the η² term
+
+
+def test_lookahead_and_schedule_free_text(capsys):
+    code, out, _ = derive(capsys, "gd", "--lookahead", "3", "--format", "text")
+    assert code == 0
+    assert "lookahead(gd, k=3), one outer step taking time eta" in out
+    assert "L̃ = L + η·((3*rho - 2)/4·‖∇L‖²)" in out
+    code, out, _ = derive(capsys, "schedule-free", "--format", "text")
+    assert code == 0 and "dθ̄/dt = (-∇L)" in out and "the average x" in out
 
 
 # ------------------------------------------------------------------ --inverse

@@ -35,6 +35,9 @@ CASES = {
     "adamw-1": ["derive", "adamw", "--order", "1"],
     "lion-wd-2": ["derive", "lion", "--weight-decay", "--order", "2"],
     "minibatch-3": ["derive", "minibatch", "--batches", "3", "--order", "2"],
+    "ema-heavy-ball-2": ["derive", "heavy-ball", "--ema", "--order", "2"],
+    "schedule-free-2": ["derive", "schedule-free", "--order", "2"],
+    "lookahead-torch-sgd-2": ["derive", "torch-sgd", "--lookahead", "3", "--order", "2"],
     "minibatch-general": ["derive", "minibatch", "--general"],
     "sde": ["derive", "minibatch", "--batches", "2", "--replacement", "--format", "sde"],
     "dynamics-hb-scale": [
@@ -143,6 +146,11 @@ def test_legend_names_every_symbol_used(capsys):
     for symbol in ("$\\beta_1$", "$\\beta_2$", "$\\epsilon$", "$\\odot$"):
         assert symbol in legend
     assert "$\\lambda$" not in legend and "$\\beta$ " not in legend  # only what is used
+    out = output(capsys, ["derive", "torch-sgd", "--lookahead", "2", "--ema", "--order", "2"])
+    assert "\\dot{\\bar\\theta} &= " in out
+    legend = out[out.index("\\noindent where") :]
+    for symbol in ("$\\gamma$ the decay", "$\\rho$ Lookahead's", "$\\bar\\theta$ the average"):
+        assert symbol in legend
 
 
 def test_adam_named_subexpression_and_one_sign_convention(capsys):

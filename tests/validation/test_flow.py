@@ -179,3 +179,17 @@ def test_a_rule_file(tmp_path):
     assert main([*argv, "--horizon", "0.4", "--samples", "50", "--out", str(out)]) == 0
     doc = json.loads((out / "flow.json").read_text())
     assert doc["rule"] == "mygd" and abs(doc["slopes"]["1"] - 2) < 0.3
+
+
+def test_a_rule_with_an_average_is_refused(tmp_path, capsys):
+    """nmech flow tracks θ: a declared average would be silently ignored, so it is refused."""
+    path = tmp_path / "ema.rule"
+    path.write_text(
+        "theta_next = theta - eta*grad(theta)\n"
+        "average avg_next = gamma*avg + (1 - gamma)*theta_next\n",
+        encoding="utf-8",
+    )
+    argv = ["flow", "--rule-file", str(path), "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "declares the average 'avg'" in err and err.count("\n") == 1, err

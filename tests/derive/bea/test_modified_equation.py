@@ -320,7 +320,7 @@ def test_rule_without_theta_next_is_refused():
         ("theta_next = theta - eta*grad(2*theta)", "does not tend to theta"),
         ("theta_next = theta - eta*grad(theta)/eta**2", "singular"),
         ("v_next = v + grad(theta)\ntheta_next = theta - eta*v_next", "degenerate"),
-        ("v_next = v\ntheta_next = theta - eta*grad(theta)", "degenerate"),
+        ("v_next = v\ntheta_next = theta - eta*grad(theta)", "never read by theta"),
     ],
 )
 def test_rules_without_a_modified_equation_are_refused(text, expected):
