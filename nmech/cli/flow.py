@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nmech.cli.derive import RULE_NAMES, SIGN_RULES, load_rule
+from nmech.cli.derive import NORM_RULES, RULE_NAMES, SIGN_RULES, load_rule
 from nmech.errors import NmechError
 
 #: a network's gradient entries cross zero within any horizon, leaving the region of fixed
-#: signs where a sign rule's modified equation holds: those built-ins are not offered here
-FLOW_RULES = tuple(r for r in RULE_NAMES if r not in SIGN_RULES)
+#: signs where a sign rule's modified equation holds: those built-ins are not offered here, nor
+#: the norm rules, whose scalars r (SAM) and c (clipping) this command has no options for
+FLOW_RULES = tuple(r for r in RULE_NAMES if r not in SIGN_RULES + NORM_RULES)
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
     "gd": (3, (0.1, 0.05, 0.025), "manifold"),
