@@ -132,6 +132,23 @@ def test_torch_route_agrees_with_the_sympy_route(name):
     assert np.allclose(ours, theirs, rtol=1e-12, atol=0), (ours, theirs)
 
 
+@pytest.mark.parametrize("name", MAKERS)
+def test_float64_field_matches_the_exact_value(name):
+    """The numpy hand-off in float64 against the field evaluated exactly (30 digits) at the
+    same point: every order, relative 1e-12."""
+    me = modified_equation(MAKERS[name](), 3)
+    values = {**PARAMS, "eta": 0.05}
+    point = np.array([0.4, -0.3])
+    ours = field_function(me, LOSS, COORDS, values)(point)
+    exact = {x: sp.Rational("0.4"), y: sp.Rational("-0.3"), r: 1, c: sp.Rational(1, 2)}
+    field = ConcreteEvaluator(LOSS, COORDS)
+    total = sum(
+        (field.vec(f) * sp.Rational(1, 20) ** k for k, f in enumerate(me.terms)), sp.zeros(2, 1)
+    )
+    theirs = np.array([float(sp.N(v.xreplace(exact), 30)) for v in total])
+    assert np.allclose(ours, theirs, rtol=1e-12, atol=0), (ours, theirs)
+
+
 def test_a_point_where_the_gradient_vanishes_is_refused():
     me = modified_equation(rules.normalized_gd(), 1)
     bowl = x**2 + y**2
