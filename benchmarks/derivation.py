@@ -5,10 +5,11 @@ Every measurement runs in a fresh (spawned) process, so each derivation starts w
 as ``nmech derive`` does, and a naive run that passes the time cap can be stopped.
 
 * ``derive <rule> order <p>``: ``modified_equation(rule, p)`` for GD (orders 2-8), heavy ball and
-  Nesterov (orders 2-5), signSGD, signum and Lion with decoupled decay (orders 2-3),
-  hyper-parameters symbolic. Target: GD order 8 under 2 s. Also (orders 2-4, no target) the
-  averaged iterates' flow (``averaged_equation``) of EMA over heavy ball and of schedule-free
-  SGD, and Lookahead over torch's SGD with k = 3 (docs/math.md section 11).
+  Nesterov (orders 2-5), signSGD, signum and Lion with decoupled decay (orders 2-3), normalised
+  GD, SAM (normalised ascent) and clipped GD (orders 2-3), hyper-parameters symbolic. Target: GD
+  order 8 under 2 s. Also (orders 2-4, no target) the averaged iterates' flow
+  (``averaged_equation``) of EMA over heavy ball and of schedule-free SGD, and Lookahead over
+  torch's SGD with k = 3 (docs/math.md section 11).
 * ``target <rule> order <p>``: the engine's targets of issue 14 in absolute seconds (:data:`TARGETS`:
   Adam, AdamW, RMSProp order 2 < 10 s and order 3 < 120 s, heavy ball and Nesterov order 8
   < 10 s, GD order 12 < 5 s, Adam with coupled weight decay order 1 < 5 s). The route these
@@ -46,6 +47,7 @@ AVERAGED_ORDERS = {
 FULL_ORDERS = {"gd": range(2, 9), "heavy-ball": range(2, 6), "nesterov": range(2, 6)}
 FULL_ORDERS |= SIGN_ORDERS
 FULL_ORDERS |= AVERAGED_ORDERS
+FULL_ORDERS |= {"normalized-gd": range(2, 4), "sam": range(2, 4), "clip-gd": range(2, 4)}
 QUICK_ORDERS = {"gd": range(2, 7), "heavy-ball": range(2, 4), "nesterov": range(2, 4)}
 QUICK_ORDERS |= {"lion+wd": range(2, 4)}
 NAIVE_RULES = ("gd", "heavy-ball")

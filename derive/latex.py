@@ -47,6 +47,11 @@ LEGEND: tuple[tuple[str, str, str], ...] = (
         r"the entry-wise product; $|\cdot|$, quotients, powers and roots of vectors are "
         "entry-wise too",
     ),
+    (
+        r"\\left\\\|",
+        r"\|\cdot\|",
+        r"the Euclidean norm of the whole vector, $\langle\cdot,\cdot\rangle$ the inner product",
+    ),
     (r"\\hat L_", r"\hat L_k", r"the loss of mini-batch $k$, $L = \frac{1}{m}\sum_k \hat L_k$"),
     (r"\bG &=", "G", r"the corrected gradient a modifying rule evaluates in place of $\nabla L$"),
     (

@@ -7,7 +7,8 @@ average of the iterates, φ⁺ = γφ + (1 − γ)θ⁺) and ``rho`` (Lookahead'
 an exponent b**step (Adam's bias corrections 1 − β^n), and derivations take the rule after the
 transient, b**step → 0 for |b| < 1.
 :class:`grad` is the loss gradient ∇L evaluated at a point (a vector expression);
-:class:`sign` the entry-wise sign of a vector on a region where no entry changes sign.
+:class:`sign` the entry-wise sign of a vector on a region where no entry changes sign;
+:class:`norm` the global Euclidean norm of a vector (a scalar).
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ class sign(sp.sign):
 
     def _eval_derivative(self, x: sp.Symbol) -> sp.Expr:
         return sp.S.Zero
+
+
+class norm(sp.Function):
+    """‖x‖ = (Σ_i x_i²)^{1/2}, the global Euclidean norm of a vector expression x: a scalar,
+    smooth where x ≠ 0 (normalised GD, SAM's normalised ascent, clipping by global norm); the
+    derivations and the numerics refuse a point where it vanishes."""
+
+    nargs = 1
 
 
 def vector(name: str) -> sp.Symbol:

@@ -3,7 +3,9 @@
 A tree (:mod:`nmech.derive.algebra.trees`) is evaluated bottom-up: a leaf is θ or a given
 vector, a node ∇^{k+1}L(θ)[t_1, …, t_k] is the backend's k-fold directional derivative of the
 gradient applied to the children's (already computed) values, an element-wise node
-f(a_1, …, a_k) is f's array code applied to its arguments' values. Every distinct subtree is
+f(a_1, …, a_k) is f's array code applied to its arguments' values, a scaled tree φ·w the
+product of w's value with φ's norms ‖a‖ = (Σ a_i²)^{1/2} and inner products ⟨a, b⟩ = Σ a_i b_i
+(a point where a norm vanishes is refused: the field is not defined there). Every distinct subtree is
 computed once per point (a cache keyed by the tree), so ∇L is shared by every term and ∇²L∇L
 by ∇²L(∇²L∇L) and so on. A linear combination Σ c_t t is then a sum of arrays with float
 coefficients (:class:`~nmech.numerics.coefficients.ExactValues`).
@@ -62,6 +64,8 @@ class PointEvaluator:
             args = [self.tree(a) for a in t[3]]
             self._require_fixed_signs(t, args)
             value = self.values.elementwise(t[2], len(t[3]), self.module)(*args)
+        elif T.is_scaled(t):
+            value = self._factor(t.factor) * self.tree(t.w)
         elif T.label(t) is not None:
             raise NmechError(
                 f"tree {t} is a mini-batch differential (loss L_{T.label(t)}): "
@@ -81,6 +85,23 @@ class PointEvaluator:
                     f"the sign argument {t[2]} has a zero entry at this point: the modified "
                     "equation holds only on a region where the signs are fixed"
                 )
+
+    def _factor(self, factor: T.Factor) -> Array:
+        """Π_j s_j^{e_j}: the monomial of norms and inner products of a scaled tree at θ."""
+        total = 1.0
+        for atom, e in factor:
+            values = [self.tree(a) for a in atom[1:]]
+            if atom[0] == "norm":
+                value = (values[0] * values[0]).sum() ** 0.5
+                if not bool(value > 0):
+                    raise NmechError(
+                        f"the norm of {atom[1]} vanishes at this point: the field of a "
+                        "normalised rule is not defined there"
+                    )
+            else:
+                value = (values[0] * values[1]).sum()
+            total = total * value**e
+        return total
 
     def _leaf(self, name: str) -> Array:
         if name == "theta":

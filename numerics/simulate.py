@@ -3,7 +3,8 @@
 One interpreter for numpy arrays and torch tensors alike: the rule's sympy assignments are
 evaluated by walking the expression (sums, products and powers -- element-wise between
 vectors --, the rule language's functions ``sqrt exp log sin cos tanh sign`` from the array's own
-library, ``grad(p)`` -> the user's gradient function), never by ``eval``. Arrays keep their
+library, ``norm`` the global Euclidean norm (Σ x_i²)^{1/2}, ``grad(p)`` -> the user's gradient
+function), never by ``eval``. Arrays keep their
 type, dtype and device: a float64 torch tensor on a GPU is stepped there, without a host sync.
 This module does not import torch; it uses the library of the arrays it is given.
 """
@@ -18,7 +19,7 @@ import numpy as np
 import sympy as sp
 
 from nmech.derive.rules import NEXT, PARAMETER, Rule
-from nmech.derive.symbols import grad
+from nmech.derive.symbols import grad, norm
 from nmech.errors import NmechError
 
 Array = Any  # numpy.ndarray or torch.Tensor
@@ -69,6 +70,12 @@ def _evaluate(
         g = g if is_torch(g) else np.asarray(g)
         used.append(g)
         return g
+    if isinstance(expr, norm):
+        x = _evaluate(expr.args[0], env, scalars, grad_fn, used)
+        value = (x * x).sum() ** 0.5
+        if not bool(value > 0):
+            raise NmechError(f"'{expr}' vanishes: a normalised step is not defined there")
+        return value
     name = type(expr).__name__
     if name in FUNCTIONS and len(expr.args) == 1:
         x = _evaluate(expr.args[0], env, scalars, grad_fn, used)

@@ -166,9 +166,11 @@ def torch_state(
 # ---------------------------------------------------------------- cost
 def tree_cost(t: T.Tree) -> float:
     """HVP equivalents of one tree's own top node: 2^{k−1} for k ≥ 1 children, 0 otherwise
-    (∇L is one gradient, element-wise nodes and leaves are vector arithmetic)."""
+    (∇L is one gradient; element-wise nodes, scaled trees -- norms and inner products -- and
+    leaves are vector arithmetic)."""
     k = len(T.children(t))
-    return 0.0 if T.is_leaf(t) or T.is_elementwise(t) or k == 0 else 2.0 ** (k - 1)
+    vector_arithmetic = T.is_leaf(t) or T.is_elementwise(t) or T.is_scaled(t)
+    return 0.0 if vector_arithmetic or k == 0 else 2.0 ** (k - 1)
 
 
 def hvp_equivalents(terms: Sequence[Mapping[T.Tree, Any]]) -> list[float]:

@@ -60,6 +60,8 @@ class ConcreteEvaluator:
                     for i in range(len(self.coords))
                 ]
             )
+        elif T.is_scaled(t):
+            value = self._factor(t.factor) * self.tree(t.w)
         else:
             base, dummies = self._contraction(len(T.children(t)), T.label(t))
             subs = {}
@@ -68,6 +70,14 @@ class ConcreteEvaluator:
             value = base.xreplace(subs)
         self.cache[t] = value
         return value
+
+    def _factor(self, factor: T.Factor) -> sp.Expr:
+        """Π_j s_j^{e_j} of a scaled tree: ‖a‖ = √(a·a), ⟨a, b⟩ = a·b."""
+        total = sp.Integer(1)
+        for atom, e in factor:
+            a, b = self.tree(atom[1]), self.tree(atom[-1])
+            total *= (sp.sqrt(a.dot(a)) if atom[0] == "norm" else a.dot(b)) ** e
+        return total
 
     def vec(self, v: T.Vec) -> sp.Matrix:
         """Σ c·t over a linear combination of trees."""

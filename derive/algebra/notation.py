@@ -41,6 +41,8 @@ def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
         return "θ" if name == "theta" else name
     if T.is_elementwise(t):
         return elementwise(t.f, t.args, latex, names)
+    if T.is_scaled(t):
+        return scaled(t, latex, names)
     children = T.children(t)
     head = _power(len(children) + 1, latex, T.label(t))
     if not children:
@@ -59,6 +61,38 @@ def tree(t: T.Tree, latex: bool = True, names: Names | None = None) -> str:
         return head + ("\\," if latex else (" " if named else "")) + shown
     inner = ", ".join(child(c) for c in children)
     return f"{head}[{inner}]"
+
+
+def _atom(atom: tuple, latex: bool, names: Names | None) -> str:
+    """‖a‖ or ⟨a, b⟩."""
+    inner = ", ".join(tree(a, latex, names) for a in atom[1:])
+    if atom[0] == "norm":
+        return f"\\left\\|{inner}\\right\\|" if latex else f"‖{inner}‖"
+    return f"\\left\\langle {inner}\\right\\rangle" if latex else f"⟨{inner}⟩"
+
+
+def _atoms(factor: tuple, latex: bool, names: Names | None) -> str:
+    sup = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+    parts = []
+    for atom, e in factor:
+        shown = _atom(atom, latex, names)
+        if e != 1:
+            shown += f"^{{{e}}}" if latex else str(e).translate(sup)
+        parts.append(shown)
+    return (" " if latex else "").join(parts)
+
+
+def scaled(t: T.Scaled, latex: bool = True, names: Names | None = None) -> str:
+    """φ·w as (numerator atoms)/(denominator atoms) w: ‖·‖ norms, ⟨·,·⟩ inner products."""
+    top = tuple((a, e) for a, e in t.factor if e > 0)
+    bottom = tuple((a, -e) for a, e in t.factor if e < 0)
+    w = tree(t.w, latex, names)
+    if latex:
+        num = _atoms(top, latex, names) or "1"
+        front = f"\\frac{{{num}}}{{{_atoms(bottom, latex, names)}}}" if bottom else num
+        return f"{front}\\,{w}"
+    num = " ".join(x for x in (_atoms(top, latex, names), w) if x)
+    return f"{num}/{_atoms(bottom, latex, names)}" if bottom else num
 
 
 D = sp.Symbol("D", positive=True)  # display only: |∇L| + ε, the adaptive rules' denominator
@@ -355,11 +389,15 @@ def terms_json(terms: Sequence[T.Vec], render: Callable = tree) -> list[dict[str
 
 def tree_json(t: T.Tree) -> Any:
     """ "theta" (a leaf's name), "grad" (∇L), [c1, ..] (∇^{k+1}L[c1, ..]); a labelled node
-    ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}."""
+    ∇^{k+1}L̂_j[..] is {"loss": j, "tree": the same for its derivative}; a scaled tree φ·w is
+    {"scaled": [{"norm": [a], "power": e} or {"dot": [a, b], "power": e}, ..], "tree": w}."""
     if T.is_leaf(t):
         return t.name
     if T.is_elementwise(t):
         return {"elementwise": sp.sstr(t.f), "arguments": [tree_json(a) for a in t.args]}
+    if T.is_scaled(t):
+        factor = [{atom[0]: [tree_json(a) for a in atom[1:]], "power": e} for atom, e in t.factor]
+        return {"scaled": factor, "tree": tree_json(t.w)}
     kids = T.children(t)
     body = "grad" if not kids else [tree_json(c) for c in kids]
     return body if T.label(t) is None else {"loss": T.label(t), "tree": body}

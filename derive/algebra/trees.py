@@ -18,13 +18,22 @@ field is its kind (so that trees of all kinds sort together, as tuples):
   are split off as ordinary linear terms, so a canonical element-wise node has no linear part.
 * a labelled node :class:`LabelledNode` ``("b", label, children)``: the same for the mini-batch loss L̂_label, a string
   (L = (1/m) Σ_k L̂_k for mini-batch SGD, :mod:`nmech.derive.stochastic.minibatch`).
+* a scaled tree :class:`Scaled` ``("s", factor, w)``: φ·w for a tree w that is not scaled itself
+  and a monomial φ = Π_j s_j^{e_j} in scalar atoms: ``("norm", a)`` the Euclidean norm ‖a‖
+  (any integer power; positive where the tree is defined) and ``("dot", a, b)`` the inner
+  product ⟨a, b⟩ (a < b, positive powers; ⟨a, a⟩ is written ‖a‖²). This is how normalised
+  rules enter (normalised GD's −∇L/‖∇L‖); the atoms' arguments are plain trees, and a scalar
+  factor inside a derivative comes out, ∇^{k+1}L[…, φw, …] = φ·∇^{k+1}L[…, w, …]. Inner
+  products are canonical under the symmetry of the derivatives (⟨a, ∇²L b⟩ = ⟨∇²L a, b⟩,
+  ⟨∇L, (∇²L)²∇L⟩ = ‖∇²L∇L‖², :func:`_inner`).
 
 A :data:`Vec` is a linear combination ``{tree: coefficient}``; coefficients are rational
 functions of the hyper-parameters: elements of :class:`~nmech.derive.algebra.ratfunc.RationalField`
 inside the solver, their factored sympy form in results. Element-wise functions are
 canonicalised in exact polynomial arithmetic (:mod:`nmech.derive.algebra.entrywise`). Differentiation follows the chain rule
-D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k], and for
-element-wise nodes D_u f(a_1..a_k) = Σ_j (∂_j f)(a_1..a_k) ⊙ D_u a_j.
+D_u ∇^{k+1}L[t_1..t_k] = ∇^{k+2}L[t_1..t_k, u] + Σ_i ∇^{k+1}L[t_1.., D_u t_i, ..t_k], for
+element-wise nodes D_u f(a_1..a_k) = Σ_j (∂_j f)(a_1..a_k) ⊙ D_u a_j, and for scaled trees
+D_u(φw) = φ D_u w + (D_u φ) w with D_u‖a‖ = ⟨a, D_u a⟩/‖a‖, D_u⟨a, b⟩ = ⟨D_u a, b⟩ + ⟨a, D_u b⟩.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import sympy as sp
 
 from nmech.derive.algebra import entrywise
 from nmech.derive.symbols import sign
+from nmech.errors import NmechError
 
 
 class Leaf(NamedTuple):
@@ -72,9 +82,18 @@ class Elementwise(NamedTuple):
     args: tuple
 
 
-#: A tree is one of the four named tuples; the kind comes first, so trees of different kinds
+class Scaled(NamedTuple):
+    """φ·w: ``factor`` the monomial φ as sorted ((atom, exponent), …), ``w`` a tree that is not
+    scaled (module docstring)."""
+
+    kind: str  # "s"
+    factor: tuple
+    w: Any
+
+
+#: A tree is one of the five named tuples; the kind comes first, so trees of different kinds
 #: still compare (and sort) as tuples do.
-Tree = Leaf | Node | LabelledNode | Elementwise
+Tree = Leaf | Node | LabelledNode | Elementwise | Scaled
 Vec = dict  # dict[Tree, coefficient]
 Coeff = sp.Expr | int
 
@@ -88,8 +107,13 @@ def leaf(name: str) -> Tree:
 
 
 def node(children: Iterable[Tree], label: str | None = None) -> Tree:
-    """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss."""
-    kids = tuple(sorted(children))
+    """∇^{k+1}L[children], or ∇^{k+1}L̂_label[children] of a labelled loss; the scalar factors
+    of scaled children come out (the derivative is multilinear)."""
+    kids = tuple(children)
+    if any(is_scaled(c) for c in kids):
+        factor = factor_product(*(c.factor for c in kids if is_scaled(c)))
+        return with_factor(factor, node((unscaled(c) for c in kids), label))
+    kids = tuple(sorted(kids))
     return Node("n", kids) if label is None else LabelledNode("b", label, kids)
 
 
@@ -113,8 +137,16 @@ def is_elementwise(t: Tree) -> bool:
     return t[0] == "e"
 
 
+def is_scaled(t: Tree) -> bool:
+    """Whether t is a scaled tree φ·w (a scalar functional of trees times a tree)."""
+    return t[0] == "s"
+
+
 def children(t: Tree) -> tuple[Tree, ...]:
-    """The sub-trees of t: a node's slots, an element-wise node's arguments."""
+    """The sub-trees of t: a node's slots, an element-wise node's arguments, a scaled tree's w
+    and the arguments of its atoms."""
+    if is_scaled(t):
+        return (t.w,) + tuple(a for atom, _ in t.factor for a in atom[1:])
     return () if is_leaf(t) else t[-1]
 
 
@@ -209,7 +241,7 @@ def contains(t: Tree, name: str) -> bool:
 def size(t: Tree) -> int:
     """Number of L-nodes (derivatives of L) in t: the order of the differential in η."""
     inner = sum(size(c) for c in children(t))
-    return inner + (0 if t[0] in ("v", "e") else 1)
+    return inner + (0 if t[0] in ("v", "e", "s") else 1)
 
 
 def multilinear(args: list[Mapping[Tree, Coeff]], label: str | None = None) -> Vec:
@@ -229,10 +261,16 @@ def multilinear(args: list[Mapping[Tree, Coeff]], label: str | None = None) -> V
 @cache
 def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
     """D t [direction] for one tree and one tree direction; integer coefficients."""
+    if is_scaled(direction):  # linear in the direction
+        return tuple(
+            (with_factor(direction.factor, dt), c) for dt, c in _derivative(t, direction.w)
+        )
     if is_leaf(t):
         return ((direction, 1),) if t == THETA else ()
     if is_elementwise(t):
         return tuple(_elementwise_derivative(t, direction).items())
+    if is_scaled(t):
+        return tuple(_scaled_derivative(t, direction).items())
     kids, lab = children(t), label(t)
     out: dict[Tree, int] = {node(kids + (direction,), lab): 1}
     for i, child in enumerate(kids):
@@ -273,6 +311,10 @@ def _substitute_tree(t: Tree, values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec
         return dict(values[t.name]) if t.name in values else {t: 1}
     if not any(contains(t, name) for name in values):
         return {t: 1}
+    if is_scaled(t):
+        if any(contains(a, name) for name in values for a in children(t)[1:]):
+            raise NmechError("a norm or inner product of an unknown of the solver (a rule's state)")
+        return {with_factor(t.factor, s): c for s, c in _substitute_tree(t.w, values).items()}
     if is_elementwise(t):
         return _substitute_elementwise(t, [_substitute_tree(a, values) for a in t.args])
     return multilinear([_substitute_tree(c, values) for c in children(t)], label(t))
@@ -317,6 +359,11 @@ def apply(
     atoms: set[Tree] = set()
     for v in arguments.values():
         for t in v:
+            if is_scaled(t):
+                raise NmechError(
+                    "an element-wise function of a vector scaled by a norm or an inner product "
+                    "is not supported"
+                )
             atoms.update(t.args if is_elementwise(t) else (t,))
     order = sorted(atoms)
     index = {t: placeholder(j) for j, t in enumerate(order)}
@@ -411,4 +458,127 @@ def merge_elementwise(v: Mapping[Tree, Coeff]) -> Vec:
     for args, items in groups.items():
         f = sp.Add(*[as_expr(c) * t.f for t, c in items])
         add_to(out, apply(f, {placeholder(j): {a: 1} for j, a in enumerate(args)}))
+    return out
+
+
+# ---------------------------------------------------------------- scalar functionals
+Factor = tuple  # ((atom, exponent), ...), sorted; atom ("norm", a) or ("dot", a, b)
+
+
+def factor_product(*factors: Factor) -> Factor:
+    """The product of monomials (exponents added, zeros dropped)."""
+    total: dict[tuple, int] = {}
+    for factor in factors:
+        for atom, e in factor:
+            total[atom] = total.get(atom, 0) + e
+    return tuple(sorted((a, e) for a, e in total.items() if e != 0))
+
+
+def factor_power(factor: Factor, k: int) -> Factor:
+    """φ^k for a monomial φ."""
+    return tuple((a, k * e) for a, e in factor)
+
+
+def with_factor(factor: Factor, t: Tree) -> Tree:
+    """φ·t as one tree (t itself when φ = 1; the factors of a scaled t multiplied)."""
+    if is_scaled(t):
+        factor, t = factor_product(factor, t.factor), t.w
+    return Scaled("s", factor, t) if factor else t
+
+
+def unscaled(t: Tree) -> Tree:
+    """w for a scaled tree φ·w, t itself otherwise."""
+    return t.w if is_scaled(t) else t
+
+
+def _factor_of(t: Tree) -> Factor:
+    return t.factor if is_scaled(t) else ()
+
+
+def norm_atom(t: Tree) -> Factor:
+    """‖t‖ as a monomial: ‖φw‖ = |φ|·‖w‖, for φ with no odd power of an inner product (whose
+    sign is unknown)."""
+    factor = _factor_of(t)
+    if any(atom[0] == "dot" and e % 2 for atom, e in factor):
+        raise NmechError("the norm of a vector scaled by an inner product of unknown sign")
+    return factor_product(factor, ((("norm", unscaled(t)), 1),))
+
+
+def dot_atom(a: Tree, b: Tree) -> Factor:
+    """⟨a, b⟩ as a monomial (scalar factors out; ⟨w, w⟩ = ‖w‖²; :func:`_inner`)."""
+    return factor_product(_factor_of(a), _factor_of(b), (_inner(unscaled(a), unscaled(b)),))
+
+
+def _is_loss_node(t: Tree) -> bool:
+    return t[0] == "n"
+
+
+@lru_cache(maxsize=65536)
+def _inner(a: Tree, b: Tree) -> tuple:
+    """The canonical (atom, exponent) of ⟨a, b⟩. With b = ∇^{k+1}L[c], ⟨a, b⟩ is the symmetric
+    scalar ∇^{k+1}L[c, a] of the multiset c ∪ {a}; an entry of it that is itself ∇^{j+1}L[d]
+    may be swapped, ∇^{k+1}L[M] = ⟨∇^{k+1}L[M ∖ {s}], s⟩ = ∇^{j+1}L[d ∪ {∇^{k+1}L[M ∖ {s}]}].
+    The class of multisets these swaps reach is searched; a member d ∪ {∇L[d]} is the square
+    ‖∇L[d]‖² (the least such), else the least member M is written ⟨M_0, ∇L[M_1, …]⟩."""
+    if a == b:
+        return (("norm", a), 2)
+    starts = [tuple(sorted(t.children + (o,))) for t, o in ((b, a), (a, b)) if _is_loss_node(t)]
+    if not starts:
+        return (("dot", *sorted((a, b))), 1)
+    seen, frontier = set(starts), list(starts)
+    while frontier:
+        members = frontier.pop()
+        for i, s in enumerate(members):
+            if _is_loss_node(s):
+                swapped = tuple(sorted(s.children + (node(members[:i] + members[i + 1 :]),)))
+                if swapped not in seen:
+                    seen.add(swapped)
+                    frontier.append(swapped)
+    squares = sorted(
+        members[i]
+        for members in seen
+        for i, s in enumerate(members)
+        if _is_loss_node(s) and s.children == members[:i] + members[i + 1 :]
+    )
+    if squares:
+        return (("norm", squares[0]), 2)
+    least = min(seen)
+    return (("dot", *sorted((least[0], node(least[1:])))), 1)
+
+
+def dot(a: Mapping[Tree, Coeff], b: Mapping[Tree, Coeff]) -> dict[Factor, Coeff]:
+    """⟨A, B⟩ of two linear combinations, as {monomial: coefficient} (bilinear)."""
+    out: dict[Factor, Coeff] = {}
+    for s, c in a.items():
+        for t, d in b.items():
+            add_to(out, {dot_atom(s, t): c * d})
+    return out
+
+
+def _atom_derivative(atom: tuple, direction: Tree) -> dict[Factor, int]:
+    """D_u s for one atom s: D‖a‖ = ⟨a, Da⟩/‖a‖, D⟨a, b⟩ = ⟨Da, b⟩ + ⟨a, Db⟩."""
+    out: dict[Factor, int] = {}
+    if atom[0] == "norm":
+        a = atom[1]
+        inverse = ((atom, -1),)
+        for da, c in _derivative(a, direction):
+            add_to(out, {factor_product(inverse, dot_atom(a, da)): c})
+        return out
+    _, a, b = atom
+    for x, y in ((a, b), (b, a)):
+        for dx, c in _derivative(x, direction):
+            add_to(out, {dot_atom(dx, y): c})
+    return out
+
+
+@cache
+def _scaled_derivative(t: Scaled, direction: Tree) -> Vec:
+    """D_u(φw) = φ D_u w + Σ_j e_j φ/s_j (D_u s_j) w for φ = Π_j s_j^{e_j} (u not scaled)."""
+    out: Vec = {}
+    for dw, c in _derivative(t.w, direction):
+        add_to(out, {with_factor(t.factor, dw): c})
+    for atom, e in t.factor:
+        rest = factor_product(t.factor, ((atom, -1),))
+        for ds, c in _atom_derivative(atom, direction).items():
+            add_to(out, {with_factor(factor_product(rest, ds), t.w): e * c})
     return out

@@ -15,6 +15,16 @@ sympy and applied entry-wise (:func:`nmech.derive.algebra.trees.apply`).
 ``sign(X)`` (:class:`~nmech.derive.symbols.sign`) is locally constant on a region where X keeps
 its signs, so with X = Σ_j η^j X_j its series is sign(X_0) alone: every higher coefficient is 0.
 X_0 must not vanish (a sign of zero has no such region, and is refused).
+
+``norm(X)`` (:class:`~nmech.derive.symbols.norm`, the global Euclidean norm) is a scalar that
+may only multiply a vector, raised to an integer power. With X = Σ_j η^j X_j and X_0 = c·t one
+tree (c a coefficient of known sign),
+
+    ‖X‖^k = |c|^k ‖t‖^k (1 + y)^{k/2},   y = Σ_{n≥1} η^n Σ_{i+j=n} ⟨X_i, X_j⟩ / (c²‖t‖²),
+
+expanded by the binomial series; its coefficients are monomials in ‖·‖ and ⟨·,·⟩ of trees
+(scaled trees, :class:`~nmech.derive.algebra.trees.Scaled`). X_0 = 0 has no smooth norm and is
+refused, as are several trees at η = 0 and norms of a rule's state (unknowns of the solver).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import sympy as sp
 
 from nmech.derive.algebra import trees as T
 from nmech.derive.algebra.series import Series, gradient_at, zero_series
-from nmech.derive.symbols import eta, grad, sign
+from nmech.derive.symbols import eta, grad, norm, sign
 from nmech.errors import NmechError
 
 
@@ -95,6 +105,17 @@ class Expander:
                 for k, v in enumerate(self.expand(arg, order)):
                     T.add_to(out[k], v)
             return out
+        if isinstance(expr, norm):
+            raise NmechError(f"'{expr}' is a scalar: a norm can only multiply a vector")
+        if expr.is_Mul and any(map(_is_norm_power, expr.args)):
+            rest = sp.Mul(*[a for a in expr.args if not _is_norm_power(a)])
+            if not self.is_vector(rest):
+                raise NmechError(f"'{expr}' is a scalar: a norm can only multiply a vector")
+            factors = [self._norm_power(a, order) for a in expr.args if _is_norm_power(a)]
+            out = self.expand(rest, order)
+            for factor in factors:
+                out = _series_product(factor, out, order, T.with_factor)
+            return out
         if expr.is_Mul:
             vectors = [a for a in expr.args if self.is_vector(a)]
             coeff = sp.Mul(*[a for a in expr.args if not self.is_vector(a)])
@@ -123,6 +144,11 @@ class Expander:
 
     def _elementwise(self, expr: sp.Expr, order: int) -> Series:
         """η-series of an entry-wise function of the vector atoms of ``expr``."""
+        if expr.has(norm):
+            raise NmechError(
+                f"'{expr}': a norm inside an entry-wise function is not supported (a norm may "
+                "only multiply a vector)"
+            )
         atoms = sorted(
             {a for a in sp.preorder_traversal(expr) if isinstance(a, grad)}
             | {
@@ -179,6 +205,51 @@ class Expander:
         x = sp.Dummy("x", real=True)
         return [T.apply(sign(x), {x: leading}, convert=self.convert)] + zero_series(order)[1:]
 
+    def _norm_power(self, expr: sp.Expr, order: int) -> list[dict]:
+        """The η-series of ‖X‖^k (module docstring), as {monomial: coefficient} per power."""
+        base, k = (expr.base, expr.exp) if expr.is_Pow else (expr, sp.Integer(1))
+        if not k.is_Integer:
+            raise NmechError(f"'{expr}': a norm may only be raised to an integer power")
+        argument = base.args[0]
+        X = self.expand(argument, order)
+        if any(unknowns(x) for x in X):
+            raise NmechError(
+                f"norm({argument}) of a rule's state is not supported (only norms of "
+                "expressions in theta and gradients)"
+            )
+        if len(X[0]) != 1:
+            what = "vanishes" if not X[0] else "is a sum of several differentials"
+            raise NmechError(
+                f"norm({argument}) of a vector that {what} at eta = 0: the expansion needs "
+                "one nonzero differential there"
+            )
+        ((t0, c0),) = X[0].items()
+        magnitude = sp.Abs(T.as_expr(c0))
+        if magnitude.has(sp.Abs):
+            raise NmechError(
+                f"norm({argument}): the sign of the coefficient {T.as_expr(c0)} is not known"
+            )
+        n0 = T.norm_atom(t0)
+        inverse_square = T.factor_power(n0, -2)
+        scale = self.convert(sp.Integer(1)) / (c0 * c0)
+        y: list[dict] = [{}]
+        for n in range(1, order + 1):
+            y_n: dict = {}
+            for i in range(n + 1):
+                for m, c in T.dot(X[i], X[n - i]).items():
+                    T.add_to(y_n, {T.factor_product(m, inverse_square): c * scale})
+            y.append(y_n)
+        q = sp.Rational(int(k), 2)
+        power: list[dict] = [{(): 1}] + [{} for _ in range(order)]  # y^0
+        total = [dict(p) for p in power]
+        for j in range(1, order + 1):
+            power = _series_product(power, y, order, T.factor_product)
+            weight = self.convert(sp.binomial(q, j))
+            for n in range(order + 1):
+                T.add_to(total[n], power[n], weight)
+        front, lead = self.convert(magnitude ** int(k)), T.factor_power(n0, int(k))
+        return [{T.factor_product(m, lead): c * front for m, c in t.items()} for t in total]
+
     @staticmethod
     def _inside_grad(expr: sp.Expr, s: sp.Symbol) -> bool:
         """Whether every occurrence of s in expr is inside a gradient's point."""
@@ -192,6 +263,25 @@ class Expander:
                 f"grad({point}) is evaluated at a point that does not tend to theta as eta -> 0"
             )
         return gradient_at(p, order, convert=self.convert)
+
+
+def _is_norm_power(a: sp.Expr) -> bool:
+    """Whether a is ‖X‖ or a power of it."""
+    return isinstance(a, norm) or (a.is_Pow and isinstance(a.base, norm))
+
+
+def _series_product(
+    a: list[dict], b: list[dict], order: int, times: Callable[[Any, Any], Any]
+) -> list[dict]:
+    """Σ_n η^n Σ_{i+j=n} a_i b_j through η^order, for a a series of scalar monomial combinations
+    and b one of monomial or tree combinations; ``times(monomial, key)`` multiplies keys."""
+    out: list[dict] = [{} for _ in range(order + 1)]
+    for i, ai in enumerate(a):
+        for j in range(min(order + 1 - i, len(b))):
+            for m, c in ai.items():
+                for key, d in b[j].items():
+                    T.add_to(out[i + j], {times(m, key): c * d})
+    return out
 
 
 def unknowns(v: Mapping[T.Tree, object]) -> set[str]:

@@ -5,7 +5,9 @@ scale of the leading term, and Φ_k the potential of −F_k/s found by the exact
 :mod:`nmech.derive.bea.potential`. The first k whose F_k has no potential is the obstruction:
 no modified loss exists from that order on (GD: k = 2, the η² term
 −η²[(1/3)(∇²L)²∇L + (1/12)∇³L[∇L,∇L]] is not a gradient). A leading term with no −∇L part (an
-entry-wise preconditioned flow: Adam, RMSProp) has none at all (obstruction 0).
+entry-wise preconditioned flow: Adam, RMSProp) has none at all (obstruction 0). Nor is one
+given for a field with norm-scaled terms (normalised GD, SAM's normalised ascent, clipping):
+the curl test covers differentials of L only, so it refuses rather than guess.
 """
 
 from __future__ import annotations
@@ -114,6 +116,12 @@ def modified_loss(
     """L̃ of the field Σ_k η^k ``field[k]`` (module docstring); ``accept(k, Φ_k)`` may reject a
     potential found on a shorthand form of the field (mini-batch patterns) by checking it on the
     full one."""
+    if any(T.is_scaled(t) for f in field for t in f):
+        reason = (
+            "the field has terms scaled by norms or inner products of differentials, which the "
+            "curl test does not cover"
+        )
+        return ModifiedLoss(sp.Integer(0), (), -1, 0, order, reason)
     scale = -field[0].get(T.GRAD, 0)
     if scale == 0:
         preconditioned = any(map(T.is_elementwise, field[0]))

@@ -21,6 +21,8 @@ from nmech.derive.symbols import (
     eta,
     grad,
     lam,
+    norm,
+    scalar,
     sign,
     step,
     tau,
@@ -238,6 +240,40 @@ def lion(weight_decay: bool = False) -> Rule:
     )
 
 
+def normalized_gd() -> Rule:
+    """Normalised GD: θ⁺ = θ − η∇L(θ)/‖∇L(θ)‖ (global Euclidean norm), smooth where ∇L ≠ 0;
+    its leading flow is −∇L/‖∇L‖, at unit speed."""
+    th = vector(PARAMETER)
+    return Rule(
+        name="normalized-gd",
+        assignments=(Assignment("theta_next", th - eta * grad(th) / norm(grad(th))),),
+    )
+
+
+def sam() -> Rule:
+    """SAM with its normalised ascent step (Foret et al. 2021): θ⁺ = θ − η∇L(θ + ρ∇L/‖∇L‖), the
+    radius a fixed multiple of the learning rate, ρ = rη (so that the ascent is O(η) and the
+    expansion in η applies; a fixed ρ as η → 0 is another limit). Smooth where ∇L ≠ 0; to
+    first order its flow is the gradient flow of L + η(r‖∇L‖ + ‖∇L‖²/4)."""
+    th, r = vector(PARAMETER), scalar("r")
+    g = grad(th)
+    return Rule(
+        name="sam",
+        assignments=(Assignment("theta_next", th - eta * grad(th + r * eta * g / norm(g))),),
+    )
+
+
+def clipped_gd() -> Rule:
+    """GD with gradient clipping by global norm c, on its active region ‖∇L‖ > c:
+    θ⁺ = θ − ηc∇L/‖∇L‖ (normalised GD at learning rate ηc). Where ‖∇L‖ < c the step is GD's;
+    the modified equation holds while the iterates stay on the active region."""
+    th, c = vector(PARAMETER), scalar("c")
+    return Rule(
+        name="clip-gd",
+        assignments=(Assignment("theta_next", th - eta * c * grad(th) / norm(grad(th))),),
+    )
+
+
 BUILTINS = {
     "gd": gd,
     "heavy-ball": heavy_ball,
@@ -248,14 +284,16 @@ BUILTINS = {
     "signum": signum,
     "lion": lion,
 }
+#: Built-ins with a global norm (smooth where ∇L ≠ 0), offered without weight decay.
+NORM_RULES = {"normalized-gd": normalized_gd, "sam": sam, "clip-gd": clipped_gd}
 
 
 def builtin(
     name: str, weight_decay: bool = False, nesterov: bool = False, dampening: bool = False
 ) -> Rule:
     """A built-in rule by its CLI name (gd, heavy-ball, nesterov, torch-sgd, rmsprop, adam,
-    adamw, signsgd, signum, lion, schedule-free); ``nesterov`` and ``dampening`` select torch's
-    SGD variants."""
+    adamw, signsgd, signum, lion, normalized-gd, sam, clip-gd, schedule-free); ``nesterov`` and
+    ``dampening`` select torch's SGD variants."""
     if name == "schedule-free":
         if weight_decay or nesterov or dampening:
             raise NmechError("schedule-free takes no --weight-decay, --torch-nesterov, --dampening")
@@ -270,7 +308,11 @@ def builtin(
         )
     if nesterov or dampening:
         raise NmechError("--torch-nesterov and --dampening apply to the torch-sgd rule only")
+    if name in NORM_RULES:
+        if weight_decay:
+            raise NmechError(f"--weight-decay is not offered for {name}: write it into a rule file")
+        return NORM_RULES[name]()
     if name not in BUILTINS:
-        known = ", ".join([*BUILTINS, "torch-sgd", "adamw", "schedule-free"])
+        known = ", ".join([*BUILTINS, "torch-sgd", "adamw", *NORM_RULES, "schedule-free"])
         raise NmechError(f"unknown rule '{name}' (known: {known})")
     return BUILTINS[name](weight_decay=weight_decay)

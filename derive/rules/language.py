@@ -4,13 +4,16 @@ Grammar (one assignment per line, ``#`` starts a comment)::
 
     line   := ["first" | "average"] NAME "=" expr
     expr   := expr ("+" | "-" | "*" | "/" | "**") expr | ("+" | "-") expr | "(" expr ")"
-            | NUMBER | NAME | "grad" "(" expr ")" | FUNC "(" expr ")"
+            | NUMBER | NAME | "grad" "(" expr ")" | "norm" "(" expr ")" | FUNC "(" expr ")"
     FUNC   := "sqrt" | "exp" | "log" | "sin" | "cos" | "tanh" | "sign"
 
 Products, quotients, powers and functions of vectors act entry-wise (Adam's
 ``m_next/(sqrt(v_next) + eps)``); a scalar added to a vector is broadcast. ``sign`` is the
 entry-wise sign (signSGD, signum, Lion), smooth on each region where its argument keeps its
-signs: derivations hold there (:class:`~nmech.derive.symbols.sign`). ``step`` is the
+signs: derivations hold there (:class:`~nmech.derive.symbols.sign`). ``norm`` is the global
+Euclidean norm of a vector, a scalar that may only multiply a vector, raised to an integer
+power (normalised GD ``theta - eta*grad(theta)/norm(grad(theta))``; smooth where its argument
+is not 0, :class:`~nmech.derive.symbols.norm`). ``step`` is the
 iteration count, allowed only as an exponent (bias corrections ``1 - beta1**step``).
 ``average X_next = ...`` declares the state X an average of the iterates (e.g.
 ``average avg_next = gamma*avg + (1 - gamma)*theta_next``): its own flow is what is derived
@@ -46,7 +49,7 @@ import re
 import sympy as sp
 
 from nmech.derive.rules.rule import NEXT, PARAMETER, Assignment, Rule
-from nmech.derive.symbols import HYPERPARAMETERS, grad, scalar, sign, vector
+from nmech.derive.symbols import HYPERPARAMETERS, grad, norm, scalar, sign, vector
 from nmech.errors import NmechError
 
 MAX_TEXT = 20_000
@@ -167,8 +170,8 @@ class _Converter:
             raise self.where.error(
                 f"'{func}' is not smooth: backward error analysis needs a smooth update", node
             )
-        if func != "grad" and func not in ELEMENTWISE:
-            allowed = ", ".join(["grad", *sorted(ELEMENTWISE)])
+        if func not in ("grad", "norm") and func not in ELEMENTWISE:
+            allowed = ", ".join(["grad", "norm", *sorted(ELEMENTWISE)])
             raise self.where.error(f"unknown function '{func}' (allowed: {allowed})", node)
         if node.keywords or len(node.args) != 1 or isinstance(node.args[0], ast.Starred):
             what = "the point" if func == "grad" else "a vector or scalar"
@@ -176,13 +179,22 @@ class _Converter:
         inner = self.convert(node.args[0], depth + 1)
         if func == "grad":
             return grad(inner)
-        if not (inner.has(grad) or any(str(s) in self.vectors for s in inner.free_symbols)):
+        if func == "norm" and not self._is_vector(inner):
+            raise self.where.error(
+                "norm of a constant or parameter: its argument is a vector", node
+            )
+        if func == "norm":
+            return norm(inner)
+        if not self._is_vector(inner):
             raise self.where.error(
                 f"{func} of a constant or parameter: coefficients must be rational functions "
                 "of the parameters (functions apply entry-wise to vectors)",
                 node,
             )
         return ELEMENTWISE[func](inner)
+
+    def _is_vector(self, expr: sp.Expr) -> bool:
+        return expr.has(grad) or any(str(s) in self.vectors for s in expr.free_symbols)
 
 
 def _split_line(raw: str, number: int) -> tuple[str, str, str, int] | None:

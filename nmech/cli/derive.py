@@ -51,9 +51,14 @@ RULE_NAMES = (
     "signum",
     "lion",
     "schedule-free",
+    "normalized-gd",
+    "sam",
+    "clip-gd",
 )
 #: Built-ins whose modified equation holds only on a region where the signs of ∇L are fixed.
 SIGN_RULES = ("signsgd", "signum", "lion")
+#: Built-ins with a global norm: smooth only where ∇L ≠ 0 (clip-gd: on its active region).
+NORM_RULES = ("normalized-gd", "sam", "clip-gd")
 MINIBATCH = "minibatch"
 MAX_RULE_FILE = 1 << 20
 DEFAULT_MAX_SECONDS = 600.0

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nmech.cli.derive import RULE_NAMES, SIGN_RULES, load_rule
+from nmech.cli.derive import NORM_RULES, RULE_NAMES, SIGN_RULES, load_rule
 from nmech.errors import NmechError
 from nmech.validation.limits import check_number
 
@@ -22,9 +22,10 @@ if TYPE_CHECKING:
     from nmech.validation.flow.run import FlowSettings
 
 #: a network's gradient entries cross zero within any horizon, leaving the region of fixed
-#: signs where a sign rule's modified equation holds: those built-ins are not offered here;
+#: signs where a sign rule's modified equation holds: those built-ins are not offered here, nor
+#: the norm rules, whose scalars r (SAM) and c (clipping) this command has no options for;
 #: schedule-free declares an average, whose flow nmech flow does not check (it tracks θ)
-FLOW_RULES = tuple(r for r in RULE_NAMES if r not in (*SIGN_RULES, "schedule-free"))
+FLOW_RULES = tuple(r for r in RULE_NAMES if r not in (*SIGN_RULES, *NORM_RULES, "schedule-free"))
 #: (order P, learning rates, start) per rule: slopes p+1 ± 0.3 on the default MLP (README)
 DEFAULTS = {
     "gd": (3, (0.1, 0.05, 0.025), "manifold"),

@@ -19,7 +19,7 @@ import sympy as sp
 from sympy.solvers.solveset import NonlinearError
 
 from nmech.derive.rules import NEXT, PARAMETER, Rule
-from nmech.derive.symbols import eta, grad
+from nmech.derive.symbols import eta, grad, norm
 
 
 def _jacobian_apply(G: sp.Matrix, coords: Sequence[sp.Symbol], f: sp.Matrix) -> sp.Matrix:
@@ -35,7 +35,13 @@ def _evaluate(
     expr: sp.Expr, env: dict[str, sp.Matrix], loss_grad: sp.Matrix, coords: Sequence[sp.Symbol]
 ) -> sp.Matrix:
     """Substitute vector names by matrices and grad(p) by ∇L(p), entry by entry (products,
-    quotients, powers and functions of vectors act entry-wise; scalars broadcast)."""
+    quotients, powers and functions of vectors act entry-wise; scalars broadcast; norm(x) is
+    the scalar √(x·x))."""
+    norms = {}
+    for n in expr.atoms(norm):
+        x = _evaluate(n.args[0], env, loss_grad, coords)
+        norms[n] = sp.sqrt(x.dot(x))
+    expr = expr.xreplace(norms)
     values = {}
     for g in expr.atoms(grad):
         p = _evaluate(g.args[0], env, loss_grad, coords)

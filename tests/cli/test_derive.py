@@ -136,6 +136,21 @@ def test_torch_sgd_builtin(capsys):
     assert_same_terms(json.loads(out), modified_equation(rules.heavy_ball(), 1).terms)
 
 
+@pytest.mark.parametrize("name", ["normalized-gd", "sam", "clip-gd"])
+def test_norm_builtins(capsys, name):
+    code, out, _ = derive(capsys, name, "--format", "json")
+    assert code == 0
+    doc = json.loads(out)
+    leading = [row for row in doc["terms"] if row["order"] == 0]
+    if name == "sam":
+        assert [row["tree"] for row in leading] == ["grad"]
+    else:
+        assert [row["tree"] for row in leading] == [
+            {"scaled": [{"norm": ["grad"], "power": -1}], "tree": "grad"}
+        ]
+    assert "curl test" in doc["modified_loss"]["verdict"]
+
+
 # ------------------------------------------------------------------ bad input
 BAD_RULES = {
     "unknown_function": ("theta_next = theta - eta*foo(theta)", "unknown function 'foo'"),
@@ -144,6 +159,11 @@ BAD_RULES = {
         "m_next = beta*m\ntheta_next = theta - eta*(sign(m_next) + grad(theta))",
         "vanishes at eta = 0",
     ),
+    "norm_of_vanishing": (
+        "theta_next = theta - eta*grad(theta)/norm(grad(theta + eta*theta) - grad(theta))",
+        "vanishes at eta = 0",
+    ),
+    "norm_alone": ("theta_next = theta - eta*norm(grad(theta))", "can only multiply a vector"),
     "max": ("theta_next = theta - eta*max(theta, grad(theta))", "'max' is not smooth"),
     "no_theta_next": ("v_next = beta*v + grad(theta)\n", "never assigns 'theta_next'"),
     "import": ("theta_next = __import__('os')", "'__import__'"),
@@ -216,6 +236,9 @@ def test_bad_rule_file_exits_2_with_one_line(capsys, tmp_path, case):
         (["minibatch", "--inverse", "--batches", "2"], "--inverse needs a rule"),
         (["schedule-free", "--inverse"], "--inverse corrects a rule's own flow"),
         (["gd", "--lookahead", "2", "--inverse"], "--inverse corrects a rule's own flow"),
+        (["clip-gd", "--weight-decay"], "not offered for clip-gd"),
+        (["normalized-gd", "--inverse"], "needs a leading flow -s∇L"),
+        (["sam", "--inverse"], "evaluates 2 gradients"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, expected):

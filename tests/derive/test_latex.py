@@ -34,6 +34,8 @@ CASES = {
     "adam-2": ["derive", "adam", "--order", "2"],
     "adamw-1": ["derive", "adamw", "--order", "1"],
     "lion-wd-2": ["derive", "lion", "--weight-decay", "--order", "2"],
+    "normalized-gd-3": ["derive", "normalized-gd", "--order", "3"],
+    "sam-2": ["derive", "sam", "--order", "2"],
     "minibatch-3": ["derive", "minibatch", "--batches", "3", "--order", "2"],
     "ema-heavy-ball-2": ["derive", "heavy-ball", "--ema", "--order", "2"],
     "schedule-free-2": ["derive", "schedule-free", "--order", "2"],

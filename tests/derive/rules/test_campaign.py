@@ -2,7 +2,9 @@
 
 * A hypothesis grammar of rule texts (momentum buffers, look-ahead points, bias corrections,
   entry-wise quotients, powers of η, signs of gradients and of buffers (signSGD, signum, Lion:
-  the loss's gradient keeps its sign at the point), and corruptions: look-alike characters, attribute access,
+  the loss's gradient keeps its sign at the point), global norms (normalised steps, SAM's
+  normalised ascent point, powers of norms; the gradient does not vanish at the point), and
+  corruptions: look-alike characters, attribute access,
   self-reference, huge numbers, functions of constants, growing b**step). The invariant, for
   every text: ``nmech derive --rule-file`` gives exactly one of a correct result -- its η⁰ and
   η¹ terms equal those of the independent coordinate route (:mod:`nmech.reference.naive`) on a
@@ -34,7 +36,14 @@ VALUES |= {"eps": "1/10", "alpha": "1/2"}
 TIME_CAP_S = 60.0
 
 scalars = st.sampled_from(["beta", "lam", "(1 - beta)", "2", "0.5", "beta1", "tau"])
-points = st.sampled_from(["theta", "y", "theta + beta*(theta - theta_prev)"])
+points = st.sampled_from(
+    [
+        "theta",
+        "y",
+        "theta + beta*(theta - theta_prev)",
+        "theta + beta*eta*grad(theta)/norm(grad(theta))",
+    ]
+)
 gradients = points.map(lambda p: f"grad({p})")
 corruptions = st.sampled_from(
     [
@@ -54,6 +63,11 @@ corruptions = st.sampled_from(
         "sign(theta - theta)",
         "sign(theta - theta_prev)",
         "sign(grad(theta), theta)",
+        "norm(theta - theta)",
+        "norm(beta)",
+        "norm(grad(theta))",
+        "norm(grad(theta), theta)",
+        "norm(grad(theta))**beta",
     ]
 )
 
@@ -66,7 +80,8 @@ def rule_texts(draw) -> str:
         lines.append(f"y = theta + {draw(scalars)}*(theta - theta_prev)")
     g = draw(gradients.filter(lambda p: uses_y or "y" not in p))
     direction = f"{g} + {draw(scalars)}*theta" if draw(st.booleans()) else g
-    kind = draw(st.sampled_from(["plain", "momentum", "adaptive", "bias", "sign", "signum"]))
+    kinds = ["plain", "momentum", "adaptive", "bias", "sign", "signum", "normalised", "norm"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "momentum":
         lines.append(f"v_next = {draw(scalars)}*v + {direction}")
         step = "v_next"
@@ -81,6 +96,10 @@ def rule_texts(draw) -> str:
     elif kind == "signum":
         lines.append(f"m_next = beta*m + (1 - beta)*({direction})")
         step = f"sign({draw(st.sampled_from(['m_next', f'beta1*m + (1 - beta1)*{g}']))})"
+    elif kind == "normalised":
+        step = f"({direction})/norm({draw(st.sampled_from([g, direction]))})"
+    elif kind == "norm":
+        step = f"({direction})*norm({g})**{draw(st.sampled_from(['2', '(-3)', '1']))}"
     else:
         step = direction
     rate = draw(st.sampled_from(["eta", "eta", "eta*(1 + eta)", "eta/(1 + beta*eta)"]))
@@ -125,6 +144,11 @@ def _check_against_coordinate_route(text: str) -> None:
 @example(
     text="m_next = beta*m + (1 - beta)*(grad(theta))\ntheta_next = theta - eta*sign(m_next - grad(theta))\n"
 )
+@example(text="theta_next = theta - eta*grad(theta)/norm(grad(theta))\n")  # normalised GD
+@example(  # SAM with its normalised ascent, rho = beta*eta
+    text="theta_next = theta - eta*grad(theta + beta*eta*grad(theta)/norm(grad(theta)))\n"
+)
+@example(text="v_next = beta*v + grad(theta)\ntheta_next = theta - eta*v_next/norm(v_next)\n")
 def test_rule_text_gives_a_correct_result_or_one_line(text, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("campaign") / "rule.txt"
     path.write_text(text, encoding="utf-8")
