@@ -11,10 +11,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from nmech.cli.derive import present
+from nmech.cli.derive import latex_output, present
 from nmech.derive import modified_equation, rules, symmetry
 from nmech.derive.symmetry.dynamics import derive
+from nmech.errors import NmechError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,18 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
+    latex = argparse.Namespace(format="latex", standalone=False)
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
-        print(
-            present(
-                f"{rule.name}, order {args.order}", modified_equation(rule, args.order), "latex"
-            )
-        )
+        title = f"{rule.name}, order {args.order}"
+        print(present(title, modified_equation(rule, args.order), latex))
         print()
     dyn = derive(rules.torch_sgd(weight_decay=True), symmetry.scale())
-    print(dyn.latex())
+    print(latex_output("torch SGD + weight decay, scale symmetry", dyn.latex(), latex))
     print()
-    from pathlib import Path
-
     from nmech.cli import main
 
     if not args.skip_flow:
@@ -58,5 +57,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"% slopes figure: {Path(args.flow_out) / 'figures' / 'slopes.png'}")
     if args.skip_validation:
         return 0
-    # each demo run replaces the previous demo's run in its folder (never another command's)
+    # each demo run replaces the previous demo's run in its folder, never another run
+    _refuse_other_run(Path(args.out))
     return main(["validate", "--preset", "cpu-demo", "--out", args.out, "--overwrite"])
+
+
+def _refuse_other_run(folder: Path) -> None:
+    """One line when ``folder`` holds a validation run that the demo did not make (its
+    ``run.json`` names another preset, or cannot be read): the demo never replaces it."""
+    run_file = folder / "run.json"
+    if not run_file.exists():
+        return
+    try:
+        preset = json.loads(run_file.read_text())["preset"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        preset = None
+    if preset != "cpu-demo":
+        raise NmechError(
+            f"--out {folder} holds another validation run (not the demo's): choose another --out"
+        )
