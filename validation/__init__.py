@@ -27,6 +27,9 @@ The run:
 * :mod:`~nmech.validation.distributed`  -- the same run under torchrun (DistributedDataParallel).
 * :mod:`~nmech.validation.device_check` -- the GPU throughput / overhead / error check.
 * :mod:`~nmech.validation.cache`        -- where derived files are kept between runs.
+* :mod:`~nmech.validation.outputs`      -- output folders: no overwrite, atomic report sets.
+* :mod:`~nmech.validation.limits`       -- ranges of numeric settings, one-line refusals.
+* :mod:`~nmech.validation.memory`       -- memory a run's settings imply, bounded up front.
 * :mod:`~nmech.validation.outputs`      -- output folders checked first; files written as a set.
 * :mod:`~nmech.validation.limits`       -- range checks of numeric settings (one line each).
 * :mod:`~nmech.validation.memory`       -- memory a run needs, bounded from the device's.
