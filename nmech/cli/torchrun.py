@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataclasses import replace
 
     from nmech.cli.validate import configure_preset
+    from nmech.validation.experiment import RUN_OUTPUTS
+    from nmech.validation.outputs import new_output_dir
     from nmech.validation.presets import get_preset
 
     args = build_parser().parse_args(argv)
@@ -61,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.data is not None:
             preset = replace(preset, data=args.data)
         preset = configure_preset(args, preset)
+        # every rank checks before joining the process group, i.e. before any rank writes
+        new_output_dir(args.out, RUN_OUTPUTS, False, "a validation run")
     except NmechError as exc:
         sys.stderr.write(f"nmech: error: {exc}\n")
         return 2

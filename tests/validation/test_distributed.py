@@ -129,3 +129,19 @@ def test_ddp_refuses_sgd_options_with_adamw(tmp_path):
     proc = _torchrun(tmp_path / "run", "--steps", "2", "--optimizer", "adamw", "--momentum", "0.5")
     assert proc.returncode != 0
     assert "nmech: error: --momentum does not apply to --optimizer adamw" in proc.stderr
+
+
+def test_ddp_never_overwrites_a_finished_run(ddp_run):
+    """Every rank checks --out before the process group forms (before any rank writes): a
+    second launch into a finished run is refused by both ranks (one line each; the launcher
+    adds its own failure summary) and leaves the run's files as they were."""
+    import hashlib
+
+    out, _ = ddp_run
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.is_file()}  # fmt: skip
+    proc = _torchrun(out, "--steps", "2")
+    assert proc.returncode != 0
+    refusals = [ln for ln in proc.stderr.splitlines() if "already holds a validation run" in ln]
+    assert len(refusals) == 2 and all(ln.startswith("nmech: error: --out ") for ln in refusals)
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.is_file()}  # fmt: skip
+    assert after == digest
