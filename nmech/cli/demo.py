@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from nmech.cli.derive import latex_output, present
@@ -35,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
+    if not args.skip_validation:
+        _refuse_other_run(Path(args.out))  # before any work
     latex = argparse.Namespace(format="latex", standalone=False)
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
         title = f"{rule.name}, order {args.order}"
@@ -58,19 +59,19 @@ def run(args: argparse.Namespace) -> int:
     if args.skip_validation:
         return 0
     # each demo run replaces the previous demo's run in its folder, never another run
-    _refuse_other_run(Path(args.out))
     return main(["validate", "--preset", "cpu-demo", "--out", args.out, "--overwrite"])
 
 
 def _refuse_other_run(folder: Path) -> None:
     """One line when ``folder`` holds a validation run that the demo did not make (its
     ``run.json`` names another preset, or cannot be read): the demo never replaces it."""
-    run_file = folder / "run.json"
-    if not run_file.exists():
+    from nmech.validation.experiment import RUN_FILE, load_run
+
+    if not (folder / RUN_FILE).exists():
         return
     try:
-        preset = json.loads(run_file.read_text())["preset"]["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+        preset = load_run(folder)[0].name
+    except NmechError:  # unreadable: someone's run all the same
         preset = None
     if preset != "cpu-demo":
         raise NmechError(

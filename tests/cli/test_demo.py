@@ -16,7 +16,9 @@ def test_demo_refuses_a_folder_holding_another_run(tmp_path, capsys):
     before = hashlib.sha256(run_file.read_bytes()).hexdigest()
     argv = ["demo", "--order", "1", "--skip-flow", "--out", str(out)]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before any derivation ran
+    err = captured.err.strip().splitlines()
     assert len(err) == 1 and "holds another validation run" in err[0]
     assert hashlib.sha256(run_file.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in out.iterdir()) == ["run.json"]
