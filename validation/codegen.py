@@ -15,18 +15,24 @@ one compiled kernel serves every hyper-parameter value. Common subexpressions ar
 
 Parameter layout (one row of ``params`` per parameter, viewed as [rows, n]): a part along dim
 0 with fan f sums rows o // f (``ROWS``); a part along dim d ≥ 1 sums entries j of a row by
-channel ((j // div) % mod) // fan with div = Π shape[d+1:], mod = shape[d] (``COLUMNS``; the
-row is accumulated into a column scratch first); a whole-tensor part sums everything
-(``WHOLE``). Accumulation is float64; LLVM may reassociate the sums to vectorise them (round-
-off only: NaN/inf still propagate, division is IEEE, ``error_model="numpy"``).
+channel ((j // div) % mod) // fan with div = Π shape[d+1:], mod = shape[d] (``COLUMNS``); a
+whole-tensor part sums everything (``WHOLE``). Accumulation is float64; LLVM may reassociate
+the sums to vectorise them (round-off only: NaN/inf still propagate, division is IEEE,
+``error_model="numpy"``).
 
-Reproducibility: the row sums run in a loop of their own that stores nothing, apart from the
-loop that adds into the column scratch. A reduction in a loop that also stores may be
-vectorised behind run-time checks on the arrays' addresses, with the unvectorised loop
-(another summation order) as fallback, and addresses differ from process to process: with the
-two in one loop, 2 of 11 identical processes summed the parameters that have column parts
-differently in the last bit (which broke bitwise ``--resume`` across processes); with the row
-sums apart, 12 of 12 agreed.
+Each element's summands are computed once. A parameter with row parts only sums them in
+registers as they are computed. A parameter with column parts (a conv weight with a scale
+block on its output rows and a rescale block on its input columns: nearly every weight of a
+ResNet) writes a row's summands into a row buffer, then adds the buffer into the column
+scratch (element by element, summed over rows) and, when it also has row parts, sums the
+buffer per row.
+
+Reproducibility: every horizontal sum runs in a loop of its own that stores nothing. A
+reduction in a loop that also stores may be vectorised behind run-time checks on the arrays'
+addresses, with the unvectorised loop (another summation order) as fallback, and addresses
+differ from process to process: with the two in one loop, 2 of 11 identical processes summed
+the parameters that have column parts differently in the last bit (which broke bitwise
+``--resume`` across processes); with the row sums apart, 12 of 12 agreed.
 
 The source is written to ``<cache>/kernels/<hash>.py`` (:func:`~nmech.validation.cache.
 cache_dir`) and imported from there, so numba's on-disk cache keeps the machine code across
@@ -63,10 +69,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Kernel:
-    """A generated part-sums kernel: ``run(arrays, k, params, parts, s, columns)``.
+    """A generated part-sums kernel: ``run(arrays, k, params, parts, s, scratch)``.
 
     ``inputs``: the array symbols' names in argument order; ``scalars``: k[i]'s expression in
-    the scalar symbols; ``outputs``: M; ``source``: the generated Python.
+    the scalar symbols; ``outputs``: M; ``source``: the generated Python. ``scratch``: float64
+    [2, M, widest row] (the column sums and the row buffer).
     """
 
     inputs: tuple[str, ...]
@@ -76,9 +83,9 @@ class Kernel:
     function: Callable[..., None]
 
     def run(self, arrays: Sequence[Any], k: Any, params: Any, parts: Any, s: Any,
-            columns: Any) -> None:  # fmt: skip
+            scratch: Any) -> None:  # fmt: skip
         """Fill ``s`` [part channels, M] (float64) from ``arrays`` (in ``inputs`` order)."""
-        self.function(*arrays, k, params, parts, s, columns)
+        self.function(*arrays, k, params, parts, s, scratch)
 
 
 def split_scalars(
@@ -114,18 +121,26 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
     m = len(exprs)
     acc = [f"a{i}" for i in range(m)]
 
-    def element(columns: bool, pad: str) -> list[str]:
-        """One element's summands; accumulated (row sums) or added to the column scratch."""
+    def element(pad: str, store: Callable[[int, str], str]) -> list[str]:
+        """One element's summands p0..p{m-1}, then ``store(i, "p<i>")`` for each."""
         lines = [f"{pad}e_{i} = np.float64({n}[j])" for i, n in enumerate(names)]
         lines += [f"{pad}{t} = {printer.doprint(v)}" for t, v in temps]
         lines += [f"{pad}p{i} = {printer.doprint(e)}" for i, e in enumerate(reduced)]
-        if columns:
-            return lines + [f"{pad}columns[{i}, j - b] += p{i}" for i in range(m)]
-        return lines + [f"{pad}{a} += p{i}" for i, a in enumerate(acc)]
+        return lines + [f"{pad}{store(i, f'p{i}')}" for i in range(m)]
+
+    def add_row_sums(pad: str) -> list[str]:
+        """s += this row's sums a0..a{m-1} for each of the parameter's row and whole parts."""
+        return [
+            f"{pad}for q in range(q0, q1):",
+            f"{pad}    if parts[q, 0] != {COLUMNS}:",
+            f"{pad}        c = parts[q, 2] + o // parts[q, 1] if parts[q, 0] == {ROWS} else parts[q, 2]",
+            *[f"{pad}        s[c, {i}] += {a}" for i, a in enumerate(acc)],
+        ]
 
     body = [
-        f"def part_sums({', '.join(names)}, k, params, parts, s, columns):",
+        f"def part_sums({', '.join(names)}, k, params, parts, s, scratch):",
         "    s[:] = 0.0",
+        "    columns, row = scratch[0], scratch[1]",
         "    for p in range(params.shape[0]):",
         "        a, rows, n, q0, q1 = params[p, 0], params[p, 1], params[p, 2], params[p, 3], params[p, 4]",
         "        by_column = False",
@@ -141,22 +156,27 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
         "            b = a + o * n",
         "            if by_column:",
         "                for j in range(b, b + n):",
-        *element(True, " " * 20),
-        "            if by_row:",
+        *element(" " * 20, lambda i, v: f"row[{i}, j - b] = {v}"),
+        f"                for i in range({m}):",
+        "                    for j in range(n):",
+        "                        columns[i, j] += row[i, j]",
+        "                if by_row:",
+        *[f"                    {x} = 0.0" for x in acc],
+        "                    for j in range(n):",
+        *[f"                        {x} += row[{i}, j]" for i, x in enumerate(acc)],
+        *add_row_sums(" " * 20),
+        "            elif by_row:",
         f"                {' = '.join(acc)} = 0.0",
         "                for j in range(b, b + n):",
-        *element(False, " " * 20),
-        "                for q in range(q0, q1):",
-        f"                    if parts[q, 0] != {COLUMNS}:",
-        f"                        c = parts[q, 2] + o // parts[q, 1] if parts[q, 0] == {ROWS} else parts[q, 2]",
-        *[f"                        s[c, {i}] += {a}" for i, a in enumerate(acc)],
+        *element(" " * 20, lambda i, v: f"{acc[i]} += {v}"),
+        *add_row_sums(" " * 16),
         "        for q in range(q0, q1):",
         f"            if parts[q, 0] == {COLUMNS}:",
         "                fan, base, div, mod = parts[q, 1], parts[q, 2], parts[q, 3], parts[q, 4]",
         "                for j in range(n):",
         "                    c = base + ((j // div) % mod) // fan",
-        f"                    for m in range({m}):",
-        "                        s[c, m] += columns[m, j]",
+        f"                    for i in range({m}):",
+        "                        s[c, i] += columns[i, j]",
     ]
     return _HEADER + "\n".join(body) + "\n"
 

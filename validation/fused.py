@@ -110,13 +110,13 @@ class CompiledPass:
         self.params, self.parts, widest = kernel_layout(channel_sums, offsets, shapes)
         self.out = torch.zeros(channel_sums.width, self.kernel.outputs, dtype=torch.float64)
         self._out = self.out.numpy()
-        self.columns = np.zeros((self.kernel.outputs, widest))
+        self.scratch = np.zeros((2, self.kernel.outputs, widest))
         self.scalars = self.kernel.scalars
 
     def sums(self, arrays: Mapping[str, torch.Tensor], k: np.ndarray) -> torch.Tensor:
         """Part sums for flat CPU tensors ``arrays`` (by symbol name) and scalar values ``k``."""
         inputs = [arrays[name].numpy() for name in self.kernel.inputs]
-        self.kernel.run(inputs, k, self.params, self.parts, self._out, self.columns)
+        self.kernel.run(inputs, k, self.params, self.parts, self._out, self.scratch)
         return self.out
 
 

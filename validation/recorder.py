@@ -185,36 +185,52 @@ class _Family:
         self.put(self.reduce(v), (signal,), row, unsigned)
 
 
-class _UpdatePass:
-    """One family's update signals (those that need u_n): a pass over the arrays u_n reads,
-    with u substituted by the optimizer's formula, and its scalar values per step."""
+class _FamilyPass:
+    """One family's per-step signals in one pass over the flat arrays: the part sums of every
+    recorded signal's summand (g_n with the optimizer's gradient sign; u_n, when the optimizer
+    has one, substituted by its formula), then, with ``next_q``, of theta_{n+1}^2 (the next
+    step's Q). One pass reads each array once for all of them; its scalars (bias corrections,
+    hyper-parameters) are evaluated per step."""
 
-    def __init__(self, family: _Family, names: tuple[str, ...], update: UpdateDirection) -> None:
-        rename = {s: ELEMENT.get(s.name, sp.Symbol(s.name, real=True))
-                  for s in update.expr.free_symbols if s.name in update.arrays}  # fmt: skip
-        u = update.expr.xreplace(rename)
-        summands = [SIGNALS[n].summand({**ELEMENT, "u": u}) for n in names]
-        arrays = sorted({s for e in summands for s in e.free_symbols if s.name in
-                         {*update.arrays, "theta"}}, key=lambda s: s.name)  # fmt: skip
-        self.names = names
+    def __init__(
+        self, family: _Family, update: UpdateDirection | None, grad_sign: int, next_q: bool
+    ) -> None:
+        e = {**ELEMENT, "g": grad_sign * ELEMENT["g"]}
+        arrays = {*ELEMENT} - {"u"}
+        if update is not None:
+            rename = {s: ELEMENT.get(s.name, sp.Symbol(s.name, real=True))
+                      for s in update.expr.free_symbols if s.name in update.arrays}  # fmt: skip
+            e["u"] = update.expr.xreplace(rename)
+            arrays |= set(update.arrays)
+        self.names = family.signals[len(STATE) :]
+        summands = [SIGNALS[n].summand(e) for n in self.names]
+        if next_q:
+            summands.append(ELEMENT["theta_next"] ** 2)
+        symbols = {s for x in summands for s in sp.sympify(x).free_symbols if s.name in arrays}
         self.family = family
-        self.pass_ = family.make_pass(summands, arrays)
+        self.pass_ = family.make_pass(summands, sorted(symbols, key=lambda s: s.name))
         scalars = self.pass_.scalars
-        symbols = sorted({s for e in scalars for s in sp.sympify(e).free_symbols}, key=str)
+        symbols = sorted({s for x in scalars for s in sp.sympify(x).free_symbols}, key=str)
         self.symbols = [str(s) for s in symbols]
-        self.values = update.values
+        self.values = update.values if update is not None else {}
         self.scalar_fn: Callable[..., Any] = sp.lambdify(
             symbols, list(scalars), modules=[{"sqrt": _sqrt}, "math"]
         )
 
-    def run(self, arrays: dict[str, torch.Tensor], step: Any, row: int) -> None:
-        """Record this family's update signals of step ``row``."""
+    def sums(self, arrays: dict[str, torch.Tensor], step: Any) -> torch.Tensor:
+        """The part sums [width, signals (+ 1)] for optimizer step count ``step``."""
         args = [step if name == "step" else self.values[name] for name in self.symbols]
         k = self.scalar_fn(*args)
         if self.family.fused:
             k = np.asarray([float(v) for v in k], dtype=np.float64)
-        sums = self.pass_.sums(arrays, k)
-        self.family.put(sums, self.names, row)
+        return self.pass_.sums(arrays, k)
+
+    def run(self, arrays: dict[str, torch.Tensor], step: Any, row: int) -> torch.Tensor:
+        """Record this family's signals of step ``row``; returns the part sums."""
+        sums = self.sums(arrays, step)
+        if self.names:
+            self.family.put(sums[:, : len(self.names)], self.names, row)
+        return sums
 
 
 class Recorder:
@@ -353,27 +369,18 @@ class Recorder:
             return _Family(kinds, signals, self.K, self.offsets, shapes, device, self.fused)
 
         self.quad, self.lin = family(QUADRATIC_FAMILY), family(LINEAR_FAMILY)
-        self.step_signals = recorded(QUADRATIC_FAMILY, False)
-        if self.quad is not None:
-            e = {**ELEMENT, "g": self.grad_sign * ELEMENT["g"]}
-            summands = [SIGNALS[n].summand(e) for n in self.step_signals]
-            summands.append(ELEMENT["theta_next"] ** 2)  # the next step's Q
-            arrays = [ELEMENT["theta_next"], ELEMENT["theta"], ELEMENT["g"]]
-            self.step_pass = self.quad.make_pass(summands, arrays)
-        self.update_passes: list[_UpdatePass] = []
         self.state_bufs: dict[str, torch.Tensor] = {}
-        if self.update is None:
-            return
-        for fam in (self.quad, self.lin):
-            if fam is None:
-                continue
-            names_ = tuple(n for n in fam.signals if n in SIGNALS and SIGNALS[n].needs_update)
-            if names_:
-                self.update_passes.append(_UpdatePass(fam, names_, self.update))
-        for name, source in self.update.arrays.items():
+        for name, source in (self.update.arrays if self.update else {}).items():
             if source.startswith("state:"):
                 self.state_bufs[name] = torch.zeros(numel, dtype=self.flat_dtype, device=device)
         self.state_views = {n: _flat_views(b, plist) for n, b in self.state_bufs.items()}
+        # the quadratic family's pass also gives theta_{n+1}^2, the next step's Q; the linear
+        # family's Q is a plain sum of theta (torch ops)
+        self.passes = [
+            _FamilyPass(fam, self.update, self.grad_sign, next_q=fam is self.quad)
+            for fam in (self.quad, self.lin)
+            if fam is not None and (fam is self.quad or len(fam.signals) > len(STATE))
+        ]
 
     def _bind(self, cur: int) -> None:
         """theta_n = ``pair[cur]``, theta_{n+1} = the other one."""
@@ -401,21 +408,25 @@ class Recorder:
             )
         return counts.pop()
 
-    def _record_update(self, row: int) -> None:
-        """u_n's signals (theta_u, u_sq, c_u) at theta_n, from the state after the step."""
-        assert self.update is not None
-        states = [self.optimizer.state[p] for p in self.plist]
-        for name, source in self.update.arrays.items():
-            if source.startswith("state:"):
-                key = source.removeprefix("state:")
-                if any(key not in st for st in states):
-                    raise NmechError(f"optimizer state has no {key!r} after the step")
-                _copy(self.state_views[name], [st[key] for st in states])
+    def _record_signals(self, row: int) -> None:
+        """The step's signals of every family (u_n's from the optimizer's state after the step,
+        copied into its flat buffers first); keeps the part sums of theta_{n+1}^2."""
+        step: Any = 0.0
+        if self.update is not None:
+            states = [self.optimizer.state[p] for p in self.plist]
+            for name, source in self.update.arrays.items():
+                if source.startswith("state:"):
+                    key = source.removeprefix("state:")
+                    if any(key not in st for st in states):
+                        raise NmechError(f"optimizer state has no {key!r} after the step")
+                    _copy(self.state_views[name], [st[key] for st in states])
+            step = self._step_count(states) if states and "step" in states[0] else 0.0
         arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad,
                   **self.state_bufs}  # fmt: skip
-        step = self._step_count(states) if states and "step" in states[0] else 0.0
-        for p in self.update_passes:
-            p.run(arrays, step, row)
+        for p in self.passes:
+            sums = p.run(arrays, step, row)
+            if p.family is self.quad:
+                self.q_sums = sums[:, len(p.names) :].contiguous()
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group (from its
@@ -462,14 +473,17 @@ class Recorder:
             )  # fmt: skip
 
     def _state_sums(self) -> torch.Tensor:
-        """Part sums of theta_n^2 for a theta_n read afresh, by the step pass that gives them
-        after every step (its theta_next^2 summand, with theta_next = theta_n): the same
-        kernel and summation order, so Q_n is bitwise the same whether theta_n came from the
-        previous step or from a checkpoint (``--resume``). The pass's other sums are unused.
-        """
-        arrays = {"theta": self.theta, "theta_next": self.theta, "g": self.flat_grad}
-        sums = self.step_pass.sums(arrays, np.zeros(0))
-        return sums[:, len(self.step_signals) :].contiguous()
+        """Part sums of theta_n^2 for a theta_n read afresh, by the quadratic family's pass that
+        gives them after every step (its theta_next^2 summand, with theta_next = theta_n): the
+        same kernel and summation order, so Q_n is bitwise the same whether theta_n came from
+        the previous step or from a checkpoint (``--resume``). The pass's other sums (with
+        placeholder scalars 1) are unused."""
+        quad = self.passes[0]
+        arrays = {"theta": self.theta, "theta_next": self.theta, "g": self.flat_grad,
+                  **self.state_bufs}  # fmt: skip
+        ones = [1.0] * len(quad.pass_.scalars)
+        sums = quad.pass_.sums(arrays, np.asarray(ones) if self.fused else ones)
+        return sums[:, len(quad.names) :].contiguous()
 
     def _record_state(self, row: int) -> None:
         """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
@@ -522,14 +536,7 @@ class Recorder:
         if not self.in_step:
             raise NmechError("Recorder.after_step called without before_step")
         _copy(self.next_views, self.plist)
-        if self.update_passes:
-            self._record_update(self.row)
-        if self.quad is not None:
-            arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad}
-            sums = self.step_pass.sums(arrays, np.zeros(0))
-            n = len(self.step_signals)
-            self.quad.put(sums[:, :n], self.step_signals, self.row)
-            self.q_sums = sums[:, n:].contiguous()
+        self._record_signals(self.row)
         self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):
