@@ -282,20 +282,61 @@ def _derivative(t: Tree, direction: Tree) -> tuple[tuple[Tree, int], ...]:
 
 def derivative(v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
     """The directional derivative v'(θ)·direction of a field v, bilinear in (v, direction)."""
-    out: Vec = {}
-    add_derivative(out, v, direction)
-    return {t: c for t, c in out.items() if c != 0}
+    out = add_derivative({}, interned(v), interned(direction))
+    return uninterned({i: c for i, c in out.items() if c != 0})
 
 
-def add_derivative(acc: Vec, v: Mapping[Tree, Coeff], direction: Mapping[Tree, Coeff]) -> Vec:
-    """acc += v'(θ)·direction, in place (zeros may remain: filter before use)."""
+def add_derivative(
+    acc: dict[int, Coeff], v: Mapping[int, Coeff], direction: Mapping[int, Coeff]
+) -> dict[int, Coeff]:
+    """acc += v'(θ)·direction, in place, for combinations keyed by tree numbers
+    (:func:`interned`; zeros may remain: filter before use). This is the inner loop of the Lie
+    series (:class:`~nmech.derive.algebra.series.Flow`), millions of terms at high order."""
     get = acc.get
     for t, c in v.items():
         for d, cd in direction.items():
             scale = c * cd
-            for dt, k in _derivative(t, d):
+            for dt, k in _interned_derivative(t, d):
                 acc[dt] = get(dt, 0) + (scale if k == 1 else scale * k)
     return acc
+
+
+# ---------------------------------------------------------------- interned trees
+# Python does not cache the hash of a tuple: every dict operation on a tree re-hashes the whole
+# nested tuple (about 0.4 µs for a tree of 13 nodes), and the derivatives of the Lie series
+# take millions of them. Hot loops therefore key their combinations by a tree's *number*, its
+# index in a process-wide table (hash-consing): an int hashes and compares at once. The table
+# holds one dict entry and one list slot per distinct tree numbered (about 100 bytes each; the
+# trees themselves are kept alive, as the derivative cache keeps them anyway).
+_NUMBERS: dict[Tree, int] = {}
+_TREES: list[Tree] = []
+
+
+def tree_number(t: Tree) -> int:
+    """The number of tree t in the process-wide table (assigned on first use); equal trees
+    get the same number, and ``_TREES[tree_number(t)] == t``."""
+    n = _NUMBERS.get(t)
+    if n is None:
+        n = _NUMBERS[t] = len(_TREES)
+        _TREES.append(t)
+    return n
+
+
+def interned(v: Mapping[Tree, Coeff]) -> dict[int, Coeff]:
+    """The combination v keyed by tree numbers (:func:`tree_number`)."""
+    return {tree_number(t): c for t, c in v.items()}
+
+
+def uninterned(v: Mapping[int, Coeff]) -> Vec:
+    """The combination v, keyed by tree numbers, keyed by its trees again (same order)."""
+    return {_TREES[i]: c for i, c in v.items()}
+
+
+@cache
+def _interned_derivative(t: int, direction: int) -> tuple[tuple[int, int], ...]:
+    """:func:`_derivative` on tree numbers (about 60 bytes per term kept, on top of the tree
+    cache of :func:`_derivative`)."""
+    return tuple((tree_number(dt), k) for dt, k in _derivative(_TREES[t], _TREES[direction]))
 
 
 def substitute(v: Mapping[Tree, Coeff], values: Mapping[str, Mapping[Tree, Coeff]]) -> Vec:
