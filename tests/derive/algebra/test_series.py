@@ -25,6 +25,17 @@ def test_tree_numbers_are_shared_by_equal_trees() -> None:
     assert all(type(t) is type(u) for t, u in zip(back, v))
 
 
+def test_derivatives_are_hash_consed_trees_equal_to_plain_ones() -> None:
+    """D(∇²L∇L)[∇L] = ∇³L[∇L, ∇L] + ∇²L∇²L∇L: the trees equal their plain construction and are
+    the table's own objects, the second built on the table's ∇²L∇L (a shared sub-tree)."""
+    HG = T.node([G])
+    d = T.derivative({HG: 2}, {G: 1})
+    assert d == {T.Node("n", (G, G)): 2, T.Node("n", (T.Node("n", (G,)),)): 2}
+    assert all(T._TREES[T.tree_number(t)] is t for t in d)
+    (inner,) = T.children(list(d)[1])
+    assert T._TREES[T.tree_number(HG)] is inner
+
+
 @pytest.mark.parametrize("time", [1, 3])
 def test_rational_flow_equals_sympy_flow(time: int) -> None:
     """The field of the GD map θ ↦ θ − η∇L (time-τη flow): integers over a common denominator
