@@ -29,9 +29,10 @@ trees (:data:`~nmech.derive.algebra.trees.Vec`).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from math import factorial
+from math import factorial, gcd, lcm
 from typing import Any
 
+import flint
 import sympy as sp
 
 from nmech.derive.algebra import trees as T
@@ -72,44 +73,106 @@ def gradient_at(
     return out
 
 
+#: A combination w/d keyed by tree numbers (:func:`~nmech.derive.algebra.trees.interned`), as
+#: (d, w): with rational coefficients w holds integers over their common denominator d, else
+#: w holds the coefficients themselves and d = 1 (:class:`Flow`).
+Part = tuple[int, dict[int, Any]]
+
+
 class Flow:
     """exp(τη L_f̃) applied to series, for the field f̃ = Σ_k η^k ``F[k]`` (module docstring).
 
     ``F`` may grow while it is used (the solvers append coefficients order by order, the last one
     possibly a placeholder); [η^m] L_f̃^j G is cached once it is built from final coefficients
     only, i.e. from ``F[:final]`` and G's coefficients through η^m, with ``final`` set by the
-    caller (default: every coefficient of ``F`` is final)."""
+    caller (default: every coefficient of ``F`` is final).
+
+    The derivatives of the Lie series are millions of terms at high order (GD at order 12), so
+    inside, combinations are :data:`Part` s: keyed by tree numbers (no re-hashing of deep trees)
+    and, when ``convert`` maps into Q (FLINT's ``fmpq``: a rule without hyper-parameters), with
+    Python integers over a common denominator, whose sums are several times cheaper than
+    ``fmpq`` ones. What the methods return is keyed by trees, with coefficients in the domain of
+    ``convert``."""
 
     def __init__(self, F: list[T.Vec], time: Any = 1, convert: Convert = _identity) -> None:
         self.F = F
         self.time = time
         self.convert = convert
         self.final: int | None = None
-        self._cache: dict[tuple[Hashable, int, int], T.Vec] = {}
+        self._rational = isinstance(convert(sp.Integer(1)), flint.fmpq)
+        self._cache: dict[tuple[Hashable, int, int], Part] = {}
+        self._field: dict[int, Part] = {}  # F[k] as a Part, for final k
 
-    def lie(self, key: Hashable, G: Series, j: int, m: int) -> T.Vec:
-        """[η^m] L_f̃^j G; ``key`` names G for the cache."""
+    def _final(self) -> int:
+        return len(self.F) if self.final is None else self.final
+
+    def _scalar(self, c: Any) -> tuple[int, Any]:
+        """c = n/d as (d, n): integers for a rational (``fmpq`` or int), else (1, c)."""
+        return (int(c.denominator), int(c.numerator)) if self._rational else (1, c)
+
+    def _part(self, v: T.Vec) -> Part:
+        """v as a :data:`Part`."""
+        pairs = {T.tree_number(t): self._scalar(c) for t, c in v.items()}
+        d = lcm(*(q for q, _ in pairs.values()))
+        return d, {i: p if q == d else p * (d // q) for i, (q, p) in pairs.items()}
+
+    def _vec(self, part: Part) -> T.Vec:
+        """The :data:`Part` (d, w) as the combination w/d keyed by trees."""
+        d, w = part
+        return T.uninterned({i: flint.fmpq(c, d) for i, c in w.items()} if self._rational else w)
+
+    def _field_part(self, k: int) -> Part:
+        """F[k] as a :data:`Part` (kept once F[k] is final)."""
+        out = self._field.get(k)
+        if out is None:
+            out = self._part(self.F[k])
+            if k < self._final():
+                self._field[k] = out
+        return out
+
+    def _lie(self, key: Hashable, G: Series, j: int, m: int) -> Part:
+        """[η^m] L_f̃^j G as a :data:`Part`."""
         if j == 0:
-            return G[m] if m < len(G) else {}
+            return self._part(G[m]) if m < len(G) else (1, {})
         cached = self._cache.get((key, j, m))
         if cached is not None:
             return cached
-        out: T.Vec = {}
-        for a in range(m + 1):
-            T.add_derivative(out, self.lie(key, G, j - 1, a), self.F[m - a])
-        out = {t: c for t, c in out.items() if c != 0}
-        final = len(self.F) if self.final is None else self.final
-        if m < final:
-            self._cache[(key, j, m)] = out
-        return out
+        terms = [(self._lie(key, G, j - 1, a), self._field_part(m - a)) for a in range(m + 1)]
+        d = lcm(*(dv * df for (dv, _), (df, _) in terms))
+        out: dict[int, Any] = {}
+        for (dv, v), (df, f) in terms:
+            s = d // (dv * df)
+            T.add_derivative(out, v, f if s == 1 else {t: s * c for t, c in f.items()})
+        part = _lowest(d, {t: c for t, c in out.items() if c != 0})
+        if m < self._final():
+            self._cache[(key, j, m)] = part
+        return part
+
+    def lie(self, key: Hashable, G: Series, j: int, m: int) -> T.Vec:
+        """[η^m] L_f̃^j G; ``key`` names G for the cache."""
+        return self._vec(self._lie(key, G, j, m))
 
     def coefficient(self, key: Hashable, G: Series, n: int, first: int = 0) -> T.Vec:
         """[η^n] of Σ_{j ≥ first} ((τη)^j / j!) L_f̃^j G (``first`` = 0: the whole flow)."""
-        out: T.Vec = {}
-        for j in range(first, n + 1):
-            weight = self.convert(sp.sympify(self.time) ** j / factorial(j))
-            T.add_to(out, self.lie(key, G, j, n - j), weight)
-        return out
+        terms = [
+            (
+                self._scalar(self.convert(sp.sympify(self.time) ** j / factorial(j))),
+                self._lie(key, G, j, n - j),
+            )
+            for j in range(first, n + 1)
+        ]
+        d = lcm(*(dw * dv for (dw, _), (dv, _) in terms))
+        out: dict[int, Any] = {}
+        for (dw, w), (dv, v) in terms:
+            T.add_to(out, v, w * (d // (dw * dv)))
+        return self._vec(_lowest(d, out))
+
+
+def _lowest(d: int, w: dict[int, Any]) -> Part:
+    """The :data:`Part` (d, w) with d and the integers of w divided by their gcd (d = 1: as
+    is), so that denominators stay the least common ones."""
+    g = 1 if d == 1 else gcd(d, *w.values())
+    return (d, w) if g == 1 else (d // g, {t: c // g for t, c in w.items()})
 
 
 def field_of_map(

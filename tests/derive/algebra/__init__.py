@@ -1,0 +1,1 @@
+"""The dimension-free algebra: trees, their numbers, Lie series."""
