@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nmech.derive import modified_equation, rules
@@ -66,6 +66,7 @@ def test_the_issues_example_is_right_at_beta_0999():
     coef=st.floats(0.1, 3.0),
     point=st.floats(-2.0, 2.0).filter(lambda v: abs(v) > 1e-3),
 )
+@example(beta=0.999, eta=1e-4, coef=1.3, point=1.0)
 def test_heavy_ball_field_matches_exact_rationals(beta, eta, coef, point):
     values = {"eta": eta, "beta": beta}
     loss = sp.Rational(repr(coef)) * z**2 / 2 + z**4 / 4
@@ -92,6 +93,8 @@ ADAM_LOSS = 3 * x - 2 * y + x * y / 4 + y**2 / 2 + x**4 / 8
     eta=st.floats(1e-4, 0.5),
     eps=st.floats(1e-8, 1.0),
 )
+@example(beta1=0.999, beta2=0.999, eta=0.1, eps=1e-3)  # where the lambdified route loses digits
+@example(beta1=0.999, beta2=0.998999, eta=0.1, eps=1e-8)
 def test_adam_entrywise_field_matches_exact_rationals(beta1, beta2, eta, eps):
     """Element-wise nodes: the hyper-parameter part of f folded exactly before torch/numpy."""
     values = {"eta": eta, "beta1": beta1, "beta2": beta2, "eps": eps}
