@@ -16,7 +16,8 @@ from nmech.derive.symbols import eta, rho
 from nmech.errors import NmechError
 from nmech.numerics.flows import convergence_slope, gradient_function
 from nmech.numerics.simulate import iterate
-from tests.derive.bea.test_averaged import COORDS, LOSS, THETA0, TOLERANCE, a
+
+from .test_averaged import COORDS, LOSS, THETA0, TOLERANCE, a
 
 ETAS = [0.02, 0.01, 0.005]
 
