@@ -13,7 +13,10 @@ k[0], k[1], … of a float64 vector the caller evaluates per call (:attr:`Kernel
 one compiled kernel serves every hyper-parameter value. Common subexpressions are shared
 (``sympy.cse``).
 
-Parameter layout (one row of ``params`` per parameter, viewed as [rows, n]): a part along dim
+Inputs: each array symbol is given as a numba typed list of 1-D arrays, one per parameter (in
+the rows of ``params``), so a parameter's values are read where they are (a flat buffer's
+views, or an optimizer's state tensors, without a copy). Parameter layout (one row (rows, n,
+first part, end part) of ``params`` per parameter, viewed as [rows, n]): a part along dim
 0 with fan f sums rows o // f (``ROWS``); a part along dim d ≥ 1 sums entries j of a row by
 channel ((j // div) % mod) // fan with div = Π shape[d+1:], mod = shape[d] (``COLUMNS``); a
 whole-tensor part sums everything (``WHOLE``). Accumulation is float64; LLVM may reassociate
@@ -84,7 +87,8 @@ class Kernel:
 
     def run(self, arrays: Sequence[Any], k: Any, params: Any, parts: Any, s: Any,
             scratch: Any) -> None:  # fmt: skip
-        """Fill ``s`` [part channels, M] (float64) from ``arrays`` (in ``inputs`` order)."""
+        """Fill ``s`` [part channels, M] (float64) from ``arrays`` (in ``inputs`` order; each
+        a typed list of the parameters' 1-D arrays)."""
         self.function(*arrays, k, params, parts, s, scratch)
 
 
@@ -123,7 +127,7 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
 
     def element(pad: str, store: Callable[[int, str], str]) -> list[str]:
         """One element's summands p0..p{m-1}, then ``store(i, "p<i>")`` for each."""
-        lines = [f"{pad}e_{i} = np.float64({n}[j])" for i, n in enumerate(names)]
+        lines = [f"{pad}e_{i} = np.float64(x_{i}[j])" for i in range(len(names))]
         lines += [f"{pad}{t} = {printer.doprint(v)}" for t, v in temps]
         lines += [f"{pad}p{i} = {printer.doprint(e)}" for i, e in enumerate(reduced)]
         return lines + [f"{pad}{store(i, f'p{i}')}" for i in range(m)]
@@ -142,7 +146,8 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
         "    s[:] = 0.0",
         "    columns, row = scratch[0], scratch[1]",
         "    for p in range(params.shape[0]):",
-        "        a, rows, n, q0, q1 = params[p, 0], params[p, 1], params[p, 2], params[p, 3], params[p, 4]",
+        "        rows, n, q0, q1 = params[p, 0], params[p, 1], params[p, 2], params[p, 3]",
+        *[f"        x_{i} = {name}[p]" for i, name in enumerate(names)],
         "        by_column = False",
         "        by_row = False",
         "        for q in range(q0, q1):",
@@ -153,7 +158,7 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
         "        if by_column:",
         "            columns[:, :n] = 0.0",
         "        for o in range(rows):",
-        "            b = a + o * n",
+        "            b = o * n",
         "            if by_column:",
         "                for j in range(b, b + n):",
         *element(" " * 20, lambda i, v: f"row[{i}, j - b] = {v}"),

@@ -10,7 +10,8 @@ over flat arrays laid out as in :class:`~nmech.validation.channels.ChannelSums` 
 
 * :class:`CompiledPass` (CPU): one numba kernel generated from the summands
   (:mod:`nmech.validation.codegen`) reads every input once and keeps the products in float64
-  registers; inputs may stay in the parameters' own float type (converted exactly). Eager
+  registers; inputs may stay in the parameters' own float type (converted exactly), and may be
+  given per parameter (e.g. an optimizer's state tensors, read where they are). Eager
   torch ops cannot fuse, and on the CPU their cost is the memory traffic of writing the
   products and reading them back.
 * :class:`TorchPass` (GPU, or ``fused=False``): the same summands lambdified to torch ops on
@@ -29,6 +30,7 @@ import numba
 import numpy as np
 import sympy as sp
 import torch
+from numba.typed import List
 
 from nmech.validation.channels import ChannelSums
 from nmech.validation.codegen import COLUMNS, ROWS, WHOLE, Kernel, generate, split_scalars
@@ -62,11 +64,12 @@ class CsrMatrix:
 
 def kernel_layout(
     channel_sums: ChannelSums, offsets: Mapping[str, int], shapes: Mapping[str, torch.Size]
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(params, parts, widest row) for :mod:`nmech.validation.codegen`'s kernels: one row
-    (offset, rows, row length, first part, end part) per parameter viewed as [shape[0], rest],
-    one row (kind, fan, base, div, mod) per part of it (ROWS for dim 0, COLUMNS for dim d ≥ 1,
-    WHOLE for a whole-tensor part; base = index of its channel 0 in the part sums)."""
+) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    """(params, parts, widest row, parameter names) for :mod:`nmech.validation.codegen`'s
+    kernels: one row (rows, row length, first part, end part) per parameter viewed as
+    [shape[0], rest] (in flat order, the names'), one row (kind, fan, base, div, mod) per part
+    of it (ROWS for dim 0, COLUMNS for dim d ≥ 1, WHOLE for a whole-tensor part; base = index
+    of its channel 0 in the part sums)."""
     by_param: dict[str, list[tuple[int, int, int, int, int]]] = {}
     for (name, dim, fan), base in channel_sums.first.items():
         shape = shapes[name]
@@ -79,19 +82,62 @@ def kernel_layout(
         by_param.setdefault(name, []).append(spec)
     params, parts = [], []
     widest = 1
-    for name in sorted(by_param, key=offsets.__getitem__):
+    names = sorted(by_param, key=offsets.__getitem__)
+    for name in names:
         shape = shapes[name]
         rows = shape[0] if len(shape) else 1
         n = math.prod(shape) // max(rows, 1)
         widest = max(widest, n)
         specs = sorted(by_param[name])
-        params.append((offsets[name], rows, n, len(parts), len(parts) + len(specs)))
+        params.append((rows, n, len(parts), len(parts) + len(specs)))
         parts += specs
     return (
-        np.array(params, dtype=np.int64).reshape(-1, 5),
+        np.array(params, dtype=np.int64).reshape(-1, 4),
         np.array(parts, dtype=np.int64).reshape(-1, 5),
         widest,
+        names,
     )
+
+
+class ParameterArrays:
+    """The per-parameter 1-D arrays a compiled kernel reads, as numba typed lists, cached.
+
+    A source is a flat CPU tensor (laid out by ``offsets``) or a sequence of contiguous CPU
+    tensors, one per parameter in flat order (e.g. an optimizer's ``exp_avg`` per parameter).
+    Building a typed list costs ~10 µs per array, so each is kept while its source's tensors
+    (the same objects, held here) come back: a flat buffer always, an optimizer's state as long
+    as the optimizer updates it in place."""
+
+    KEEP = 4  #: lists kept per pass (theta_n and theta_{n+1} swap buffers every step)
+
+    def __init__(self, names: Sequence[str], offsets: Mapping[str, int],
+                 shapes: Mapping[str, torch.Size]) -> None:  # fmt: skip
+        order = sorted(offsets, key=offsets.__getitem__)
+        self.members = [order.index(n) for n in names]
+        self.spans = [(offsets[n], shapes[n].numel()) for n in names]
+        self.cache: dict[tuple[int, ...], tuple[Any, Any]] = {}
+
+    def __call__(self, source: torch.Tensor | Sequence[torch.Tensor]) -> Any:
+        """The typed list of ``source``'s arrays for this pass's parameters."""
+        if isinstance(source, torch.Tensor):
+            key: tuple[int, ...] = (id(source),)
+        else:
+            source = [source[i] for i in self.members]
+            key = tuple(map(id, source))
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit[1]
+        if isinstance(source, torch.Tensor):
+            arrays = [source[o : o + n].numpy() for o, n in self.spans]
+        else:
+            if not all(t.is_contiguous() and t.device.type == "cpu" for t in source):
+                raise ValueError("per-parameter inputs must be contiguous CPU tensors")
+            arrays = [t.view(-1).numpy() for t in source]
+        lists = List(arrays)
+        if len(self.cache) >= self.KEEP:
+            del self.cache[next(iter(self.cache))]
+        self.cache[key] = (source, lists)
+        return lists
 
 
 class CompiledPass:
@@ -107,15 +153,20 @@ class CompiledPass:
         shapes: Mapping[str, torch.Size],
     ) -> None:
         self.kernel: Kernel = generate(summands, arrays)
-        self.params, self.parts, widest = kernel_layout(channel_sums, offsets, shapes)
+        self.params, self.parts, widest, names = kernel_layout(channel_sums, offsets, shapes)
+        self.inputs = {name: ParameterArrays(names, offsets, shapes) for name in self.kernel.inputs}
         self.out = torch.zeros(channel_sums.width, self.kernel.outputs, dtype=torch.float64)
         self._out = self.out.numpy()
         self.scratch = np.zeros((2, self.kernel.outputs, widest))
         self.scalars = self.kernel.scalars
 
-    def sums(self, arrays: Mapping[str, torch.Tensor], k: np.ndarray) -> torch.Tensor:
-        """Part sums for flat CPU tensors ``arrays`` (by symbol name) and scalar values ``k``."""
-        inputs = [arrays[name].numpy() for name in self.kernel.inputs]
+    def sums(
+        self, arrays: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], k: np.ndarray
+    ) -> torch.Tensor:
+        """Part sums for ``arrays`` (by symbol name: a flat CPU tensor, or the parameters'
+        contiguous CPU tensors in flat order; :class:`ParameterArrays`) and scalar values
+        ``k``."""
+        inputs = [self.inputs[name](arrays[name]) for name in self.kernel.inputs]
         self.kernel.run(inputs, k, self.params, self.parts, self._out, self.scratch)
         return self.out
 

@@ -38,8 +38,9 @@ g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient withou
 in place.
 
 Cost per step: the recorded parameters are copied into flat vectors by one ``_foreach_copy_``
-each: theta_n and theta_{n+1} (float64, two buffers that swap roles), g_n and any optimizer
-state u_n needs (the parameters' own type on the CPU, float64 otherwise). ``after_step`` then
+each: theta_n and theta_{n+1} (float64, two buffers that swap roles), g_n, and any optimizer
+state u_n needs (float64) where the torch ops run; a compiled pass reads the state where the
+optimizer keeps it (:meth:`Recorder._state_input`). ``after_step`` then
 runs the *passes* of :mod:`nmech.validation.fused`: per reduction family, the part sums of the
 per-element summands of its signals (and of theta_{n+1}^2, the next Q), then the block sums by
 one small sparse product with the parts' signs (:class:`~nmech.validation.channels.
@@ -62,6 +63,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -374,6 +376,7 @@ class Recorder:
             if source.startswith("state:"):
                 self.state_bufs[name] = torch.zeros(numel, dtype=self.flat_dtype, device=device)
         self.state_views = {n: _flat_views(b, plist) for n, b in self.state_bufs.items()}
+        self.direct: dict[str, list[torch.Tensor]] = {}  # state read in place (_state_input)
         # the quadratic family's pass also gives theta_{n+1}^2, the next step's Q; the linear
         # family's Q is a plain sum of theta (torch ops)
         self.passes = [
@@ -412,6 +415,8 @@ class Recorder:
         """The step's signals of every family (u_n's from the optimizer's state after the step,
         copied into its flat buffers first); keeps the part sums of theta_{n+1}^2."""
         step: Any = 0.0
+        arrays: dict[str, Any] = {"theta": self.theta, "theta_next": self.theta_next,
+                                  "g": self.flat_grad}  # fmt: skip
         if self.update is not None:
             states = [self.optimizer.state[p] for p in self.plist]
             for name, source in self.update.arrays.items():
@@ -419,14 +424,31 @@ class Recorder:
                     key = source.removeprefix("state:")
                     if any(key not in st for st in states):
                         raise NmechError(f"optimizer state has no {key!r} after the step")
-                    _copy(self.state_views[name], [st[key] for st in states])
+                    arrays[name] = self._state_input(name, [st[key] for st in states])
             step = self._step_count(states) if states and "step" in states[0] else 0.0
-        arrays = {"theta": self.theta, "theta_next": self.theta_next, "g": self.flat_grad,
-                  **self.state_bufs}  # fmt: skip
         for p in self.passes:
             sums = p.run(arrays, step, row)
             if p.family is self.quad:
                 self.q_sums = sums[:, len(p.names) :].contiguous()
+
+    def _state_input(self, name: str, tensors: list[torch.Tensor]) -> Any:
+        """The optimizer state ``tensors`` (one per parameter) as a pass reads them: in place
+        when compiled and they allow it (contiguous CPU tensors of one float type, shaped like
+        their parameters: what torch's optimizers keep), else copied into the flat buffer.
+        Tensors found fit are remembered: an optimizer that updates its state in place hands
+        back the same objects every step."""
+        known = self.direct.get(name)
+        if known is not None and all(map(operator.is_, tensors, known)):
+            return tensors
+        first = tensors[0].dtype
+        if self.fused and first in (torch.float32, torch.float64) and all(
+            t.dtype == first and t.device.type == "cpu" and t.is_contiguous()
+            and t.shape == p.shape for t, p in zip(tensors, self.plist, strict=True)
+        ):  # fmt: skip
+            self.direct[name] = tensors
+            return tensors
+        _copy(self.state_views[name], tensors)
+        return self.state_bufs[name]
 
     def _pick_trace(self, groups: list[Group]) -> tuple[str | None, torch.Tensor]:
         """A few weights of the first recorded channel of the first quadratic group (from its

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import sympy as sp
 
 from nmech.derive.algebra.ratfunc import RatFunc, RationalField
+from nmech.derive.symbols import HYPERPARAMETERS
 
 Form = dict  # {sign mask (frozenset of signed symbols): RatFunc}
 
@@ -111,8 +112,28 @@ class _Walker:
             r = form[mask]
             for x in mask:
                 r = r / self.field.gen(self.magnitude[x])
-            parts.append(sp.Mul(*mask) * self.field.to_sympy(r).xreplace(self.back))
+            quotient = self._collected(self.field.to_sympy(r))
+            parts.append(sp.Mul(*mask) * quotient.xreplace(self.back))
         return sp.Add(*parts)
+
+    def _collected(self, quotient: sp.Expr) -> sp.Expr:
+        """``quotient`` (factored) with each of its polynomial factors written as a polynomial
+        in the element-wise variables (magnitudes, arguments, opaque atoms) whose coefficients
+        are factored in the parameters: (β₂ − β₁)|x| + ε(β₁ + 1)(β₂ − 1)/2, not
+        β₁β₂ε/2 − β₁ε/2 − β₁|x| + β₂ε/2 + β₂|x| − ε/2, whose terms cancel in float64 where
+        β₁ and β₂ meet near 1 (docs/math.md §7). Parameters are the shared hyper-parameters
+        (:data:`~nmech.derive.symbols.HYPERPARAMETERS`); every other symbol is a variable."""
+        parameters = set(HYPERPARAMETERS.values())
+        out = []
+        for factor in sp.Mul.make_args(quotient):
+            base, power = factor.as_base_exp()
+            variables = sorted(base.free_symbols - parameters, key=str)
+            if base.is_Add and variables and base.free_symbols & parameters:
+                terms = sp.Poly(base, *variables).terms()
+                base = sp.Add(*(sp.factor(c) * sp.Mul(*(v**k for v, k in zip(variables, m)))
+                                for m, c in terms))  # fmt: skip
+            out.append(base**power)
+        return sp.Mul(*out)
 
 
 def add(a: Form, b: Form) -> Form:

@@ -94,13 +94,9 @@ ROUTES = {
     "torch-sgd state v": lambda: Route(
         modified_equation(rules.torch_sgd(), 2).state("v", LOSS, COORDS)
     ),
-    # Adam's element-wise factor (β₂ − β₁)|∇L| − (ε/2)(1 + β₁)(1 − β₂), written expanded in
-    # powers of β₁, β₂: where β₁ = β₂ near 1 its |∇L| terms cancel in float64 (6.9e-11 relative
-    # at β₁ = β₂ = 0.999, found by this test's corner example): 1e-10 here, and
-    # test_adam_factor_keeps_digits_where_the_betas_meet marks the defect (docs/math.md §7)
-    "adam field order 1": lambda: Route(
-        modified_equation(rules.adam(), 1).field(LOSS, COORDS), tolerance=1e-10
-    ),
+    # Adam's element-wise factor (β₂ − β₁)|∇L| + ε(β₁ + 1)(β₂ − 1)/2, collected in |∇L| with
+    # factored coefficients (written expanded, it lost digits where β₁ = β₂ near 1)
+    "adam field order 1": lambda: Route(modified_equation(rules.adam(), 1).field(LOSS, COORDS)),
     "ema(gd) average field order 3": lambda: Route(
         averaged_equation(rules.ema(rules.gd()), 3).field(LOSS, COORDS)
     ),
@@ -156,16 +152,11 @@ def test_float64_matches_exact_evaluation(name, beta, beta2, eta, lam, za, wa):
     route(name).check(values)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: the element-wise factor of Adam's field is "
-    "written expanded in beta1, beta2 and loses digits where they meet near 1",
-)
 def test_adam_factor_keeps_digits_where_the_betas_meet():
-    """Adam order 1 at β₁ = β₂ = 0.999, every term to 1e-12 relative: fails today (6.9e-11,
-    cancellation of the β₁|∇L| and β₂|∇L| terms); the fix is to write the factor collected in
-    |∇L| with factored coefficients. Strict: passing means the defect is gone (then drop the
-    looser tolerance of the "adam field order 1" route)."""
+    """Adam order 1 at β₁ = β₂ = 0.999, every term to 1e-12 relative. The element-wise factor
+    written expanded, β₁β₂ε/2 − β₁ε/2 − β₁|∇L| + β₂ε/2 + β₂|∇L| − ε/2, was 6.9e-11 off here
+    (its terms cancel); collected in |∇L| with factored coefficients, (β₂ − β₁)|∇L| +
+    ε(β₁ + 1)(β₂ − 1)/2, it keeps its digits (nmech.derive.algebra.entrywise)."""
     values = {"beta": 0.999, "beta1": 0.999, "beta2": 0.999, "eta": 0.1, "lam": 0.0}
     values |= {"tau": 0.25, "eps": 1e-3, "alpha": 0.999, "a": 1.3, "z": 1.0, "w": 1.0}
     Route(modified_equation(rules.adam(), 1).field(LOSS, COORDS)).check(values)

@@ -162,6 +162,45 @@ def test_update_signals_agree_between_compiled_and_torch_routes(small_vgg, tmp_p
             assert np.all(np.abs(got - want) <= 1e-10 * scale + 1e-300), (kind, name)
 
 
+def _swap_state(opt):
+    """Give every AdamW state new tensor objects with the same values: exp_avg contiguous,
+    exp_avg_sq of the weights strided (transposed storage); returns the strided count."""
+    strided = 0
+    for st in opt.state.values():
+        st["exp_avg"] = st["exp_avg"].clone()
+        v = st["exp_avg_sq"]
+        if v.ndim >= 2:
+            st["exp_avg_sq"] = v.transpose(0, 1).contiguous().transpose(0, 1)
+            strided += not st["exp_avg_sq"].is_contiguous()
+    return strided
+
+
+def test_compiled_pass_follows_state_the_optimizer_replaces(small_vgg, tmp_path):
+    """The compiled pass reads AdamW's state in place: when the optimizer's state tensors are
+    replaced mid-run (new objects, some strided, as after loading a checkpoint), it records what
+    the torch ops record from copies, to round-off."""
+    records = {}
+    for fused in (True, False):
+        model = small_vgg(True)
+        batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
+        found = discover(model, batches.next())
+        opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
+        path = tmp_path / f"r{fused}.h5"
+        rec = Recorder(model, found.groups, path, opt, fused=fused)
+        train(model, opt, batches, 3, rec, progress=False)
+        assert _swap_state(opt) > 10
+        train(model, opt, batches, 3, rec, progress=False)
+        rec.close()
+        records[fused] = load_records(path)
+    for kind, kr in records[True].kinds.items():
+        other = records[False].kinds[kind]
+        assert kr.Q.shape[0] == 7
+        for name, got in {"Q": kr.Q, **kr.signals}.items():
+            want = other.Q if name == "Q" else other.signals[name]
+            scale = np.abs(want).max(axis=0, keepdims=True)
+            assert np.all(np.abs(got - want) <= 1e-10 * scale + 1e-300), (kind, name)
+
+
 def test_equilibrium_check_measures_angles_and_norms():
     """Channels rotating by a fixed angle phi at the predicted norm: measured = predicted."""
     settings = Settings.of("adamw", {"lr": 0.01, "betas": (0.9, 0.999), "eps": 1e-8,
