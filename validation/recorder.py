@@ -40,7 +40,8 @@ in place.
 Cost per step: the recorded parameters are copied into flat vectors by one ``_foreach_copy_``
 each: theta_n and theta_{n+1} (float64, two buffers that swap roles), g_n, and any optimizer
 state u_n needs (float64) where the torch ops run; a compiled pass reads the state where the
-optimizer keeps it (:meth:`Recorder._state_input`). ``after_step`` then
+optimizer keeps it, or a copy in the parameters' own type where it cannot
+(:meth:`Recorder._state_input`). ``after_step`` then
 runs the *passes* of :mod:`nmech.validation.fused`: per reduction family, the part sums of the
 per-element summands of its signals (and of theta_{n+1}^2, the next Q), then the block sums by
 one small sparse product with the parts' signs (:class:`~nmech.validation.channels.
@@ -413,7 +414,7 @@ class Recorder:
 
     def _record_signals(self, row: int) -> None:
         """The step's signals of every family (u_n's from the optimizer's state after the step,
-        copied into its flat buffers first); keeps the part sums of theta_{n+1}^2."""
+        :meth:`_state_input`); keeps the part sums of theta_{n+1}^2."""
         step: Any = 0.0
         arrays: dict[str, Any] = {"theta": self.theta, "theta_next": self.theta_next,
                                   "g": self.flat_grad}  # fmt: skip

@@ -28,6 +28,8 @@ from nmech.derive.algebra.ratfunc import RatFunc, RationalField
 from nmech.derive.symbols import HYPERPARAMETERS
 
 Form = dict  # {sign mask (frozenset of signed symbols): RatFunc}
+#: The symbols a canonical form's coefficients are factored in (:meth:`_Walker._collected`).
+PARAMETERS = frozenset(HYPERPARAMETERS.values())
 
 
 def _signed(f: sp.Expr) -> list[sp.Symbol]:
@@ -123,12 +125,11 @@ class _Walker:
         β₁β₂ε/2 − β₁ε/2 − β₁|x| + β₂ε/2 + β₂|x| − ε/2, whose terms cancel in float64 where
         β₁ and β₂ meet near 1 (docs/math.md §7). Parameters are the shared hyper-parameters
         (:data:`~nmech.derive.symbols.HYPERPARAMETERS`); every other symbol is a variable."""
-        parameters = set(HYPERPARAMETERS.values())
         out = []
         for factor in sp.Mul.make_args(quotient):
             base, power = factor.as_base_exp()
-            variables = sorted(base.free_symbols - parameters, key=str)
-            if base.is_Add and variables and base.free_symbols & parameters:
+            variables = sorted(base.free_symbols - PARAMETERS, key=str)
+            if base.is_Add and variables and base.free_symbols & PARAMETERS:
                 terms = sp.Poly(base, *variables).terms()
                 base = sp.Add(*(sp.factor(c) * sp.Mul(*(v**k for v, k in zip(variables, m)))
                                 for m, c in terms))  # fmt: skip
