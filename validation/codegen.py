@@ -13,9 +13,10 @@ k[0], k[1], … of a float64 vector the caller evaluates per call (:attr:`Kernel
 one compiled kernel serves every hyper-parameter value. Common subexpressions are shared
 (``sympy.cse``).
 
-Inputs: each array symbol is given as a numba typed list of 1-D arrays, one per parameter (in
-the rows of ``params``), so a parameter's values are read where they are (a flat buffer's
-views, or an optimizer's state tensors, without a copy). Parameter layout (one row (rows, n,
+Inputs: each array symbol is given as a table of data addresses, one per parameter (in the
+rows of ``params``), and an empty array of their dtype (:mod:`nmech.validation.addresses`), so
+a parameter's values are read where they are (a flat buffer's pieces, or an optimizer's state
+tensors and the gradients, without a copy). Parameter layout (one row (rows, n,
 first part, end part) of ``params`` per parameter, viewed as [rows, n]): a part along dim
 0 with fan f sums rows o // f (``ROWS``); a part along dim d ≥ 1 sums entries j of a row by
 channel ((j // div) % mod) // fan with div = Π shape[d+1:], mod = shape[d] (``COLUMNS``); a
@@ -29,6 +30,11 @@ block on its output rows and a rescale block on its input columns: nearly every 
 ResNet) writes a row's summands into a row buffer, then adds the buffer into the column
 scratch (element by element, summed over rows) and, when it also has row parts, sums the
 buffer per row.
+
+Parallelism: the parameters are shared among the workers (numba's threads) by size, each
+parameter summed whole by one worker into its own rows of s (the part sums of different
+parameters never share a row) with its own scratch, so the result does not depend on the
+number of workers or their timing.
 
 Reproducibility: every horizontal sum runs in a loop of its own that stores nothing. A
 reduction in a loop that also stores may be vectorised behind run-time checks on the arrays'
@@ -65,18 +71,22 @@ import math
 import numba
 import numpy as np
 
+from nmech.validation.addresses import address
 
-@numba.njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy", boundscheck=False)
+
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"}, error_model="numpy",
+            boundscheck=False)
 '''
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """A generated part-sums kernel: ``run(arrays, k, params, parts, s, scratch)``.
+    """A generated part-sums kernel: ``run(arrays, k, params, parts, order, starts, s,
+    scratch)``.
 
     ``inputs``: the array symbols' names in argument order; ``scalars``: k[i]'s expression in
     the scalar symbols; ``outputs``: M; ``source``: the generated Python. ``scratch``: float64
-    [2, M, widest row] (the column sums and the row buffer).
+    [workers, 2, M, widest row] (each worker's column sums and row buffer).
     """
 
     inputs: tuple[str, ...]
@@ -85,11 +95,14 @@ class Kernel:
     source: str
     function: Callable[..., None]
 
-    def run(self, arrays: Sequence[Any], k: Any, params: Any, parts: Any, s: Any,
-            scratch: Any) -> None:  # fmt: skip
+    def run(self, arrays: Sequence[Any], k: Any, params: Any, parts: Any, order: Any,
+            starts: Any, s: Any, scratch: Any) -> None:  # fmt: skip
         """Fill ``s`` [part channels, M] (float64) from ``arrays`` (in ``inputs`` order; each
-        a typed list of the parameters' 1-D arrays)."""
-        self.function(*arrays, k, params, parts, s, scratch)
+        (address table, empty array of the dtype), :mod:`nmech.validation.addresses`); the
+        parameters ``order[starts[w] : starts[w + 1]]`` are summed by worker w."""
+        self.function(
+            *[x for table in arrays for x in table], k, params, parts, order, starts, s, scratch
+        )
 
 
 def split_scalars(
@@ -142,12 +155,18 @@ def _source(exprs: Sequence[sp.Expr], arrays: Sequence[sp.Symbol], ks: Sequence[
         ]
 
     body = [
-        f"def part_sums({', '.join(names)}, k, params, parts, s, scratch):",
+        f"def part_sums({', '.join(f'{n}, like_{i}' for i, n in enumerate(names))}, k, params,"
+        " parts, order, starts, s, scratch):",
         "    s[:] = 0.0",
-        "    columns, row = scratch[0], scratch[1]",
-        "    for p in range(params.shape[0]):",
+        "    for w in numba.prange(starts.shape[0] - 1):",
+        "      columns, row = scratch[w, 0], scratch[w, 1]",
+        "      for z in range(starts[w], starts[w + 1]):",
+        "        p = order[z]",
         "        rows, n, q0, q1 = params[p, 0], params[p, 1], params[p, 2], params[p, 3]",
-        *[f"        x_{i} = {name}[p]" for i, name in enumerate(names)],
+        *[
+            f"        x_{i} = numba.carray(address({name}[p]), rows * n, like_{i}.dtype)"
+            for i, name in enumerate(names)
+        ],
         "        by_column = False",
         "        by_row = False",
         "        for q in range(q0, q1):",

@@ -30,8 +30,8 @@ import numba
 import numpy as np
 import sympy as sp
 import torch
-from numba.typed import List
 
+from nmech.validation.addresses import AddressTable, flat_table
 from nmech.validation.channels import ChannelSums
 from nmech.validation.codegen import COLUMNS, ROWS, WHOLE, Kernel, generate, split_scalars
 
@@ -99,45 +99,18 @@ def kernel_layout(
     )
 
 
-class ParameterArrays:
-    """The per-parameter 1-D arrays a compiled kernel reads, as numba typed lists, cached.
-
-    A source is a flat CPU tensor (laid out by ``offsets``) or a sequence of contiguous CPU
-    tensors, one per parameter in flat order (e.g. an optimizer's ``exp_avg`` per parameter).
-    Building a typed list costs ~10 µs per array, so each is kept while its source's tensors
-    (the same objects, held here) come back: a flat buffer always, an optimizer's state as long
-    as the optimizer updates it in place."""
-
-    KEEP = 4  #: lists kept per pass (theta_n and theta_{n+1} swap buffers every step)
-
-    def __init__(self, names: Sequence[str], offsets: Mapping[str, int],
-                 shapes: Mapping[str, torch.Size]) -> None:  # fmt: skip
-        order = sorted(offsets, key=offsets.__getitem__)
-        self.members = [order.index(n) for n in names]
-        self.spans = [(offsets[n], shapes[n].numel()) for n in names]
-        self.cache: dict[tuple[int, ...], tuple[Any, Any]] = {}
-
-    def __call__(self, source: torch.Tensor | Sequence[torch.Tensor]) -> Any:
-        """The typed list of ``source``'s arrays for this pass's parameters."""
-        if isinstance(source, torch.Tensor):
-            key: tuple[int, ...] = (id(source),)
-        else:
-            source = [source[i] for i in self.members]
-            key = tuple(map(id, source))
-        hit = self.cache.get(key)
-        if hit is not None:
-            return hit[1]
-        if isinstance(source, torch.Tensor):
-            arrays = [source[o : o + n].numpy() for o, n in self.spans]
-        else:
-            if not all(t.is_contiguous() and t.device.type == "cpu" for t in source):
-                raise ValueError("per-parameter inputs must be contiguous CPU tensors")
-            arrays = [t.view(-1).numpy() for t in source]
-        lists = List(arrays)
-        if len(self.cache) >= self.KEEP:
-            del self.cache[next(iter(self.cache))]
-        self.cache[key] = (source, lists)
-        return lists
+def shares(sizes: Sequence[int], workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, starts): the parameters ``order[starts[w] : starts[w + 1]]`` (ascending) for
+    worker w, shared by size (each in turn, largest first, to the least loaded worker)."""
+    workers = max(1, min(workers, len(sizes)))
+    load = [0] * workers
+    share: list[list[int]] = [[] for _ in range(workers)]
+    for p in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        w = load.index(min(load))
+        share[w].append(p)
+        load[w] += sizes[p]
+    order = np.array([p for ps in share for p in sorted(ps)], dtype=np.int64)
+    return order, np.cumsum([0] + [len(ps) for ps in share]).astype(np.int64)
 
 
 class CompiledPass:
@@ -154,20 +127,33 @@ class CompiledPass:
     ) -> None:
         self.kernel: Kernel = generate(summands, arrays)
         self.params, self.parts, widest, names = kernel_layout(channel_sums, offsets, shapes)
-        self.inputs = {name: ParameterArrays(names, offsets, shapes) for name in self.kernel.inputs}
+        flat = sorted(offsets, key=offsets.__getitem__)
+        self.members = [flat.index(n) for n in names]
+        self.spans = [(offsets[n], shapes[n].numel()) for n in names]
+        self.order, self.starts = shares([n for _, n in self.spans], numba.get_num_threads())
         self.out = torch.zeros(channel_sums.width, self.kernel.outputs, dtype=torch.float64)
         self._out = self.out.numpy()
-        self.scratch = np.zeros((2, self.kernel.outputs, widest))
+        workers = len(self.starts) - 1
+        self.scratch = np.zeros((workers, 2, self.kernel.outputs, widest))
         self.scalars = self.kernel.scalars
 
+    def addresses(self, source: torch.Tensor | AddressTable) -> tuple[Any, Any]:
+        """Where the kernel reads ``source``: a flat CPU tensor laid out by the offsets, or the
+        :class:`~nmech.validation.addresses.AddressTable` of all the recorded parameters'
+        tensors in flat order (e.g. an optimizer's ``exp_avg`` per parameter, or their
+        gradients), read in place."""
+        if isinstance(source, torch.Tensor):
+            return flat_table(source, self.spans)
+        return source.addresses[self.members], source.like
+
     def sums(
-        self, arrays: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], k: np.ndarray
+        self, arrays: Mapping[str, torch.Tensor | AddressTable], k: np.ndarray
     ) -> torch.Tensor:
-        """Part sums for ``arrays`` (by symbol name: a flat CPU tensor, or the parameters'
-        contiguous CPU tensors in flat order; :class:`ParameterArrays`) and scalar values
-        ``k``."""
-        inputs = [self.inputs[name](arrays[name]) for name in self.kernel.inputs]
-        self.kernel.run(inputs, k, self.params, self.parts, self._out, self.scratch)
+        """Part sums for ``arrays`` (by symbol name, as :meth:`addresses` takes them) and
+        scalar values ``k``."""
+        inputs = [self.addresses(arrays[name]) for name in self.kernel.inputs]
+        self.kernel.run(inputs, k, self.params, self.parts, self.order, self.starts, self._out,
+                        self.scratch)  # fmt: skip
         return self.out
 
 

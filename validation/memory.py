@@ -18,10 +18,11 @@ import torch
 
 from nmech.errors import NmechError
 
-#: Bytes per parameter a recorded run holds besides activations: the float32 parameter, its
-#: gradient and up to two optimizer states (4 x 4), the recorder's float64 theta_n, theta_{n+1}
-#: and scratch (3 x 8) and its copies of the gradient and the states (3 x 4).
-BYTES_PER_PARAMETER = 52
+#: Bytes per parameter a recorded run holds besides activations, at most: the float32
+#: parameter, its gradient and up to two optimizer states (4 x 4), the recorder's theta_n and
+#: theta_{n+1} and its copies of the gradient and the states (5 x 8, float64 on the torch route;
+#: the compiled CPU route keeps them in float32).
+BYTES_PER_PARAMETER = 56
 #: Values the recorder keeps per block and step at most: Q, Q_abs and four signals.
 ROW_VALUES = 6
 

@@ -34,14 +34,17 @@ the device (``capturable``) enters as a device tensor, without a host sync.
 
 g_n is ``p.grad`` as left by ``backward()``: the mini-batch loss gradient without weight decay
 (torch adds the decay internally), negated under ``maximize=True``. It is copied in
-``before_step`` because SGD's foreach path with Nesterov and no weight decay updates ``p.grad``
-in place.
+``before_step`` unless the optimizer keeps it (below): SGD's foreach path with Nesterov and no
+weight decay updates ``p.grad`` in place.
 
 Cost per step: the recorded parameters are copied into flat vectors by one ``_foreach_copy_``
-each: theta_n and theta_{n+1} (float64, two buffers that swap roles), g_n, and any optimizer
-state u_n needs (float64) where the torch ops run; a compiled pass reads the state where the
-optimizer keeps it, or a copy in the parameters' own type where it cannot
-(:meth:`Recorder._state_input`). ``after_step`` then
+each: theta_n and theta_{n+1} (two buffers that swap roles), g_n, and any optimizer state u_n
+needs, in float64 where the torch ops run. A compiled pass (CPU) reads float64 from the
+parameters' own float type (an exact copy, half the memory traffic of float64), and reads the
+optimizer's state where the optimizer keeps it (:meth:`Recorder._state_input`), and g_n in
+``p.grad`` itself when the optimizer's adapter says its step leaves the gradient alone
+(``keeps_gradient``: Adam, AdamW, RMSprop, Adagrad; checked after the step by the gradients'
+identity and version counters), each copied only where it cannot. ``after_step`` then
 runs the *passes* of :mod:`nmech.validation.fused`: per reduction family, the part sums of the
 per-element summands of its signals (and of theta_{n+1}^2, the next Q), then the block sums by
 one small sparse product with the parts' signs (:class:`~nmech.validation.channels.
@@ -64,7 +67,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import operator
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ import torch
 from torch import nn
 
 from nmech.errors import NmechError
+from nmech.validation.addresses import AddressTable
 from nmech.validation.channels import ChannelSums, Group, flat_order
 from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass
 from nmech.validation.kinds import KINDS, LINEAR_FAMILY, QUADRATIC_FAMILY
@@ -125,12 +128,12 @@ class _Family:
         shapes: dict[str, torch.Size],
         device: torch.device,
         fused: bool,
+        quadratic: bool,
     ) -> None:
         groups = [g for gs in groups_by_kind.values() for g in gs]
         self.groups = groups
+        self.quadratic = quadratic
         self.sums = ChannelSums(groups, offsets, shapes, device)
-        params = dict.fromkeys(p.param for g in groups for p in g.parts)
-        self.regions = [slice(offsets[n], offsets[n] + shapes[n].numel()) for n in params]
         self.slices: dict[str, slice] = {}
         start = 0
         for kind, gs in groups_by_kind.items():
@@ -160,10 +163,6 @@ class _Family:
             for signal, j in self.column.items()
         }
 
-    def reduce(self, v: torch.Tensor) -> torch.Tensor:
-        """Part sums of v ([numel] or k stacked [k, numel]) as [width, k] (torch ops)."""
-        return self.sums.sums(v)
-
     def put(
         self, s: torch.Tensor, signals: tuple[str, ...], row: int, unsigned: bool = False
     ) -> None:
@@ -183,21 +182,32 @@ class _Family:
         j = self.column[signals[0]]
         self.rows[row, :, j : j + 2] = self.sums.both(s)
 
-    def write(self, v: torch.Tensor, signal: str, row: int, unsigned: bool = False) -> None:
-        """``rows[row, :, signal] = M @ v``."""
-        self.put(self.reduce(v), (signal,), row, unsigned)
+    def state_summands(self) -> list[sp.Expr]:
+        """The summands whose part sums give Q and Q_abs at theta' (:meth:`put_state`):
+        theta'^2 (quadratic kinds), or theta' and |theta'| (linear kinds)."""
+        theta = ELEMENT["theta_next"]
+        return [theta**2] if self.quadratic else [theta, sp.Abs(theta)]
+
+    def put_state(self, s: torch.Tensor, row: int) -> None:
+        """``rows[row, :, Q and Q_abs]`` from the part sums ``s`` of :meth:`state_summands`:
+        Q = M s(theta^2), Q_abs = |M| s(theta^2) (quadratic kinds); Q = M s(theta),
+        Q_abs = |M| s(|theta|) (linear kinds)."""
+        if self.quadratic:
+            self.put_both(s, STATE, row)
+        else:
+            self.put(s[:, :1], STATE[:1], row)
+            self.put(s[:, 1:], STATE[1:], row, unsigned=True)
 
 
 class _FamilyPass:
     """One family's per-step signals in one pass over the flat arrays: the part sums of every
     recorded signal's summand (g_n with the optimizer's gradient sign; u_n, when the optimizer
-    has one, substituted by its formula), then, with ``next_q``, of theta_{n+1}^2 (the next
-    step's Q). One pass reads each array once for all of them; its scalars (bias corrections,
-    hyper-parameters) are evaluated per step."""
+    has one, substituted by its formula), then those of the family's Q and Q_abs at
+    theta_{n+1} (the next step's state, :meth:`_Family.state_summands`). One pass reads each
+    array once for all of them; its scalars (bias corrections, hyper-parameters) are evaluated
+    per step."""
 
-    def __init__(
-        self, family: _Family, update: UpdateDirection | None, grad_sign: int, next_q: bool
-    ) -> None:
+    def __init__(self, family: _Family, update: UpdateDirection | None, grad_sign: int) -> None:
         e = {**ELEMENT, "g": grad_sign * ELEMENT["g"]}
         arrays = {*ELEMENT} - {"u"}
         if update is not None:
@@ -206,9 +216,7 @@ class _FamilyPass:
             e["u"] = update.expr.xreplace(rename)
             arrays |= set(update.arrays)
         self.names = family.signals[len(STATE) :]
-        summands = [SIGNALS[n].summand(e) for n in self.names]
-        if next_q:
-            summands.append(ELEMENT["theta_next"] ** 2)
+        summands = [SIGNALS[n].summand(e) for n in self.names] + family.state_summands()
         symbols = {s for x in summands for s in sp.sympify(x).free_symbols if s.name in arrays}
         self.family = family
         self.pass_ = family.make_pass(summands, sorted(symbols, key=lambda s: s.name))
@@ -229,11 +237,12 @@ class _FamilyPass:
         return self.pass_.sums(arrays, k)
 
     def run(self, arrays: dict[str, torch.Tensor], step: Any, row: int) -> torch.Tensor:
-        """Record this family's signals of step ``row``; returns the part sums."""
+        """Record this family's signals of step ``row``; returns the part sums of its state
+        summands (the next step's Q and Q_abs)."""
         sums = self.sums(arrays, step)
         if self.names:
             self.family.put(sums[:, : len(self.names)], self.names, row)
-        return sums
+        return sums[:, len(self.names) :].contiguous()
 
 
 class Recorder:
@@ -263,6 +272,7 @@ class Recorder:
         if unknown:
             raise NmechError(f"unknown symmetry kind {unknown[0]!r}; known: {', '.join(KINDS)}")
         adapter = adapter_for(optimizer)
+        self.title = adapter.title
         self.settings = adapter.read(optimizer)
         self.update = adapter.update(self.settings)
         self.grad_sign = adapter.gradient_sign(self.settings)
@@ -292,6 +302,9 @@ class Recorder:
         self.K = flush_every
         self._check_row_memory(device)
         self.fused = fused and device.type == "cpu"
+        self.grad_in_place = self.fused and adapter.keeps_gradient
+        self.grads: AddressTable | None = None  # g_n read in place (before_step)
+        self.grad_versions: list[int] = []
         self._init_flat(names, shapes, device)
         self.bufs: dict[str, torch.Tensor] = {}
         for family in (self.quad, self.lin):
@@ -346,22 +359,24 @@ class Recorder:
         parameters laid out in ``names`` order."""
         plist = [self.params[n] for n in names]
         self.plist = plist
+        self.shapes = [p.shape for p in plist]
         self.offsets: dict[str, int] = {}
         numel = 0
         for n, p in zip(names, plist, strict=True):
             self.offsets[n] = numel
             numel += p.numel()
-        # g_n and optimizer state feed the passes in the parameters' own float type when
-        # compiled (an exact copy), in float64 for the torch ops
+        # theta, g_n and optimizer state feed the passes in the parameters' own float type
+        # when compiled (an exact copy, converted to float64 in the kernel), in float64 for
+        # the torch ops
         own = functools.reduce(torch.promote_types, (p.dtype for p in plist), torch.float32)
         self.flat_dtype = own if self.fused else torch.float64
-        self.pair = torch.zeros(2, numel, dtype=torch.float64, device=device)
+        self.pair = torch.zeros(2, numel, dtype=self.flat_dtype, device=device)
         self._theta_views = [_flat_views(buf, plist) for buf in self.pair]
         self.flat_grad = torch.zeros(numel, dtype=self.flat_dtype, device=device)
         self.grad_views = _flat_views(self.flat_grad, plist)
-        self.scratch = torch.zeros(numel, dtype=torch.float64, device=device)
         self.versions: list[int] | None = None  # parameter versions when theta was copied
-        self.q_sums: torch.Tensor | None = None  # part sums of theta^2 when theta was copied
+        # per pass, the part sums of Q and Q_abs's summands at theta_n (None: to be read afresh)
+        self.q_sums: list[torch.Tensor] | None = None
         self._bind(0)
 
         def family(name: str) -> _Family | None:
@@ -369,7 +384,8 @@ class Recorder:
             if not kinds:
                 return None
             signals = STATE + recorded(name, self.update is not None)
-            return _Family(kinds, signals, self.K, self.offsets, shapes, device, self.fused)
+            return _Family(kinds, signals, self.K, self.offsets, shapes, device, self.fused,
+                           quadratic=name == QUADRATIC_FAMILY)  # fmt: skip
 
         self.quad, self.lin = family(QUADRATIC_FAMILY), family(LINEAR_FAMILY)
         self.state_bufs: dict[str, torch.Tensor] = {}
@@ -377,13 +393,10 @@ class Recorder:
             if source.startswith("state:"):
                 self.state_bufs[name] = torch.zeros(numel, dtype=self.flat_dtype, device=device)
         self.state_views = {n: _flat_views(b, plist) for n, b in self.state_bufs.items()}
-        self.direct: dict[str, list[torch.Tensor]] = {}  # state read in place (_state_input)
-        # the quadratic family's pass also gives theta_{n+1}^2, the next step's Q; the linear
-        # family's Q is a plain sum of theta (torch ops)
         self.passes = [
-            _FamilyPass(fam, self.update, self.grad_sign, next_q=fam is self.quad)
+            _FamilyPass(fam, self.update, self.grad_sign)
             for fam in (self.quad, self.lin)
-            if fam is not None and (fam is self.quad or len(fam.signals) > len(STATE))
+            if fam is not None
         ]
 
     def _bind(self, cur: int) -> None:
@@ -417,7 +430,7 @@ class Recorder:
         :meth:`_state_input`); keeps the part sums of theta_{n+1}^2."""
         step: Any = 0.0
         arrays: dict[str, Any] = {"theta": self.theta, "theta_next": self.theta_next,
-                                  "g": self.flat_grad}  # fmt: skip
+                                  "g": self._grad_input()}  # fmt: skip
         if self.update is not None:
             states = [self.optimizer.state[p] for p in self.plist]
             for name, source in self.update.arrays.items():
@@ -427,27 +440,31 @@ class Recorder:
                         raise NmechError(f"optimizer state has no {key!r} after the step")
                     arrays[name] = self._state_input(name, [st[key] for st in states])
             step = self._step_count(states) if states and "step" in states[0] else 0.0
-        for p in self.passes:
-            sums = p.run(arrays, step, row)
-            if p.family is self.quad:
-                self.q_sums = sums[:, len(p.names) :].contiguous()
+        self.q_sums = [p.run(arrays, step, row) for p in self.passes]
+
+    def _grad_input(self) -> Any:
+        """g_n as the passes read it: the copy ``before_step`` made, or, when it kept the
+        gradients themselves, ``p.grad`` after checking that the step left them alone (the
+        same tensors at the same version); NmechError naming the parameter if not."""
+        if self.grads is None:
+            return self.flat_grad
+        for name, p, g, version in zip(self.params, self.plist, self.grads.tensors,
+                                       self.grad_versions, strict=True):  # fmt: skip
+            if p.grad is not g or g._version != version:
+                raise NmechError(
+                    f"{self.title}.step() changed {name}.grad, which the recorder reads after "
+                    "the step (keeps_gradient): nothing recorded for this step"
+                )
+        return self.grads
 
     def _state_input(self, name: str, tensors: list[torch.Tensor]) -> Any:
         """The optimizer state ``tensors`` (one per parameter) as a pass reads them: in place
-        when compiled and they allow it (contiguous CPU tensors of one float type, shaped like
-        their parameters: what torch's optimizers keep), else copied into the flat buffer.
-        Tensors found fit are remembered: an optimizer that updates its state in place hands
-        back the same objects every step."""
-        known = self.direct.get(name)
-        if known is not None and all(map(operator.is_, tensors, known)):
-            return tensors
-        first = tensors[0].dtype
-        if self.fused and first in (torch.float32, torch.float64) and all(
-            t.dtype == first and t.device.type == "cpu" and t.is_contiguous()
-            and t.shape == p.shape for t, p in zip(tensors, self.plist, strict=True)
-        ):  # fmt: skip
-            self.direct[name] = tensors
-            return tensors
+        when compiled and they allow it (:func:`~nmech.validation.addresses.readable`:
+        contiguous CPU tensors of one float type, shaped like their parameters, what torch's
+        optimizers keep), else copied into the flat buffer."""
+        table = AddressTable.of(tensors, self.shapes) if self.fused else None
+        if table is not None:
+            return table
         _copy(self.state_views[name], tensors)
         return self.state_bufs[name]
 
@@ -495,36 +512,29 @@ class Recorder:
                 block=self._trace_block,
             )  # fmt: skip
 
-    def _state_sums(self) -> torch.Tensor:
-        """Part sums of theta_n^2 for a theta_n read afresh, by the quadratic family's pass that
-        gives them after every step (its theta_next^2 summand, with theta_next = theta_n): the
-        same kernel and summation order, so Q_n is bitwise the same whether theta_n came from
-        the previous step or from a checkpoint (``--resume``). The pass's other sums (with
-        placeholder scalars 1) are unused."""
-        quad = self.passes[0]
+    def _state_sums(self) -> list[torch.Tensor]:
+        """Per pass, the part sums of Q and Q_abs's summands for a theta_n read afresh, by the
+        pass that gives them after every step (with theta_next = theta_n): the same kernel
+        and summation order, so Q_n is bitwise the same whether theta_n came from the previous
+        step or from a checkpoint (``--resume``). The passes' other sums (with placeholder
+        scalars 1) are unused."""
         arrays = {"theta": self.theta, "theta_next": self.theta, "g": self.flat_grad,
                   **self.state_bufs}  # fmt: skip
-        ones = [1.0] * len(quad.pass_.scalars)
-        sums = quad.pass_.sums(arrays, np.asarray(ones) if self.fused else ones)
-        return sums[:, len(quad.names) :].contiguous()
+        out = []
+        for p in self.passes:
+            ones = [1.0] * len(p.pass_.scalars)
+            sums = p.pass_.sums(arrays, np.asarray(ones) if self.fused else ones)
+            out.append(sums[:, len(p.names) :].contiguous())
+        return out
 
     def _record_state(self, row: int) -> None:
-        """Q and Q_abs of every block and the traced weights at theta_n (``self.theta``).
-
-        Quadratic kinds: Q = M @ theta^2 (signed), Q_abs = |M| @ theta^2, from the part sums of
-        theta^2 that ``after_step`` left (or :meth:`_state_sums` when theta_n was read
-        afresh); linear kinds:
-        Q = M @ theta, Q_abs = |M| @ |theta|.
-        """
-        if self.quad is not None:
-            if self.q_sums is None:
-                self.q_sums = self._state_sums()
-            self.quad.put_both(self.q_sums, STATE, row)
-        if self.lin is not None:
-            self.lin.write(self.theta, "Q", row)
-            for r in self.lin.regions:  # |theta| where the linear-family blocks are
-                torch.abs(self.theta[r], out=self.scratch[r])
-            self.lin.write(self.scratch, "Q_abs", row, unsigned=True)
+        """Q and Q_abs of every block (:meth:`_Family.put_state`, from the part sums
+        ``after_step`` left, or :meth:`_state_sums` when theta_n was read afresh) and the
+        traced weights at theta_n (``self.theta``)."""
+        if self.q_sums is None:
+            self.q_sums = self._state_sums()
+        for p, sums in zip(self.passes, self.q_sums, strict=True):
+            p.family.put_state(sums, row)
         if self.trace_param is not None:
             self.bufs["trace/values"][row] = self.theta.index_select(0, self.trace_flat)
 
@@ -543,7 +553,11 @@ class Recorder:
                 raise NmechError(f"{n} has no gradient: call before_step after loss.backward()")
         if self.versions != [p._version for p in self.plist]:
             self._load_theta()
-        _copy(self.grad_views, grads)
+        self.grads = AddressTable.of(grads, self.shapes) if self.grad_in_place else None
+        if self.grads is None:
+            _copy(self.grad_views, grads)
+        else:
+            self.grad_versions = [g._version for g in grads]
         self._record_state(self.row)
         if loss is not None:
             self.loss_given = True
@@ -560,6 +574,7 @@ class Recorder:
             raise NmechError("Recorder.after_step called without before_step")
         _copy(self.next_views, self.plist)
         self._record_signals(self.row)
+        self.grads = None
         self._bind(1 - self.cur)
         self.versions = [p._version for p in self.plist]
         if any(float(g["lr"]) != self.lr0 for g in self.optimizer.param_groups):

@@ -162,6 +162,26 @@ def test_update_signals_agree_between_compiled_and_torch_routes(small_vgg, tmp_p
             assert np.all(np.abs(got - want) <= 1e-10 * scale + 1e-300), (kind, name)
 
 
+def test_a_step_that_changes_the_gradient_is_refused(small_vgg, tmp_path):
+    """AdamW's step leaves p.grad alone, so the compiled route reads g_n there after the step
+    instead of copying it; a gradient changed during the step is named, not recorded."""
+    model = small_vgg(True)
+    batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
+    found = discover(model, batches.next())
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
+    rec = Recorder(model, found.groups, tmp_path / "r.h5", opt)
+    train(model, opt, batches, 2, rec, progress=False)
+    x, y = batches.next()[:2]
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    rec.before_step()
+    opt.step()
+    model.features[0].weight.grad.mul_(2.0)
+    with pytest.raises(NmechError, match=r"changed features\.0\.weight\.grad"):
+        rec.after_step()
+    assert load_records(rec.abort()).kinds["scale"].Q.shape[0] == 2
+
+
 def _swap_state(opt):
     """Give every AdamW state new tensor objects with the same values: exp_avg contiguous,
     exp_avg_sq of the weights strided (transposed storage); returns the strided count."""

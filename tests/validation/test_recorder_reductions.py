@@ -173,7 +173,8 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
     codegen) gives ChannelSums.sums of the stacked [D^2; D*g; g^2; theta'^2] for rows, columns
     with fan > 1, whole-tensor parts and parameters with both; so does the torch pass; its
     sparse products equal torch's; a NaN gradient entry reaches its sums."""
-    from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass
+    from nmech.validation.addresses import AddressTable
+    from nmech.validation.fused import CompiledPass, CsrMatrix, TorchPass, shares
     from nmech.validation.recorder import ELEMENT
 
     shapes = {
@@ -216,7 +217,38 @@ def test_compiled_step_sums_match_the_torch_reductions(grad_dtype):
         out = np.full((sums.signed.shape[0], 3), np.nan)
         CsrMatrix(sums.unsigned if unsigned else sums.signed).into(got[:, :3].numpy(), out)
         np.testing.assert_allclose(out, sums.blocks(want[:, :3], unsigned).numpy(), rtol=1e-13)
+    # the same sums from per-parameter tensors read in place (their addresses), and from any
+    # split of the parameters among workers, bit for bit
+    pieces = [grad[offsets[n] : offsets[n] + shapes[n].numel()].view(shapes[n]) for n in order]
+    table = AddressTable.of(pieces, [shapes[n] for n in order])
+    assert table is not None
+    by_address = compiled.sums({**inputs, "g": table}, np.zeros(0)).clone()
+    assert torch.equal(by_address, got)
+    for workers in (1, 3):
+        compiled.order, compiled.starts = shares([shapes[n].numel() for n in order], workers)
+        compiled.scratch = np.zeros((workers, *compiled.scratch.shape[1:]))
+        assert torch.equal(compiled.sums(inputs, np.zeros(0)), by_address), workers
     grad[offsets["b.w"] + 10] = float("nan")  # b.w row 0, column 1 (a->b block 1)
     got = compiled.sums({**inputs, "g": grad}, np.zeros(0))
     bad = ~np.isfinite(got.numpy()).all(axis=1)
     assert bad.sum() == 2 and np.isfinite(got[:, [0, 3]].numpy()).all()  # one row, one column
+
+
+def test_tensors_a_kernel_cannot_read_in_place_get_no_address_table():
+    """Only contiguous CPU float32/float64 tensors of one dtype, shaped like their parameters,
+    are read in place; anything else is refused (and the recorder copies it instead)."""
+    from nmech.validation.addresses import AddressTable
+
+    shapes = [torch.Size([4, 3]), torch.Size([5])]
+    good = [torch.zeros(4, 3), torch.zeros(5)]
+    table = AddressTable.of(good, shapes)
+    assert table is not None and table.like.dtype == np.float32
+    assert list(table.addresses) == [t.data_ptr() for t in good]
+    for bad in (
+        [torch.zeros(3, 4).T, torch.zeros(5)],  # strided
+        [torch.zeros(4, 3), torch.zeros(5, dtype=torch.float64)],  # mixed dtypes
+        [torch.zeros(12), torch.zeros(5)],  # same size, other shape
+        [torch.zeros(4, 3, dtype=torch.float16), torch.zeros(5, dtype=torch.float16)],
+        [torch.zeros(4, 3, dtype=torch.int64), torch.zeros(5, dtype=torch.int64)],
+    ):
+        assert AddressTable.of(bad, shapes) is None

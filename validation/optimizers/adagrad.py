@@ -24,6 +24,7 @@ class AdagradAdapter(OptimizerAdapter):
     keys = ("lr", "eps", "weight_decay", "maximize")
     refused = {"lr_decay": 0}
     state_keys = {"v": "sum"}
+    keeps_gradient = True
     defaults = {"lr": 0.01, "weight_decay": 0.0, "eps": 1e-10}
     options = ("lr", "weight_decay", "eps")
 

@@ -28,6 +28,7 @@ class AdamAdapter(OptimizerAdapter):
     torch_class = torch.optim.Adam
     keys = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "decoupled_weight_decay")
     state_keys = {"m": "exp_avg", "v": "exp_avg_sq", "vmax": "max_exp_avg_sq"}
+    keeps_gradient = True
     defaults = {"lr": 0.01, "weight_decay": 0.0}
     options = ("lr", "weight_decay", "betas", "eps")
 

@@ -122,6 +122,9 @@ class OptimizerAdapter:
     refused: dict[str, Any] = {}
     #: rule vector name ``X`` -> the state key holding ``X_next`` after the step
     state_keys: dict[str, str] = {}
+    #: whether torch's step leaves ``p.grad`` as ``backward()`` left it (the recorder then
+    #: reads g_n after the step without keeping a copy, and checks that it was left alone)
+    keeps_gradient: bool = False
     #: preset fields set when this optimizer is chosen on the command line
     defaults: dict[str, Any] = {}
     #: preset fields (command-line options) this optimizer reads

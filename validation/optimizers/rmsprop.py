@@ -26,6 +26,7 @@ class RMSpropAdapter(OptimizerAdapter):
     keys = ("lr", "alpha", "eps", "weight_decay", "momentum", "maximize")
     refused = {"centered": False}
     state_keys = {"v": "square_avg", "b": "momentum_buffer"}
+    keeps_gradient = True
     defaults = {"lr": 0.001, "weight_decay": 0.0, "momentum": 0.0}
     options = ("lr", "weight_decay", "momentum", "alpha", "eps")
 
