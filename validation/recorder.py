@@ -43,10 +43,10 @@ needs, in float64 where the torch ops run. A compiled pass (CPU) reads float64 f
 parameters' own float type (an exact copy, half the memory traffic of float64), and reads the
 optimizer's state where the optimizer keeps it (:meth:`Recorder._state_input`), and g_n in
 ``p.grad`` itself when the optimizer's adapter says its step leaves the gradient alone
-(``keeps_gradient``: Adam, AdamW, RMSprop, Adagrad; checked after the step by the gradients'
-identity and version counters), each copied only where it cannot. ``after_step`` then
+(``gradient_kept``: Adam, AdamW, RMSprop, Adagrad, SGD without Nesterov; checked after the
+step by the gradients' identity and version counters), each copied only where it cannot. ``after_step`` then
 runs the *passes* of :mod:`nmech.validation.fused`: per reduction family, the part sums of the
-per-element summands of its signals (and of theta_{n+1}^2, the next Q), then the block sums by
+per-element summands of its signals (and of Q and Q_abs at theta_{n+1}), then the block sums by
 one small sparse product with the parts' signs (:class:`~nmech.validation.channels.
 ChannelSums`). On the CPU (``fused=True``, the default) each pass is one numba kernel generated
 from the summands, which reads every input once; elsewhere the same summands run as torch ops.
@@ -302,7 +302,7 @@ class Recorder:
         self.K = flush_every
         self._check_row_memory(device)
         self.fused = fused and device.type == "cpu"
-        self.grad_in_place = self.fused and adapter.keeps_gradient
+        self.grad_in_place = self.fused and adapter.gradient_kept(self.settings)
         self.grads: AddressTable | None = None  # g_n read in place (before_step)
         self.grad_versions: list[int] = []
         self._init_flat(names, shapes, device)
@@ -427,7 +427,7 @@ class Recorder:
 
     def _record_signals(self, row: int) -> None:
         """The step's signals of every family (u_n's from the optimizer's state after the step,
-        :meth:`_state_input`); keeps the part sums of theta_{n+1}^2."""
+        :meth:`_state_input`); keeps the part sums that give Q and Q_abs at theta_{n+1}."""
         step: Any = 0.0
         arrays: dict[str, Any] = {"theta": self.theta, "theta_next": self.theta_next,
                                   "g": self._grad_input()}  # fmt: skip
@@ -453,7 +453,7 @@ class Recorder:
             if p.grad is not g or g._version != version:
                 raise NmechError(
                     f"{self.title}.step() changed {name}.grad, which the recorder reads after "
-                    "the step (keeps_gradient): nothing recorded for this step"
+                    "the step (gradient_kept): nothing recorded for this step"
                 )
         return self.grads
 

@@ -74,7 +74,8 @@ def _expected(
 @pytest.mark.parametrize("bn", [True, False])
 def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn, fused):
     """Every recorded signal equals the group-by-group float64 reference, through the compiled
-    CPU pass (:mod:`nmech.validation.fused`) and through the torch ops the GPU takes."""
+    CPU pass (:mod:`nmech.validation.fused`) and through the torch ops the GPU takes, with g_n
+    copied or read in place."""
     model = small_vgg(bn)
     batches = DeviceBatches(synthetic(10, 20, 32, seed=0), 8, seed=0)
     found = discover(model, batches.next())
@@ -83,9 +84,11 @@ def test_fused_reductions_match_per_group_reference(small_vgg, tmp_path, bn, fus
         replace(g, keep=tuple(range(0, g.channels, 3))) if i % 2 and g.channels > 3 else g
         for i, g in enumerate(found.groups)
     ]
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    # Nesterov adds into p.grad during the step (g_n copied before it); without it the
+    # compiled route reads g_n in p.grad after the step
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=bn)
     rec = Recorder(model, groups, tmp_path / "r.h5", opt, flush_every=2, fused=fused)
-    assert rec.quad.fused == fused
+    assert rec.quad.fused == fused and rec.grad_in_place == (fused and not bn)
     named = dict(model.named_parameters())
     names = sorted({p.param for g in groups for p in g.parts})
     states: list[dict] = []

@@ -122,8 +122,8 @@ class OptimizerAdapter:
     refused: dict[str, Any] = {}
     #: rule vector name ``X`` -> the state key holding ``X_next`` after the step
     state_keys: dict[str, str] = {}
-    #: whether torch's step leaves ``p.grad`` as ``backward()`` left it (the recorder then
-    #: reads g_n after the step without keeping a copy, and checks that it was left alone)
+    #: whether torch's step leaves ``p.grad`` as ``backward()`` left it under any settings
+    #: (:meth:`gradient_kept`)
     keeps_gradient: bool = False
     #: preset fields set when this optimizer is chosen on the command line
     defaults: dict[str, Any] = {}
@@ -184,6 +184,12 @@ class OptimizerAdapter:
     def values(self, settings: Settings) -> dict[str, float]:
         """The engine's values of the rule's hyper-parameters, by shared name."""
         raise NotImplementedError
+
+    def gradient_kept(self, settings: Settings) -> bool:
+        """Whether torch's step under ``settings`` leaves ``p.grad`` as ``backward()`` left it
+        (``keeps_gradient``): the recorder then reads g_n after the step without keeping a
+        copy, and checks that it was left alone."""
+        return self.keeps_gradient
 
     def gradient_sign(self, settings: Settings) -> float:
         """−1 with ``maximize=True`` (torch then steps along +g), else +1."""

@@ -40,6 +40,11 @@ class SGDAdapter(OptimizerAdapter):
             weight_decay=settings.get("weight_decay", 0.0),
         )
 
+    def gradient_kept(self, settings: Settings) -> bool:
+        """Without Nesterov: torch's foreach path adds the momentum buffer into ``p.grad`` in
+        place under Nesterov (no weight decay, no ``maximize``), and nowhere else."""
+        return not settings.get("nesterov", False)
+
     def values(self, settings: Settings) -> dict[str, float]:
         """eta = lr, beta = momentum, lam = weight_decay, tau = dampening."""
         return {
