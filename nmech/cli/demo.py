@@ -11,12 +11,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from nmech.cli.derive import latex_output, present
 from nmech.derive import modified_equation, rules, symmetry
 from nmech.derive.symmetry.dynamics import derive
 from nmech.errors import NmechError
+
+#: ``nmech flow``'s arguments in the demo: GD, orders 0-2, a reduced run of about half a minute.
+ETAS = [0.1, 0.05, 0.025]
+FLOW = ["flow", "gd", "--order", "2", "--etas", ",".join(map(str, ETAS)), "--horizon", "0.5",
+        "--samples", "500"]  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the command; exit status 0 (bad input raises NmechError: one line, exit 2)."""
     if not args.skip_validation:
         _refuse_other_run(Path(args.out))  # before any work
+    if not args.skip_flow:
+        _refuse_other_flow(Path(args.flow_out))
     latex = argparse.Namespace(format="latex", standalone=False)
     for rule in (rules.gd(), rules.heavy_ball(), rules.nesterov()):
         title = f"{rule.name}, order {args.order}"
@@ -50,9 +58,8 @@ def run(args: argparse.Namespace) -> int:
         if (Path(args.flow_out) / "flow.json").exists():
             print(f"% nmech flow: {args.flow_out} holds a finished run (kept)")
         else:
-            flow = ["flow", "gd", "--order", "2", "--etas", "0.1,0.05,0.025", "--horizon", "0.5"]
             # the demo's own folder: an interrupted earlier demo's partial run is replaced
-            status = main([*flow, "--samples", "500", "--out", args.flow_out, "--overwrite"])
+            status = main([*FLOW, "--out", args.flow_out, "--overwrite"])
             if status:
                 return status
         print(f"% slopes figure: {Path(args.flow_out) / 'figures' / 'slopes.png'}")
@@ -76,4 +83,28 @@ def _refuse_other_run(folder: Path) -> None:
     if preset != "cpu-demo":
         raise NmechError(
             f"--out {folder} holds another validation run (not the demo's): choose another --out"
+        )
+
+
+def _refuse_other_flow(folder: Path) -> None:
+    """One line when ``folder`` holds an unfinished flow run that the demo did not make (its
+    ``flow.partial.json`` names another rule, η or sample count, or cannot be read; or flow
+    outputs without either file): the demo replaces only its own interrupted run."""
+    from nmech.validation.flow.report import FLOW_FILES, PARTIAL
+
+    if (folder / "flow.json").exists() or not folder.is_dir():
+        return
+    partial = folder / PARTIAL
+    if partial.exists():
+        try:
+            doc = json.loads(partial.read_text())
+            own = (doc["rule"], doc["etas"], doc["settings"]["samples"]) == ("gd", ETAS, 500)
+        except (OSError, ValueError, KeyError, TypeError):
+            own = False  # unreadable: someone's run all the same
+    else:
+        own = not any(any(folder.glob(pattern)) for pattern in FLOW_FILES)
+    if not own:
+        raise NmechError(
+            f"--flow-out {folder} holds another, unfinished flow run (not the demo's): choose "
+            "another --flow-out"
         )

@@ -1,4 +1,4 @@
-"""nmech demo never replaces a validation run it did not make."""
+"""nmech demo never replaces a validation run or an unfinished flow run it did not make."""
 
 from __future__ import annotations
 
@@ -36,3 +36,34 @@ def test_demo_prints_the_derivations_in_latex(capsys):
     # heavy ball's modified loss L + eta (1 + beta) / (4 (1 - beta)^2) |grad L|^2
     assert "\\frac{\\beta + 1}{4 \\left(1 - \\beta\\right)^{2}}" in out
     assert "\\Gamma$, $\\omega$ the damping rate" in out  # the dynamics' kernels, defined
+
+
+def _partial(folder, rule="gd", etas=(0.1, 0.05, 0.025), samples=500):
+    folder.mkdir()
+    doc = {"rule": rule, "etas": list(etas), "settings": {"samples": samples}}
+    (folder / "flow.partial.json").write_text(json.dumps(doc))
+    return folder / "flow.partial.json"
+
+
+def test_demo_refuses_a_folder_holding_another_unfinished_flow_run(tmp_path, capsys):
+    """An interrupted `nmech flow` of another rule (or η, or sample count), or an unreadable
+    one, in --flow-out is kept: one line, exit 2, before any work; the demo's own interrupted
+    flow run is the one it may replace."""
+    from nmech.cli.demo import _refuse_other_flow
+
+    for i, other in enumerate(
+        [dict(rule="heavy-ball"), dict(etas=(0.2, 0.1)), dict(samples=1797), None]
+    ):
+        folder = tmp_path / f"flow{i}"
+        partial = _partial(folder, **(other or {}))
+        if other is None:
+            partial.write_text("{not json")
+        before = partial.read_bytes()
+        argv = ["demo", "--skip-validation", "--flow-out", str(folder)]
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and "holds another, unfinished flow run" in err[0], err
+        assert partial.read_bytes() == before
+    _refuse_other_flow(_partial(tmp_path / "own").parent)  # the demo's own: no error
