@@ -38,6 +38,7 @@ D_u(φw) = φ D_u w + (D_u φ) w with D_u‖a‖ = ⟨a, D_u a⟩/‖a‖, D_u�
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache, lru_cache
 from itertools import product
@@ -266,8 +267,12 @@ def multilinear(args: list[Mapping[Tree, Coeff]], label: str | None = None) -> V
 # equal trees share their sub-trees and compare by identity below the root instead of all the
 # way down. It holds one dict entry and one list slot per distinct tree numbered (about 100
 # bytes each, the trees kept alive for the life of the process, as a cache of them would).
+# A new number is assigned under a lock: two threads numbering two new trees at once must not
+# both take len(_TREES) (the hashing and comparison of trees run in C, so under the GIL the
+# unlocked code happens to be atomic; a free-threaded interpreter gives no such guarantee).
 _NUMBERS: dict[Tree, int] = {}
 _TREES: list[Tree] = []
+_NUMBERING = threading.Lock()
 
 
 def tree_number(t: Tree) -> int:
@@ -275,8 +280,11 @@ def tree_number(t: Tree) -> int:
     get the same number, and ``_TREES[tree_number(t)] == t``."""
     n = _NUMBERS.get(t)
     if n is None:
-        n = _NUMBERS[t] = len(_TREES)
-        _TREES.append(t)
+        with _NUMBERING:
+            n = _NUMBERS.get(t)
+            if n is None:
+                _TREES.append(t)
+                n = _NUMBERS[t] = len(_TREES) - 1
     return n
 
 
