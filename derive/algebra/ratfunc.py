@@ -15,9 +15,12 @@ field, whose gcds were most of the engine's time.
 
 :meth:`RationalField.to_sympy` gives the *stored form* of a coefficient: numerator and
 denominator factored into irreducible factors over Q, each factor (p − 1) of a decay parameter p
-(β, β₁, β₂, α) written (1 − p). Evaluated in float64 such a product loses only a few ulps per
+(β, β₁, β₂, α, γ) written (1 − p). Evaluated in float64 such a product loses only a few ulps per
 factor (1 − β is exact for β ∈ [1/2, 1]); the expanded denominator 4β⁷ − 28β⁶ + … − 4 of
-4(β − 1)⁷ loses every digit near β = 1.
+4(β − 1)⁷ loses every digit near β = 1. A factor in several parameters that vanishes where its
+decays are all 1 is written as a polynomial in their (1 − p) (:meth:`RationalField._at_corner`):
+β²γ² + 4β²γ + … − 32βγ + … + 1 as 6(1 − β)² + 12(1 − γ)² − …, whose terms do not cancel near
+β = γ = 1.
 """
 
 from __future__ import annotations
@@ -184,6 +187,9 @@ class RationalField:
         self._decays = {
             str(self._gen[s] - one): s for s in self.symbols if s.is_Symbol and s.name in DECAYS
         }
+        self._decay_index = [
+            i for i, s in enumerate(self.symbols) if s.is_Symbol and s.name in DECAYS
+        ]
 
     # -- elements
     def integer(self, n: int) -> RatFunc | flint.fmpq:
@@ -257,8 +263,29 @@ class RationalField:
         terms = {tuple(m): int(c) for m, c in zip(p.monoms(), p.coeffs())}
         return sp.Poly.from_dict(terms, *self.symbols).as_expr()
 
+    def _at_corner(self, f: flint.fmpz_mpoly) -> sp.Expr | None:
+        """f written as a polynomial in (1 − p) for the decays p it reads, when it vanishes
+        where they all are 1 (None otherwise): near that corner its terms in powers of p
+        cancel, while those in powers of 1 − p are each small (1 − p is exact for
+        p ∈ [1/2, 1])."""
+        degrees = f.degrees()
+        used = [i for i in self._decay_index if degrees[i] > 0]
+        if not used:
+            return None
+        names = self.ctx.names()
+        if not f.subs({names[i]: 1 for i in used}).is_zero():
+            return None
+        gens = self.ctx.gens()
+        shifted = f.compose(*(1 - g if i in used else g for i, g in enumerate(gens)))
+        base = [sp.Add(1, -s) if i in used else s for i, s in enumerate(self.symbols)]
+        return sp.Add(*(
+            int(c) * sp.Mul(*(b**e for b, e in zip(base, m, strict=True) if e))
+            for m, c in zip(shifted.monoms(), shifted.coeffs(), strict=True)
+        ))  # fmt: skip
+
     def _factored(self, p: flint.fmpz_mpoly) -> tuple[int, list[tuple[sp.Expr, int]]]:
-        """p = content · Π f_i^k_i with each (p − 1) factor of a decay flipped to (1 − p)."""
+        """p = content · Π f_i^k_i with each (p − 1) factor of a decay flipped to (1 − p), and
+        each other factor that vanishes where its decays are 1 written in their 1 − p."""
         content, factors = p.factor()
         sign = 1
         out = []
@@ -268,7 +295,8 @@ class RationalField:
                 out.append((sp.Add(1, -decay), int(k)))
                 sign *= (-1) ** k
             else:
-                out.append((self._poly_expr(f), int(k)))
+                corner = self._at_corner(f)
+                out.append((self._poly_expr(f) if corner is None else corner, int(k)))
         return int(content) * sign, out
 
     def to_sympy(self, r: RatFunc | flint.fmpq) -> sp.Expr:

@@ -100,19 +100,17 @@ ROUTES = {
     "ema(gd) average field order 3": lambda: Route(
         averaged_equation(rules.ema(rules.gd()), 3).field(LOSS, COORDS)
     ),
-    # coefficients with factors that vanish inside the domain, or at its corner, in two
-    # parameters: β + 2ρ − 1 (Lookahead), schedule-free's 3β²γ² − 3βγ² + 6βγ + γ² − 2γ + 1
-    # (→ (1 − γ)² at β = 0). Such a term is right to 1e-12 of the sum of the field's terms,
-    # not relatively (no representation keeps relative digits near an interior zero). EMA over
-    # heavy ball's η² factor β²γ² + 4β²γ + … − 32βγ + … + 1 = 0 only at β = γ = 1, written in
-    # powers of β and γ, under 1/((1 − β)⁵(1 − γ)²): its term dominates the entry and is right
-    # to 6.3e-11 relative at β = γ = 0.999 (found by this test): 1e-10 of the sum, docs/math.md
-    # §11 (the numeric hand-off, exact then one rounding, is unaffected)
+    # EMA over heavy ball's η² factor β²γ² + 4β²γ + … − 32βγ + … + 1 vanishes only at
+    # β = γ = 1; written in powers of β and γ (as it was), under 1/((1 − β)⁵(1 − γ)²), its term
+    # was 6.3e-11 off at β = γ = 0.999. Stored in 1 − β and 1 − γ, 6(1 − β)² + 12(1 − γ)² + …
+    # (RationalField.to_sympy), every term keeps its digits (docs/math.md §7, §11).
     "ema(heavy-ball) average field order 2": lambda: Route(
-        averaged_equation(rules.ema(rules.heavy_ball()), 2).field(LOSS, COORDS),
-        termwise=False,
-        tolerance=1e-10,
+        averaged_equation(rules.ema(rules.heavy_ball()), 2).field(LOSS, COORDS)
     ),
+    # coefficients with factors that vanish inside the domain in two parameters: β + 2ρ − 1
+    # (Lookahead), schedule-free's 3β²γ² − 3βγ² + 6βγ + γ² − 2γ + 1 (→ (1 − γ)² at β = 0).
+    # Such a term is right to 1e-12 of the sum of the field's terms, not relatively (no
+    # representation keeps relative digits near an interior zero).
     "schedule-free average field order 2": lambda: Route(
         averaged_equation(rules.schedule_free(), 2).field(LOSS, COORDS), termwise=False
     ),
@@ -238,3 +236,30 @@ def test_the_check_fails_on_expanded_coefficients():
     Route(me.field(LOSS, COORDS)).check(values)
     with pytest.raises(AssertionError):
         Route(expanded.field(LOSS, COORDS)).check(values)
+
+
+def test_factors_vanishing_at_the_corner_are_stored_in_one_minus_p():
+    """A factor that vanishes where its decays are all 1 (EMA over heavy ball's η² numerator
+    β²γ² + 4β²γ + β² + 10βγ² − 32βγ + 10β + γ² + 4γ + 1) is stored as a sum of monomials in
+    1 − β and 1 − γ, 6(1 − β)² + 12(1 − γ)² − 6(1 − β)²(1 − γ) − 12(1 − β)(1 − γ)² +
+    (1 − β)²(1 − γ)², the same rational function; a factor that does not vanish there keeps its
+    powers of β."""
+    from nmech.derive.algebra.ratfunc import RationalField
+
+    beta, gamma = (HYPERPARAMETERS[n] for n in ("beta", "gamma"))
+    b, c = sp.symbols("b c")
+    K = RationalField([beta, gamma])
+    numerator = (beta**2 * gamma**2 + 4 * beta**2 * gamma + beta**2 + 10 * beta * gamma**2
+                 - 32 * beta * gamma + 10 * beta + gamma**2 + 4 * gamma + 1)  # fmt: skip
+    coefficient = numerator / (12 * (1 - beta) ** 5 * (1 - gamma) ** 2)
+    stored = K.to_sympy(K.convert(coefficient))
+    assert K.convert(stored) == K.convert(coefficient)
+    top, _ = sp.fraction(stored.xreplace({beta: 1 - b, gamma: 1 - c}))
+    terms = sp.Add.make_args(top)
+    assert len(terms) == 5 and all(sp.Poly(t, b, c).is_monomial for t in terms), top
+    assert sp.expand(12 * top) == sp.expand(
+        6 * b**2 + 12 * c**2 - 6 * b**2 * c - 12 * b * c**2 + b**2 * c**2
+    )
+    other = K.to_sympy(K.convert((beta**2 + 4 * beta + 1) / (1 - beta) ** 5))
+    assert sp.fraction(other)[0].free_symbols == {beta}
+    assert sp.expand(sp.fraction(other)[0]) == sp.fraction(other)[0]  # powers of β
