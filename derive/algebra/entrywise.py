@@ -28,7 +28,8 @@ from nmech.derive.algebra.ratfunc import RatFunc, RationalField
 from nmech.derive.symbols import HYPERPARAMETERS
 
 Form = dict  # {sign mask (frozenset of signed symbols): RatFunc}
-#: The symbols a canonical form's coefficients are factored in (:meth:`_Walker._collected`).
+#: The symbols a canonical form's coefficients are factored in (the shared hyper-parameters;
+#: every other symbol is an element-wise variable).
 PARAMETERS = frozenset(HYPERPARAMETERS.values())
 
 
@@ -49,6 +50,11 @@ class _Walker:
         self._collect(f)
         symbols = (f.free_symbols - set(self.signed)) | set(self.magnitude.values())
         self.field = RationalField(symbols | set(self.atoms.values()))
+        # each polynomial factor is written in these, with factored coefficients in the
+        # parameters (RationalField.to_sympy): (β₂ − β₁)|x| + ε(β₁ + 1)(β₂ − 1)/2, not
+        # β₁β₂ε/2 − β₁ε/2 − β₁|x| + β₂ε/2 + β₂|x| − ε/2, whose terms cancel in float64 where
+        # β₁ and β₂ meet near 1 (docs/math.md §7)
+        self.variables = [s for s in self.field.symbols if s not in PARAMETERS]
         self.back = {m: sp.Abs(x) for x, m in self.magnitude.items()}
         self.back.update({s: e for e, s in self._named.items()})
 
@@ -114,27 +120,9 @@ class _Walker:
             r = form[mask]
             for x in mask:
                 r = r / self.field.gen(self.magnitude[x])
-            quotient = self._collected(self.field.to_sympy(r))
+            quotient = self.field.to_sympy(r, self.variables)
             parts.append(sp.Mul(*mask) * quotient.xreplace(self.back))
         return sp.Add(*parts)
-
-    def _collected(self, quotient: sp.Expr) -> sp.Expr:
-        """``quotient`` (factored) with each of its polynomial factors written as a polynomial
-        in the element-wise variables (magnitudes, arguments, opaque atoms) whose coefficients
-        are factored in the parameters: (β₂ − β₁)|x| + ε(β₁ + 1)(β₂ − 1)/2, not
-        β₁β₂ε/2 − β₁ε/2 − β₁|x| + β₂ε/2 + β₂|x| − ε/2, whose terms cancel in float64 where
-        β₁ and β₂ meet near 1 (docs/math.md §7). Parameters are the shared hyper-parameters
-        (:data:`~nmech.derive.symbols.HYPERPARAMETERS`); every other symbol is a variable."""
-        out = []
-        for factor in sp.Mul.make_args(quotient):
-            base, power = factor.as_base_exp()
-            variables = sorted(base.free_symbols - PARAMETERS, key=str)
-            if base.is_Add and variables and base.free_symbols & PARAMETERS:
-                terms = sp.Poly(base, *variables).terms()
-                base = sp.Add(*(sp.factor(c) * sp.Mul(*(v**k for v, k in zip(variables, m)))
-                                for m, c in terms))  # fmt: skip
-            out.append(base**power)
-        return sp.Mul(*out)
 
 
 def add(a: Form, b: Form) -> Form:

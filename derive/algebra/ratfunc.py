@@ -283,9 +283,13 @@ class RationalField:
             for m, c in zip(shifted.monoms(), shifted.coeffs(), strict=True)
         ))  # fmt: skip
 
-    def _factored(self, p: flint.fmpz_mpoly) -> tuple[int, list[tuple[sp.Expr, int]]]:
-        """p = content · Π f_i^k_i with each (p − 1) factor of a decay flipped to (1 − p), and
-        each other factor that vanishes where its decays are 1 written in their 1 − p."""
+    def _factored(
+        self, p: flint.fmpz_mpoly, variables: frozenset[int] = frozenset()
+    ) -> tuple[int, list[tuple[sp.Expr, int]]]:
+        """p = content · Π f_i^k_i with each (p − 1) factor of a decay flipped to (1 − p), each
+        other factor that vanishes where its decays are 1 written in their 1 − p, and each
+        factor in both the generators ``variables`` (indices) and others collected in the
+        variables (:meth:`_collected`)."""
         content, factors = p.factor()
         sign = 1
         out = []
@@ -294,26 +298,53 @@ class RationalField:
             if decay is not None:  # f = p − 1 written −(1 − p)
                 out.append((sp.Add(1, -decay), int(k)))
                 sign *= (-1) ** k
-            else:
-                corner = self._at_corner(f)
-                out.append((self._poly_expr(f) if corner is None else corner, int(k)))
+                continue
+            used = {i for i, d in enumerate(f.degrees()) if d}
+            if used & variables and used - variables:
+                out.append((self._collected(f, variables), int(k)))
+                continue
+            corner = self._at_corner(f)
+            out.append((self._poly_expr(f) if corner is None else corner, int(k)))
         return int(content) * sign, out
 
-    def to_sympy(self, r: RatFunc | flint.fmpq) -> sp.Expr:
-        """The stored form of r (module docstring): c · Π n_i^a_i / Π d_j^b_j, factored."""
+    @staticmethod
+    def _product(content: Fraction, factors: Iterable[tuple[sp.Expr, int]], *more: sp.Expr
+                 ) -> sp.Expr:  # fmt: skip
+        """content · Π f^k · Π more as one product (sympy distributes a number over a sum only
+        when the two are alone: 2(β₂ − β₁)|x| stays so)."""
+        rational = sp.Rational(content.numerator, content.denominator)
+        return sp.Mul(rational, *(f**k for f, k in factors), *more)
+
+    def _collected(self, f: flint.fmpz_mpoly, variables: frozenset[int]) -> sp.Expr:
+        """f as a polynomial in the generators ``variables`` whose coefficients, polynomials in
+        the other generators, are each in their stored form (factored, (1 − p) flipped)."""
+        by_monomial: dict[tuple[int, ...], dict[tuple[int, ...], int]] = {}
+        for m, c in f.to_dict().items():
+            key = tuple(e if i in variables else 0 for i, e in enumerate(m))
+            rest = tuple(0 if i in variables else e for i, e in enumerate(m))
+            by_monomial.setdefault(key, {})[rest] = int(c)
+        terms = []
+        for key, coefficient in by_monomial.items():
+            content, factors = self._factored(self.ctx.from_dict(coefficient))
+            monomial = sp.Mul(*(s**e for s, e in zip(self.symbols, key, strict=True) if e))
+            terms.append(self._product(Fraction(content), factors, monomial))
+        return sp.Add(*terms)
+
+    def to_sympy(self, r: RatFunc | flint.fmpq, variables: Iterable[sp.Symbol] = ()) -> sp.Expr:
+        """The stored form of r (module docstring): c · Π n_i^a_i / Π d_j^b_j, factored; a
+        factor in both ``variables`` and other symbols is written as a polynomial in the
+        variables with coefficients in stored form (e.g. (β₂ − β₁)|x| + ε(β₁ + 1)(β₂ − 1)/2
+        in x, not β₁β₂ε/2 − β₁ε/2 − β₁|x| + …, whose terms cancel where β₁ and β₂ meet near
+        1)."""
         if isinstance(r, flint.fmpq):
             return sp.Rational(int(r.p), int(r.q))
         if r.is_zero():
             return sp.Integer(0)
         r = r.reduced()
-        cn, num = self._factored(r.num)
-        cd, den = self._factored(r.den)
-        out = sp.Rational(cn, cd)
-        for f, k in num:
-            out *= f**k
-        for f, k in den:
-            out *= f ** (-k)
-        return out
+        index = frozenset(self.symbols.index(v) for v in variables)
+        cn, num = self._factored(r.num, index)
+        cd, den = self._factored(r.den, index)
+        return self._product(Fraction(cn, cd), [*num, *((f, -k) for f, k in den)])
 
 
 def solve_linear(
