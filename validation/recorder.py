@@ -242,6 +242,11 @@ class _FamilyPass:
         sums = self.sums(arrays, step)
         if self.names:
             self.family.put(sums[:, : len(self.names)], self.names, row)
+        return self.state_part(sums)
+
+    def state_part(self, sums: torch.Tensor) -> torch.Tensor:
+        """The columns of the pass's part sums ``sums`` that give Q and Q_abs (a copy: the
+        pass reuses its output)."""
         return sums[:, len(self.names) :].contiguous()
 
 
@@ -523,8 +528,7 @@ class Recorder:
         out = []
         for p in self.passes:
             ones = [1.0] * len(p.pass_.scalars)
-            sums = p.pass_.sums(arrays, np.asarray(ones) if self.fused else ones)
-            out.append(sums[:, len(p.names) :].contiguous())
+            out.append(p.state_part(p.pass_.sums(arrays, np.asarray(ones) if self.fused else ones)))
         return out
 
     def _record_state(self, row: int) -> None:

@@ -184,12 +184,10 @@ class RationalField:
         self.one = self.integer(1)
         self._cache: dict[sp.Expr, RatFunc] = {}
         one = self.ctx.constant(1)
-        self._decays = {
-            str(self._gen[s] - one): s for s in self.symbols if s.is_Symbol and s.name in DECAYS
-        }
         self._decay_index = [
             i for i, s in enumerate(self.symbols) if s.is_Symbol and s.name in DECAYS
         ]
+        self._decays = {str(self.ctx.gens()[i] - one): self.symbols[i] for i in self._decay_index}
 
     # -- elements
     def integer(self, n: int) -> RatFunc | flint.fmpq:
